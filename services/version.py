@@ -1,0 +1,13 @@
+"""Version numbers: greensq's own, and the NSQ protocol release it implements.
+
+Clients gate features on the NSQ version nsqd reports (IDENTIFY, /info, --version), so
+that number tracks the NSQ release whose behaviour greensq matches, not greensq's.
+"""
+
+__version__ = "0.1.0"
+NSQ_VERSION = "1.3.0"
+
+
+def version_banner(daemon):
+    """The ``--version`` line, e.g. ``nsqd v1.3.0 (built w/greensq-0.1.0)``."""
+    return f"{daemon} v{NSQ_VERSION} (built w/greensq-{__version__})"
