@@ -1,0 +1,323 @@
+"""The channel actor: one consumer group's queue of a topic's messages.
+
+A channel holds messages in memory up to ``--mem-queue-size`` and the rest in its own disk
+queue; it hands them to subscribed sessions in proportion to their free RDY, tracks each
+delivered message in flight until FIN, REQ or timeout, and keeps requeued-with-delay and
+DPUB messages in a deferred heap. It runs as its own greenlet, so a paused or slow channel
+never holds up its topic or its sibling channels.
+"""
+
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections import OrderedDict, deque
+
+from greensq.actors.actor import Actor
+from greensq.services.message import Message
+from greensq.services.names import is_ephemeral
+from greensq.services.wire import ClientError
+
+log = logging.getLogger("greensq")
+
+now = time.monotonic
+
+
+class Consumer:
+    """One session's subscription, as the channel sees it.
+
+    The channel owns and updates every field but ``session``; the session and the stats
+    read them. ``ready_count`` is the client's RDY; the channel keeps ``in_flight_count``
+    at or below it.
+    """
+
+    __slots__ = ("session", "ready_count", "in_flight_count", "message_count",
+                 "finish_count", "requeue_count", "closing")
+
+    def __init__(self, session):
+        self.session = session
+        self.ready_count = 0
+        self.in_flight_count = 0
+        self.message_count = 0
+        self.finish_count = 0
+        self.requeue_count = 0
+        self.closing = False
+
+    @property
+    def free(self):
+        return 0 if self.closing else self.ready_count - self.in_flight_count
+
+
+class Channel(Actor):
+    """Mailbox messages: put, sub, unsub, rdy, fin, req, touch, cls, pause, unpause,
+    empty, delete, close."""
+
+    def __init__(self, topic, name, nsqd):
+        super().__init__(f"channel {topic.name}:{name}")
+        self.topic = topic
+        self.topic_name = topic.name
+        self.name = name
+        self.nsqd = nsqd
+        self.ephemeral = is_ephemeral(name)
+        self.mem_limit = nsqd.opts.mem_queue_size
+        self.memory = deque()
+        self.backend = None if self.ephemeral else nsqd.make_backend(topic.name, name)
+        self.in_flight = {}
+        self.timeout_tables = {}      # msg timeout (s) -> OrderedDict(id -> msg), by deadline
+        self.deferred = []            # heap of (due, seq, msg)
+        self._seq = itertools.count()
+        self.consumers = []
+        self.client_count = 0         # kept by attach / detach, ahead of the mailbox
+        self.paused = False
+        self.deleted = False
+        self.message_count = 0
+        self.requeue_count = 0
+        self.timeout_count = 0
+        self._rotation = 0
+
+    # -- called synchronously by sessions (never switches) -------------------------
+
+    def attach(self, consumer):
+        """Count a new subscriber at once (for limits and ephemeral lifetime), then
+        tell the channel."""
+        self.client_count += 1
+        self.send("sub", consumer)
+
+    def detach(self, consumer):
+        """Forget a subscriber; an ephemeral channel goes away with its last one."""
+        self.client_count -= 1
+        self.send("unsub", consumer)
+        if self.ephemeral and self.client_count <= 0 and not self.deleted:
+            self.topic.delete_channel(self.name)
+
+    @property
+    def depth(self):
+        return len(self.memory) + self.backend_depth
+
+    @property
+    def backend_depth(self):
+        return self.backend.depth if self.backend is not None else 0
+
+    # -- mailbox handlers -----------------------------------------------------------
+
+    def on_put(self, msgs):
+        self.message_count += len(msgs)
+        for msg in msgs:
+            if msg.defer_ms:
+                self._defer(msg, msg.defer_ms / 1000.0)
+                msg.defer_ms = 0
+            else:
+                self._enqueue(msg)
+
+    def on_sub(self, consumer):
+        self.consumers.append(consumer)
+
+    def on_unsub(self, consumer):
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+        orphans = [msg for msg in self.in_flight.values() if msg.owner is consumer]
+        for msg in orphans:
+            self._take_in_flight(msg)
+            self._enqueue(msg)
+        consumer.in_flight_count = 0
+
+    def on_rdy(self, consumer, count):
+        consumer.ready_count = count
+
+    def on_cls(self, consumer):
+        consumer.closing = True
+
+    def on_fin(self, consumer, ids):
+        for msg_id in ids:
+            msg = self._owned_in_flight(consumer, msg_id, "FIN", "E_FIN_FAILED")
+            if msg is not None:
+                self._take_in_flight(msg)
+                consumer.finish_count += 1
+
+    def on_req(self, consumer, msg_id, delay):
+        msg = self._owned_in_flight(consumer, msg_id, "REQ", "E_REQ_FAILED")
+        if msg is None:
+            return
+        self._take_in_flight(msg)
+        consumer.requeue_count += 1
+        self.requeue_count += 1
+        if delay > 0:
+            self._defer(msg, delay)
+        else:
+            self._enqueue(msg)
+
+    def on_touch(self, consumer, msg_id, msg_timeout):
+        msg = self._owned_in_flight(consumer, msg_id, "TOUCH", "E_TOUCH_FAILED")
+        if msg is None:
+            return
+        max_deadline = msg.delivered_at + self.nsqd.opts.max_msg_timeout
+        msg.deadline = min(now() + msg_timeout, max_deadline)
+        msg.timeout_bucket.move_to_end(msg.id)
+
+    def on_pause(self):
+        self.paused = True
+        self.nsqd.metadata_changed()
+
+    def on_unpause(self):
+        self.paused = False
+        self.nsqd.metadata_changed()
+
+    def on_empty(self):
+        """Drop every queued, in-flight and deferred message, as NSQ's channel empty does."""
+        self.memory.clear()
+        if self.backend is not None:
+            self.backend.empty()
+        self.in_flight.clear()
+        self.timeout_tables.clear()
+        self.deferred.clear()
+        for consumer in self.consumers:
+            consumer.in_flight_count = 0
+
+    def on_delete(self):
+        """Close every subscriber and remove the channel's disk queue."""
+        for consumer in list(self.consumers):
+            consumer.session.close()
+        self.memory.clear()
+        if self.backend is not None:
+            self.backend.delete()
+        self.stop_loop()
+
+    def on_close(self, done):
+        """Shutdown: everything the channel holds goes to its disk queue (ephemeral
+        channels have none and lose it, as in NSQ)."""
+        try:
+            if self.backend is not None:
+                held = list(self.memory)
+                held.extend(self.in_flight.values())
+                held.extend(entry[2] for entry in self.deferred)
+                self.backend.put_many([msg.encode() for msg in held])
+                self.backend.close()
+        finally:
+            self.stop_loop()
+            done.set()
+
+    # -- the loop's timed work --------------------------------------------------------
+
+    def wakeup_in(self):
+        due = [entry[0] for entry in (self.deferred[:1])]
+        for table in self.timeout_tables.values():
+            if table:
+                due.append(next(iter(table.values())).deadline)
+        if not due:
+            return None
+        return max(0.0, min(due) - now())
+
+    def after_batch(self):
+        current = now()
+        if self.timeout_tables:
+            self._expire_in_flight(current)
+        if self.deferred:
+            self._release_deferred(current)
+        if not self.paused and self.consumers:
+            self._dispatch()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _enqueue(self, msg):
+        if len(self.memory) < self.mem_limit:
+            self.memory.append(msg)
+        elif self.backend is not None:
+            self.backend.put(msg.encode())
+        # else: an ephemeral channel over its memory bound drops the message, as NSQ does
+
+    def _defer(self, msg, delay):
+        heapq.heappush(self.deferred, (now() + delay, next(self._seq), msg))
+
+    def _release_deferred(self, current):
+        deferred = self.deferred
+        while deferred and deferred[0][0] <= current:
+            self._enqueue(heapq.heappop(deferred)[2])
+
+    def _expire_in_flight(self, current):
+        for table in self.timeout_tables.values():
+            while table:
+                msg = next(iter(table.values()))
+                if msg.deadline > current:
+                    break
+                self._take_in_flight(msg)
+                self.timeout_count += 1
+                self._enqueue(msg)
+
+    def _owned_in_flight(self, consumer, msg_id, verb, code):
+        msg = self.in_flight.get(msg_id)
+        if msg is None:
+            reason = "ID not in flight"
+        elif msg.owner is not consumer:
+            reason = "client does not own message"
+        else:
+            return msg
+        consumer.session.send_error(
+            ClientError(code, f"{verb} {msg_id.decode('latin-1')} failed {reason}"))
+        return None
+
+    def _take_in_flight(self, msg):
+        del self.in_flight[msg.id]
+        del msg.timeout_bucket[msg.id]
+        msg.timeout_bucket = None
+        msg.owner.in_flight_count -= 1
+        msg.owner = None
+
+    def _take(self, count):
+        """Up to ``count`` ready messages: memory first, then the disk queue."""
+        memory = self.memory
+        if len(memory) >= count:
+            return [memory.popleft() for _ in range(count)]
+        taken = list(memory)
+        memory.clear()
+        if self.backend is not None and self.backend.depth:
+            for payload in self.backend.get_many(count - len(taken)):
+                try:
+                    taken.append(Message.decode(payload))
+                except ValueError:
+                    log.error("%s: skipping undecodable message on disk", self.label)
+        return taken
+
+    def _dispatch(self):
+        """Hand ready messages to consumers in proportion to their free RDY."""
+        consumers = self.consumers
+        self._rotation = (self._rotation + 1) % len(consumers)
+        order = consumers[self._rotation:] + consumers[:self._rotation]
+        while True:
+            ready = [c for c in order if c.free > 0]
+            pending = self.depth
+            if not ready or not pending:
+                return
+            total_free = sum(c.free for c in ready)
+            wanted = min(pending, total_free)
+            for consumer in ready:
+                share = min(consumer.free, -(-wanted * consumer.free // total_free))
+                msgs = self._take(share)
+                if not msgs:
+                    return
+                self._deliver(consumer, msgs)
+
+    def _deliver(self, consumer, msgs):
+        sample_rate = consumer.session.sample_rate
+        if sample_rate:
+            msgs = [msg for msg in msgs if random.randrange(100) < sample_rate]
+            if not msgs:
+                return
+        timeout = consumer.session.msg_timeout
+        table = self.timeout_tables.get(timeout)
+        if table is None:
+            table = self.timeout_tables[timeout] = OrderedDict()
+        delivered_at = now()
+        deadline = delivered_at + timeout
+        in_flight = self.in_flight
+        for msg in msgs:
+            msg.attempts += 1
+            msg.owner = consumer
+            msg.delivered_at = delivered_at
+            msg.deadline = deadline
+            msg.timeout_bucket = table
+            in_flight[msg.id] = msg
+            table[msg.id] = msg
+        consumer.in_flight_count += len(msgs)
+        consumer.message_count += len(msgs)
+        consumer.session.deliver(msgs)

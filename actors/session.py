@@ -1,0 +1,515 @@
+"""The server side of one NSQ V2 TCP connection.
+
+A session is two greenlets: the reader (the connection's handler greenlet) parses commands
+and acts on them, and the writer sends whatever is queued for the client (replies,
+messages a channel delivered, heartbeats). Replies to pipelined commands go out together
+once every command already received has been handled; messages go out as soon as the
+writer runs, so a burst a channel delivers leaves in one write. The reader stops reading
+while too much output waits, so a client that never reads cannot make nsqd hold more than
+a bounded amount for it.
+"""
+
+import logging
+import socket
+import time
+
+import gevent
+import ujson
+from gevent.event import Event
+
+from greensq.actors.channel import Consumer
+from greensq.services.message import ID_LENGTH, Message
+from greensq.services.names import is_valid_name
+from greensq.services.version import NSQ_VERSION
+from greensq.services.wire import (
+    CLOSE_WAIT_FRAME, HEARTBEAT_FRAME, OK_FRAME, ClientError, ConnectionClosed,
+    FatalClientError, LineTooLong, StreamReader, message_frame_header, response_frame)
+
+log = logging.getLogger("greensq")
+
+STATE_INIT = 0
+STATE_SUBSCRIBED = 3
+STATE_CLOSING = 4
+
+MAX_LINE = 16 * 1024            # NSQ's read buffer: a longer command line drops the client
+MAX_PENDING_OUTPUT = 1 << 20    # replies waiting before the reader stops reading
+DEFAULT_OUTPUT_BUFFER_SIZE = 16 * 1024
+
+
+def go_quote(raw):
+    """``raw`` bytes quoted the way Go's ``%q`` prints them in NSQ's error texts."""
+    out = ['"']
+    for char in raw.decode("utf-8", "backslashreplace"):
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif char == "\r":
+            out.append("\\r")
+        elif char.isprintable():
+            out.append(char)
+        else:
+            out.append(f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+    out.append('"')
+    return "".join(out)
+
+
+def parse_digits(raw):
+    """NSQ's base-10 parse: digits only (so no sign), else None."""
+    return int(raw) if raw.isdigit() and raw.isascii() else None
+
+
+class Session:
+    """One V2 client: its identity, its state, and its subscription (at most one)."""
+
+    def __init__(self, nsqd, sock, address):
+        self.nsqd = nsqd
+        self.opts = opts = nsqd.opts
+        self.sock = sock
+        self.remote_address = f"{address[0]}:{address[1]}" if address else "unknown"
+        self.state = STATE_INIT
+        self.connect_ts = int(time.time())
+        self.client_id = self.hostname = address[0] if address else ""
+        self.user_agent = ""
+        self.heartbeat_interval = 30.0
+        self.output_buffer_size = DEFAULT_OUTPUT_BUFFER_SIZE
+        self.output_buffer_timeout = opts.output_buffer_timeout
+        self.msg_timeout = opts.msg_timeout
+        self.sample_rate = 0
+        self.channel = None
+        self.consumer = None
+        self.pub_counts = {}
+        self._out = []
+        self._out_size = 0
+        self._wake = Event()
+        self._drained = Event()
+        self._drained.set()
+        self._closed = False
+        self._pending_fins = []
+        self.reader = StreamReader(sock, on_idle=self._on_idle)
+        self._commands = {
+            b"FIN": self.cmd_fin, b"RDY": self.cmd_rdy, b"REQ": self.cmd_req,
+            b"PUB": self.cmd_pub, b"MPUB": self.cmd_mpub, b"DPUB": self.cmd_dpub,
+            b"NOP": self.cmd_nop, b"TOUCH": self.cmd_touch, b"SUB": self.cmd_sub,
+            b"CLS": self.cmd_cls, b"AUTH": self.cmd_auth, b"IDENTIFY": self.cmd_identify,
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def run(self):
+        """Serve the connection until it closes (called after the magic was read)."""
+        self._apply_read_timeout()
+        writer = gevent.spawn(self._write_loop)
+        try:
+            self._read_loop()
+        except (ConnectionClosed, OSError):
+            pass
+        except LineTooLong:
+            log.error("[%s] failed to read command - line too long", self.remote_address)
+        finally:
+            self._closed = True
+            self._wake.set()
+            self._release_subscription()
+            writer.join(timeout=2.0)
+            writer.kill(block=False)
+            self._shutdown_socket()
+
+    def close(self):
+        """Drop the connection from outside (channel deleted, nsqd exiting)."""
+        self._closed = True
+        self._shutdown_socket()
+
+    def _shutdown_socket(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _release_subscription(self):
+        self._flush_fins()
+        if self.channel is not None:
+            self.channel.detach(self.consumer)
+            self.channel = None
+
+    def _apply_read_timeout(self):
+        # A client that sends nothing for two heartbeat intervals is gone.
+        self.sock.settimeout(self.heartbeat_interval * 2 if self.heartbeat_interval > 0 else None)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _read_loop(self):
+        reader = self.reader
+        commands = self._commands
+        while not self._closed:
+            try:
+                line = reader.readline(MAX_LINE)
+            except socket.timeout:
+                log.info("[%s] heartbeat timeout, closing", self.remote_address)
+                return
+            params = line.split(b" ")
+            handler = commands.get(params[0])
+            try:
+                if handler is None:
+                    raise FatalClientError(
+                        "E_INVALID", f"invalid command {params[0].decode('latin-1')}")
+                if params[0] != b"FIN":
+                    self._flush_fins()
+                reply = handler(params)
+                if reply is not None:
+                    self._queue(reply)
+            except ClientError as err:
+                log.error("[%s] - %s", self.remote_address, err)
+                self._queue(err.frame())
+                if err.fatal:
+                    return
+
+    def _on_idle(self):
+        """Every command received so far is handled: hand batched FINs to the channel,
+        let the writer send the replies, and wait while too much output is pending."""
+        self._flush_fins()
+        if self._out:
+            self._wake.set()
+        if self._out_size > MAX_PENDING_OUTPUT:
+            self._drained.clear()
+            self._drained.wait()
+
+    def _read_body(self, verb, code, what):
+        """Read a size-prefixed body for PUB/DPUB/IDENTIFY/AUTH after checking the size."""
+        size = self.reader.read_size()
+        limit = self.opts.max_msg_size if code == "E_BAD_MESSAGE" else self.opts.max_body_size
+        if size <= 0:
+            raise FatalClientError(code, f"{verb} invalid {what} size {size}")
+        if size > limit:
+            too_big = "message too big" if code == "E_BAD_MESSAGE" else "body too big"
+            raise FatalClientError(code, f"{verb} {too_big} {size} > {limit}")
+        return self.reader.readexactly(size)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _queue(self, data):
+        self._out.append(data)
+        self._out_size += len(data)
+
+    def send_error(self, err):
+        """Queue an error frame (called by the channel for FIN/REQ/TOUCH failures)."""
+        log.error("[%s] - %s", self.remote_address, err)
+        self._queue(err.frame())
+        self._wake.set()
+
+    def deliver(self, msgs):
+        """Queue message frames (called by the channel); the writer sends them next."""
+        out = self._out
+        size = 0
+        for msg in msgs:
+            out.append(message_frame_header(msg))
+            out.append(msg.body)
+            size += len(msg.body) + 34
+        self._out_size += size
+        self._wake.set()
+
+    def _write_loop(self):
+        wake = self._wake
+        next_heartbeat = time.monotonic() + self.heartbeat_interval
+        while True:
+            wait = None
+            if self.heartbeat_interval > 0:
+                wait = max(0.0, next_heartbeat - time.monotonic())
+            wake.wait(wait)
+            if self.heartbeat_interval > 0 and time.monotonic() >= next_heartbeat:
+                self._queue(HEARTBEAT_FRAME)
+                next_heartbeat = time.monotonic() + self.heartbeat_interval
+            wake.clear()
+            if self._out:
+                data = b"".join(self._out)
+                self._out.clear()
+                self._out_size = 0
+                try:
+                    self.sock.sendall(data)
+                except OSError:
+                    self.close()
+                    return
+                finally:
+                    self._drained.set()
+            if self._closed and not self._out:
+                return
+
+    # -- commands -------------------------------------------------------------------------
+
+    def cmd_nop(self, params):
+        return None
+
+    def cmd_identify(self, params):
+        if self.state != STATE_INIT:
+            raise FatalClientError("E_INVALID", "cannot IDENTIFY in current state")
+        body = self._read_body("IDENTIFY", "E_BAD_BODY", "body")
+        try:
+            data = ujson.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
+        self._identify(data)
+        if not data.get("feature_negotiation"):
+            return OK_FRAME
+        opts = self.opts
+        return response_frame(ujson.dumps({
+            "max_rdy_count": opts.max_rdy_count,
+            "version": NSQ_VERSION,
+            "max_msg_timeout": int(opts.max_msg_timeout * 1000),
+            "msg_timeout": int(self.msg_timeout * 1000),
+            "tls_v1": False,
+            "deflate": False,
+            "deflate_level": min(6, opts.max_deflate_level),
+            "max_deflate_level": opts.max_deflate_level,
+            "snappy": False,
+            "sample_rate": self.sample_rate,
+            "auth_required": False,
+            "output_buffer_size": self.output_buffer_size,
+            "output_buffer_timeout": int(self.output_buffer_timeout * 1000),
+        }).encode())
+
+    def _identify(self, data):
+        def field(name, kind, default):
+            value = data.get(name, default)
+            if value is None:
+                return default
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
+            return value
+
+        client_id = field("client_id", str, "")
+        hostname = field("hostname", str, "")
+        user_agent = field("user_agent", str, "")
+        heartbeat = field("heartbeat_interval", int, 0)
+        buffer_size = field("output_buffer_size", int, 0)
+        buffer_timeout = field("output_buffer_timeout", int, 0)
+        sample_rate = field("sample_rate", int, 0)
+        msg_timeout = field("msg_timeout", int, 0)
+        for flag in ("feature_negotiation", "tls_v1", "snappy", "deflate"):
+            field(flag, bool, False)
+        field("deflate_level", int, 0)
+
+        opts = self.opts
+
+        def invalid(what, value):
+            return FatalClientError("E_BAD_BODY", f"IDENTIFY {what} ({value}) is invalid")
+
+        if heartbeat == -1:
+            heartbeat_s = 0.0
+        elif heartbeat == 0:
+            heartbeat_s = self.heartbeat_interval
+        elif 1000 <= heartbeat <= opts.max_heartbeat_interval * 1000:
+            heartbeat_s = heartbeat / 1000.0
+        else:
+            raise invalid("heartbeat interval", heartbeat)
+
+        if buffer_timeout == -1:
+            timeout_s = 0.0
+        elif buffer_timeout == 0:
+            timeout_s = self.output_buffer_timeout
+        elif (opts.min_output_buffer_timeout * 1000 <= buffer_timeout
+              <= opts.max_output_buffer_timeout * 1000):
+            timeout_s = buffer_timeout / 1000.0
+        else:
+            raise invalid("output buffer timeout", buffer_timeout)
+
+        if buffer_size == -1:
+            size, timeout_s = 1, 0.0
+        elif buffer_size == 0:
+            size = self.output_buffer_size
+        elif 64 <= buffer_size <= opts.max_output_buffer_size:
+            size = buffer_size
+        else:
+            raise invalid("output buffer size", buffer_size)
+
+        if not 0 <= sample_rate <= 99:
+            raise invalid("sample rate", sample_rate)
+
+        if msg_timeout == 0:
+            msg_timeout_s = self.msg_timeout
+        elif 1000 <= msg_timeout <= opts.max_msg_timeout * 1000:
+            msg_timeout_s = msg_timeout / 1000.0
+        else:
+            raise invalid("msg timeout", msg_timeout)
+
+        self.client_id, self.hostname, self.user_agent = client_id, hostname, user_agent
+        self.heartbeat_interval = heartbeat_s
+        self.output_buffer_size, self.output_buffer_timeout = size, timeout_s
+        self.sample_rate = sample_rate
+        self.msg_timeout = msg_timeout_s
+        self._apply_read_timeout()
+        self._wake.set()  # the writer picks up the new heartbeat interval
+
+    def cmd_auth(self, params):
+        if self.state != STATE_INIT:
+            raise FatalClientError("E_INVALID", "cannot AUTH in current state")
+        if len(params) != 1:
+            raise FatalClientError("E_INVALID", "AUTH invalid number of parameters")
+        self._read_body("AUTH", "E_BAD_BODY", "body")
+        raise FatalClientError("E_AUTH_DISABLED", "AUTH disabled")
+
+    def cmd_sub(self, params):
+        if self.state != STATE_INIT:
+            raise FatalClientError("E_INVALID", "cannot SUB in current state")
+        if self.heartbeat_interval <= 0:
+            raise FatalClientError("E_INVALID", "cannot SUB with heartbeats disabled")
+        if len(params) < 3:
+            raise FatalClientError("E_INVALID", "SUB insufficient number of parameters")
+        topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "SUB topic")
+        channel_name = self._valid_name(params[2], "E_BAD_CHANNEL", "SUB channel")
+        channel = self.nsqd.get_topic(topic_name).get_channel(channel_name)
+        limit = self.opts.max_channel_consumers
+        if limit and channel.client_count >= limit:
+            raise FatalClientError(
+                "E_SUB_FAILED",
+                f"SUB failed consumers for {topic_name}:{channel_name} exceeds limit of {limit}")
+        self.consumer = Consumer(self)
+        self.channel = channel
+        channel.attach(self.consumer)
+        self.state = STATE_SUBSCRIBED
+        return OK_FRAME
+
+    def cmd_rdy(self, params):
+        if self.state == STATE_CLOSING:
+            return None
+        if self.state != STATE_SUBSCRIBED:
+            raise FatalClientError("E_INVALID", "cannot RDY in current state")
+        count = 1
+        if len(params) > 1:
+            try:
+                count = int(params[1])
+            except ValueError:
+                raise FatalClientError(
+                    "E_INVALID", f"RDY could not parse count {params[1].decode('latin-1')}"
+                ) from None
+        if not 0 <= count <= self.opts.max_rdy_count:
+            raise FatalClientError(
+                "E_INVALID", f"RDY count {count} out of range 0-{self.opts.max_rdy_count}")
+        self.channel.send("rdy", self.consumer, count)
+        return None
+
+    def _message_id(self, params, verb):
+        if self.state not in (STATE_SUBSCRIBED, STATE_CLOSING):
+            raise FatalClientError("E_INVALID", f"cannot {verb} in current state")
+        if len(params) < (3 if verb == "REQ" else 2):
+            raise FatalClientError("E_INVALID", f"{verb} insufficient number of params")
+        msg_id = params[1]
+        if len(msg_id) != ID_LENGTH:
+            raise FatalClientError("E_INVALID", "Invalid Message ID")
+        return msg_id
+
+    def cmd_fin(self, params):
+        self._pending_fins.append(self._message_id(params, "FIN"))
+        return None
+
+    def _flush_fins(self):
+        if self._pending_fins:
+            fins, self._pending_fins = self._pending_fins, []
+            if self.channel is not None:
+                self.channel.send("fin", self.consumer, fins)
+
+    def cmd_req(self, params):
+        msg_id = self._message_id(params, "REQ")
+        timeout_ms = parse_digits(params[2])
+        if timeout_ms is None:
+            raise FatalClientError(
+                "E_INVALID", f"REQ could not parse timeout {params[2].decode('latin-1')}")
+        max_ms = int(self.opts.max_req_timeout * 1000)
+        if timeout_ms > max_ms:
+            log.info("[%s] REQ timeout %d out of range 0-%d. Setting to %d",
+                     self.remote_address, timeout_ms, max_ms, max_ms)
+            timeout_ms = max_ms
+        self.channel.send("req", self.consumer, msg_id, timeout_ms / 1000.0)
+        return None
+
+    def cmd_touch(self, params):
+        msg_id = self._message_id(params, "TOUCH")
+        self.channel.send("touch", self.consumer, msg_id, self.msg_timeout)
+        return None
+
+    def cmd_cls(self, params):
+        if self.state != STATE_SUBSCRIBED:
+            raise FatalClientError("E_INVALID", "cannot CLS in current state")
+        self.state = STATE_CLOSING
+        self.channel.send("cls", self.consumer)
+        return CLOSE_WAIT_FRAME
+
+    def _valid_name(self, raw, code, what, prefix=""):
+        name = raw.decode("latin-1")
+        if not is_valid_name(name):
+            raise FatalClientError(code, f"{prefix}{what} name {go_quote(raw)} is not valid")
+        return name
+
+    def _publish(self, topic_name, bodies, defer_ms=0):
+        topic = self.nsqd.get_topic(topic_name)
+        ids = self.nsqd.ids.next_ids(len(bodies))
+        topic.publish([Message(msg_id, body, defer_ms=defer_ms)
+                       for msg_id, body in zip(ids, bodies)])
+        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
+        return OK_FRAME
+
+    def cmd_pub(self, params):
+        if len(params) < 2:
+            raise FatalClientError("E_INVALID", "PUB insufficient number of parameters")
+        topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "PUB topic")
+        body = self._read_body("PUB", "E_BAD_MESSAGE", "message body")
+        return self._publish(topic_name, [body])
+
+    def cmd_dpub(self, params):
+        if len(params) < 3:
+            raise FatalClientError("E_INVALID", "DPUB insufficient number of parameters")
+        topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "DPUB topic")
+        defer_ms = parse_digits(params[2])
+        if defer_ms is None:
+            raise FatalClientError(
+                "E_INVALID", f"DPUB could not parse timeout {params[2].decode('latin-1')}")
+        max_ms = int(self.opts.max_req_timeout * 1000)
+        if defer_ms > max_ms:
+            raise FatalClientError("E_INVALID", f"DPUB timeout {defer_ms} out of range 0-{max_ms}")
+        body = self._read_body("DPUB", "E_BAD_MESSAGE", "message body")
+        return self._publish(topic_name, [body], defer_ms)
+
+    def cmd_mpub(self, params):
+        if len(params) < 2:
+            raise FatalClientError("E_INVALID", "MPUB insufficient number of parameters")
+        # NSQ's text repeats the code here; clients match on the first word either way.
+        topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "MPUB topic", "E_BAD_TOPIC ")
+        size = self.reader.read_size()
+        if size <= 0:
+            raise FatalClientError("E_BAD_BODY", f"MPUB invalid body size {size}")
+        if size > self.opts.max_body_size:
+            raise FatalClientError(
+                "E_BAD_BODY", f"MPUB body too big {size} > {self.opts.max_body_size}")
+        body = self.reader.readexactly(size)
+        return self._publish(topic_name, split_mpub_body(body, self.opts))
+
+
+def split_mpub_body(body, opts, prefix="MPUB"):
+    """The messages of an MPUB body (``[count][size][bytes]...``), or a FatalClientError
+    with NSQ's text. Shared by the TCP MPUB command and HTTP ``/mpub?binary=true``."""
+    view = memoryview(body)
+    if len(view) < 4:
+        raise FatalClientError("E_BAD_BODY", f"{prefix} failed to read message count")
+    count = int.from_bytes(view[:4], "big", signed=True)
+    if count <= 0 or count > (opts.max_body_size - 4) // 5:
+        raise FatalClientError("E_BAD_BODY", f"{prefix} invalid message count {count}")
+    bodies, pos, end = [], 4, len(view)
+    for index in range(count):
+        if pos + 4 > end:
+            raise FatalClientError(
+                "E_BAD_MESSAGE", f"{prefix} failed to read message({index}) body size")
+        size = int.from_bytes(view[pos:pos + 4], "big", signed=True)
+        pos += 4
+        if size <= 0:
+            raise FatalClientError(
+                "E_BAD_MESSAGE", f"{prefix} invalid message({index}) body size {size}")
+        if size > opts.max_msg_size:
+            raise FatalClientError(
+                "E_BAD_MESSAGE", f"{prefix} message too big {size} > {opts.max_msg_size}")
+        if pos + size > end:
+            raise FatalClientError("E_BAD_MESSAGE", f"{prefix} failed to read message body")
+        bodies.append(bytes(view[pos:pos + size]))
+        pos += size
+    return bodies

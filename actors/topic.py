@@ -1,0 +1,164 @@
+"""The topic actor: takes published batches and copies every message to every channel.
+
+While a topic has no channel, or is paused, it keeps what is published: in memory up to
+``--mem-queue-size``, then in its own disk queue. Each channel gets its own ``Message``
+objects, handed over as one mailbox message per batch.
+"""
+
+import logging
+from collections import deque
+
+import gevent
+from gevent.event import Event
+
+from greensq.actors.actor import Actor
+from greensq.actors.channel import Channel
+from greensq.services.message import Message
+from greensq.services.names import is_ephemeral
+
+log = logging.getLogger("greensq")
+
+DRAIN_BATCH = 512
+
+
+class Topic(Actor):
+    """Mailbox messages: pub, drain, pause, unpause, empty, delete, close."""
+
+    # Publishers block once this many batches wait: backpressure, not unbounded memory.
+    mailbox_size = 256
+
+    def __init__(self, name, nsqd):
+        super().__init__(f"topic {name}")
+        self.name = name
+        self.nsqd = nsqd
+        self.ephemeral = is_ephemeral(name)
+        self.mem_limit = nsqd.opts.mem_queue_size
+        self.memory = deque()
+        self.backend = None if self.ephemeral else nsqd.make_backend(name)
+        self.channels = {}
+        self.paused = False
+        self.deleted = False
+        self.message_count = 0
+        self.message_bytes = 0
+
+    # -- called synchronously by sessions and HTTP handlers (never switches) ------------
+
+    def publish(self, msgs):
+        """Queue a batch of new messages; blocks while the mailbox is full."""
+        self.send("pub", msgs)
+
+    def get_channel(self, name):
+        """The named channel, created (and started) if it does not exist yet."""
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = self.channels[name] = Channel(self, name, self.nsqd).start()
+            self.nsqd.channel_created(self, channel)
+            if len(self.channels) == 1:
+                self.send("drain")
+        return channel
+
+    def delete_channel(self, name):
+        """Remove a channel now and let its actor clean up; False if there is none."""
+        channel = self.channels.pop(name, None)
+        if channel is None:
+            return False
+        channel.deleted = True
+        channel.send("delete")
+        self.nsqd.channel_deleted(self, channel)
+        if self.ephemeral and not self.channels and not self.deleted:
+            self.nsqd.delete_topic(self.name)
+        return True
+
+    @property
+    def depth(self):
+        return len(self.memory) + self.backend_depth
+
+    @property
+    def backend_depth(self):
+        return self.backend.depth if self.backend is not None else 0
+
+    # -- mailbox handlers -----------------------------------------------------------------
+
+    def on_pub(self, msgs):
+        self.message_count += len(msgs)
+        self.message_bytes += sum(len(msg.body) for msg in msgs)
+        if self._flowing() and not self.depth:
+            self._fan_out(msgs)
+        else:
+            self._hold(msgs)
+            self.on_drain()
+
+    def on_drain(self):
+        """Move held messages to the channels, a batch at a time, yielding between batches."""
+        while self._flowing() and self.depth:
+            self._fan_out(self._take(DRAIN_BATCH))
+            gevent.sleep(0)
+
+    def on_pause(self):
+        self.paused = True
+        self.nsqd.metadata_changed()
+
+    def on_unpause(self):
+        self.paused = False
+        self.nsqd.metadata_changed()
+        self.on_drain()
+
+    def on_empty(self):
+        self.memory.clear()
+        if self.backend is not None:
+            self.backend.empty()
+
+    def on_delete(self):
+        for name in list(self.channels):
+            self.delete_channel(name)
+        self.memory.clear()
+        if self.backend is not None:
+            self.backend.delete()
+        self.stop_loop()
+
+    def on_close(self, done):
+        """Shutdown: close every channel (each flushes to disk), then flush our own queue."""
+        try:
+            channel_events = []
+            for channel in self.channels.values():
+                event = Event()
+                channel.send("close", event)
+                channel_events.append(event)
+            for event in channel_events:
+                event.wait()
+            if self.backend is not None:
+                self.backend.put_many([msg.encode() for msg in self.memory])
+                self.backend.close()
+        finally:
+            self.stop_loop()
+            done.set()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _flowing(self):
+        return bool(self.channels) and not self.paused
+
+    def _hold(self, msgs):
+        memory = self.memory
+        room = max(0, self.mem_limit - len(memory))
+        memory.extend(msgs[:room])
+        if len(msgs) > room and self.backend is not None:
+            self.backend.put_many([msg.encode() for msg in msgs[room:]])
+        # else: an ephemeral topic over its memory bound drops the rest, as NSQ does
+
+    def _take(self, count):
+        memory = self.memory
+        taken = [memory.popleft() for _ in range(min(count, len(memory)))]
+        if len(taken) < count and self.backend is not None and self.backend.depth:
+            for payload in self.backend.get_many(count - len(taken)):
+                try:
+                    taken.append(Message.decode(payload))
+                except ValueError:
+                    log.error("%s: skipping undecodable message on disk", self.label)
+        return taken
+
+    def _fan_out(self, msgs):
+        channels = list(self.channels.values())
+        channels[0].send("put", msgs)
+        for channel in channels[1:]:
+            channel.send("put", [msg.copy() for msg in msgs])

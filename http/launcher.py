@@ -1,0 +1,178 @@
+"""Run a greensq daemon under Gunicorn: an arbiter and exactly one gevent worker.
+
+The arbiter (this process) binds every listening socket (HTTP and the daemon's TCP
+protocol port) and takes the data-directory lock before it forks, so a restarted worker
+keeps the same ports (port 0 included), connections wait in the backlog during a restart,
+and a second daemon on the same data directory fails at once. The worker builds the
+daemon's core, serves the Falcon app over the inherited HTTP socket and the TCP protocol
+over the inherited TCP socket on the same gevent hub, and on SIGTERM, SIGINT or SIGQUIT
+stops accepting, lets the core flush to disk, and exits.
+
+A daemon plugs in through a small object (see ``DaemonSpec``); the launcher knows nothing
+about NSQ.
+"""
+
+import errno
+import fcntl
+import os
+import socket
+import sys
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.ggevent import GeventWorker
+
+
+class StartupError(Exception):
+    """A daemon cannot start; the message is printed and the process exits 1."""
+
+
+class DaemonSpec:
+    """What a daemon provides to the launcher (subclass and fill in).
+
+    ``listen_addresses()`` names the sockets to bind, e.g. ``{"TCP": "0.0.0.0:4150",
+    "HTTP": "0.0.0.0:4151"}``; "HTTP" is served by Gunicorn. ``lock_path()`` is a data
+    directory to lock, or None. In the worker, ``build_app(sockets)`` returns the WSGI app,
+    ``start(sockets)`` starts the protocol servers and ``stop()`` shuts down gracefully.
+    """
+
+    name = "daemon"
+    graceful_timeout = 30
+    bound = None
+
+    def listen_addresses(self):
+        raise NotImplementedError
+
+    def lock_path(self):
+        return None
+
+    def log_prefix(self):
+        return f"[{self.name}] "
+
+    def build_app(self, sockets):
+        raise NotImplementedError
+
+    def start(self, sockets):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+
+def parse_address(address):
+    """``"host:port"``, ``":port"`` or ``"[v6]:port"`` as ``(family, host, port)``."""
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        raise StartupError(f"invalid address {address!r}: missing port")
+    try:
+        port = int(port)
+    except ValueError:
+        raise StartupError(f"invalid address {address!r}: bad port") from None
+    if host.startswith("[") and host.endswith("]"):
+        return socket.AF_INET6, host[1:-1], port
+    return socket.AF_INET, host or "0.0.0.0", port
+
+
+def bind_listener(address, backlog=1024):
+    """A listening TCP socket on ``address``, reusable at once after a restart."""
+    family, host, port = parse_address(address)
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = next(
+            (info for info in infos if info[0] == family), infos[0])
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        raise StartupError(f"listen ({address}) failed - {exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def format_sockname(sock):
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def lock_directory(path, daemon_name):
+    """Hold an exclusive flock on the data directory for the life of the process.
+
+    flock on the directory itself is what Go's nsqd takes too, so greensq and Go nsqd
+    also exclude each other.
+    """
+    os.makedirs(path, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StartupError(
+                f"--data-path={path} in use (possibly by another instance of {daemon_name})"
+            ) from None
+        raise StartupError(f"failed to lock --data-path={path} - {exc}") from None
+    return fd
+
+
+class DaemonWorker(GeventWorker):
+    """The single gevent worker: Gunicorn serves HTTP, the spec serves everything else."""
+
+    def run(self):
+        spec = self.app.spec
+        try:
+            spec.start(self.app.sockets)
+        except Exception:
+            self.log.exception("%s failed to start", spec.name)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        try:
+            super().run()
+        finally:
+            spec.stop()
+
+    def handle_quit(self, sig, frame):
+        # SIGINT / SIGQUIT shut down as gracefully as SIGTERM: queues must reach disk.
+        self.alive = False
+
+
+class DaemonApplication(BaseApplication):
+    """Gunicorn application for one ``DaemonSpec``."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.sockets = {label: bind_listener(address)
+                        for label, address in spec.listen_addresses().items() if address}
+        spec.bound = {label: format_sockname(sock) for label, sock in self.sockets.items()}
+        lock_path = spec.lock_path()
+        self.lock_fd = lock_directory(lock_path, spec.name) if lock_path else None
+        super().__init__()
+
+    def load_config(self):
+        settings = {
+            "bind": [f"fd://{self.sockets['HTTP'].fileno()}"],
+            "workers": 1,
+            "worker_class": f"{DaemonWorker.__module__}.{DaemonWorker.__qualname__}",
+            "worker_connections": 10000,
+            "graceful_timeout": self.spec.graceful_timeout,
+            "timeout": 60,
+            "keepalive": 5,
+            "loglevel": "warning",
+            "errorlog": "-",
+            "accesslog": None,
+            "proc_name": self.spec.name,
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.spec.build_app(self.sockets)
+
+
+def run_daemon(spec):
+    """Bind, lock and run ``spec`` under Gunicorn; exits with the arbiter's status."""
+    try:
+        app = DaemonApplication(spec)
+    except StartupError as exc:
+        sys.stderr.write(f"{spec.log_prefix()}FATAL: failed to instantiate {spec.name} - {exc}\n")
+        sys.exit(1)
+    app.run()

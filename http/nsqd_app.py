@@ -1,0 +1,268 @@
+"""nsqd's HTTP API as Falcon resources, with NSQ's paths, parameters, codes and bodies.
+
+``create_app(nsqd)`` builds the WSGI app over a running core. The handlers run as
+greenlets in the same hub as the TCP sessions; they publish through the topic actors and
+read stats straight from the actors' counters.
+"""
+
+import logging
+
+import ujson
+
+from greensq.actors.session import split_mpub_body
+from greensq.http.nsq_http import (
+    NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json,
+    respond_text)
+from greensq.services.logs import LEVELS
+from greensq.services.message import Message
+from greensq.services.names import is_valid_name
+from greensq.services.nsqd_options import NSQD_FLAGSET
+from greensq.services.stats import format_text, nsqd_stats
+from greensq.services.version import NSQ_VERSION
+from greensq.services.wire import FatalClientError
+
+log = logging.getLogger("greensq")
+
+NS = 1_000_000_000
+
+
+def _topic_arg(params, invalid="INVALID_TOPIC"):
+    if "topic" not in params:
+        raise NsqHTTPError(400, "MISSING_ARG_TOPIC")
+    name = params["topic"]
+    if not is_valid_name(name):
+        raise NsqHTTPError(400, invalid)
+    return name
+
+
+def _channel_arg(params):
+    if "channel" not in params:
+        raise NsqHTTPError(400, "MISSING_ARG_CHANNEL")
+    name = params["channel"]
+    if not is_valid_name(name):
+        raise NsqHTTPError(400, "INVALID_ARG_CHANNEL")
+    return name
+
+
+class Resource:
+    def __init__(self, nsqd):
+        self.nsqd = nsqd
+        self.opts = nsqd.opts
+
+    def publish(self, topic_name, bodies, defer_ms=0):
+        if self.nsqd.exiting:
+            raise NsqHTTPError(503, "EXITING")
+        topic = self.nsqd.get_topic(topic_name)
+        if bodies:
+            ids = self.nsqd.ids.next_ids(len(bodies))
+            topic.publish([Message(msg_id, body, defer_ms=defer_ms)
+                           for msg_id, body in zip(ids, bodies)])
+
+
+class Ping(Resource):
+    def on_get(self, req, resp):
+        respond_text(resp, "OK")
+
+
+class Info(Resource):
+    def on_get(self, req, resp):
+        opts, nsqd = self.opts, self.nsqd
+        respond_json(resp, {
+            "version": NSQ_VERSION,
+            "broadcast_address": opts.broadcast_address,
+            "hostname": opts.hostname,
+            "http_port": nsqd.http_address[1] if nsqd.http_address else 0,
+            "tcp_port": nsqd.tcp_address[1] if nsqd.tcp_address else 0,
+            "start_time": nsqd.start_time,
+            "max_heartbeat_interval": int(opts.max_heartbeat_interval * NS),
+            "max_output_buffer_size": opts.max_output_buffer_size,
+            "max_output_buffer_timeout": int(opts.max_output_buffer_timeout * NS),
+            "max_deflate_level": opts.max_deflate_level,
+            "topology_zone": opts.topology_zone,
+            "topology_region": opts.topology_region,
+        })
+
+
+class Pub(Resource):
+    def on_post(self, req, resp):
+        limit = self.opts.max_msg_size
+        if (req.content_length or 0) > limit:
+            raise NsqHTTPError(413, "MSG_TOO_BIG")
+        body = read_body(req, limit)
+        if len(body) > limit:
+            raise NsqHTTPError(413, "MSG_TOO_BIG")
+        if not body:
+            raise NsqHTTPError(400, "MSG_EMPTY")
+        params = query_params(req)
+        topic_name = _topic_arg(params)
+        defer_ms = 0
+        if "defer" in params:
+            try:
+                defer_ms = int(params["defer"])
+            except ValueError:
+                raise NsqHTTPError(400, "INVALID_DEFER") from None
+            if not 0 <= defer_ms <= self.opts.max_req_timeout * 1000:
+                raise NsqHTTPError(400, "INVALID_DEFER")
+        self.publish(topic_name, [body], defer_ms)
+        respond_text(resp, "OK")
+
+
+class Mpub(Resource):
+    def on_post(self, req, resp):
+        limit = self.opts.max_body_size
+        if (req.content_length or 0) > limit:
+            raise NsqHTTPError(413, "BODY_TOO_BIG")
+        params = query_params(req)
+        topic_name = _topic_arg(params)
+        body = read_body(req, limit)
+        if len(body) > limit:
+            raise NsqHTTPError(413, "BODY_TOO_BIG")
+        binary = params.get("binary")
+        if binary is not None and binary not in ("false", "0"):
+            try:
+                bodies = split_mpub_body(body, self.opts)
+            except FatalClientError as err:
+                raise NsqHTTPError(413, err.code[2:]) from None
+        else:
+            bodies = [line for line in body.split(b"\n") if line]
+            if any(len(line) > self.opts.max_msg_size for line in bodies):
+                raise NsqHTTPError(413, "MSG_TOO_BIG")
+        self.publish(topic_name, bodies)
+        respond_text(resp, "OK")
+
+
+class Stats(Resource):
+    def on_get(self, req, resp):
+        params = query_params(req)
+        stats = nsqd_stats(
+            self.nsqd, params.get("topic"), params.get("channel"),
+            bool_param(params, "include_clients", True), bool_param(params, "include_mem", True))
+        if params.get("format") == "json":
+            respond_json(resp, stats)
+        else:
+            respond_text(resp, format_text(stats))
+
+
+class TopicAction(Resource):
+    """POST /topic/create|delete|empty|pause|unpause?topic=..."""
+
+    def on_post(self, req, resp, action):
+        params = query_params(req)
+        if action == "create":
+            self.nsqd.get_topic(_topic_arg(params))
+        elif action == "delete":
+            if "topic" not in params:
+                raise NsqHTTPError(400, "MISSING_ARG_TOPIC")
+            if not self.nsqd.delete_topic(params["topic"]):
+                raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
+        elif action in ("empty", "pause", "unpause"):
+            topic = self.nsqd.get_existing_topic(_topic_arg(params))
+            if topic is None:
+                raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
+            self._act(topic, action)
+        else:
+            raise NsqHTTPError(404, "NOT_FOUND")
+        resp.status = 200
+        resp.data = b""
+
+    @staticmethod
+    def _act(actor, action):
+        if action == "pause":
+            actor.paused = True      # visible at once in /stats; the actor persists it
+        elif action == "unpause":
+            actor.paused = False
+        actor.send(action)
+
+
+class ChannelAction(Resource):
+    """POST /channel/create|delete|empty|pause|unpause?topic=...&channel=..."""
+
+    def on_post(self, req, resp, action):
+        if action not in ("create", "delete", "empty", "pause", "unpause"):
+            raise NsqHTTPError(404, "NOT_FOUND")
+        params = query_params(req)
+        topic_name = _topic_arg(params, "INVALID_ARG_TOPIC")
+        channel_name = _channel_arg(params)
+        topic = self.nsqd.get_existing_topic(topic_name)
+        if topic is None:
+            raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
+        if action == "create":
+            topic.get_channel(channel_name)
+        elif action == "delete":
+            if not topic.delete_channel(channel_name):
+                raise NsqHTTPError(404, "CHANNEL_NOT_FOUND")
+        else:
+            channel = topic.channels.get(channel_name)
+            if channel is None:
+                raise NsqHTTPError(404, "CHANNEL_NOT_FOUND")
+            TopicAction._act(channel, action)
+        resp.status = 200
+        resp.data = b""
+
+
+class Config(Resource):
+    """GET/PUT /config/:opt (settable: nsqlookupd_tcp_addresses, log_level)."""
+
+    def _flag(self, opt):
+        for flag in NSQD_FLAGSET.flags.values():
+            if flag.key == opt and not flag.deprecated:
+                return flag
+        raise NsqHTTPError(400, "INVALID_OPTION")
+
+    def _value(self, flag):
+        value = getattr(self.opts, flag.dest)
+        if flag.kind == "duration":
+            return int(value * NS)
+        return value
+
+    def on_get(self, req, resp, opt):
+        respond_json(resp, self._value(self._flag(opt)))
+
+    def on_put(self, req, resp, opt):
+        limit = self.opts.max_msg_size
+        body = read_body(req, limit)
+        if not body or len(body) > limit:
+            raise NsqHTTPError(413, "INVALID_VALUE")
+        if opt == "nsqlookupd_tcp_addresses":
+            try:
+                addresses = ujson.loads(body)
+            except ValueError:
+                addresses = None
+            if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+                raise NsqHTTPError(400, "INVALID_VALUE")
+            self.nsqd.set_lookupd_addresses(addresses)
+        elif opt == "log_level":
+            level = body.decode("utf-8", "replace").strip().lower()
+            if level not in LEVELS:
+                raise NsqHTTPError(400, "INVALID_VALUE")
+            self.opts.log_level = level
+            logging.getLogger("greensq").setLevel(LEVELS[level])
+        else:
+            raise NsqHTTPError(400, "INVALID_OPTION")
+        respond_json(resp, self._value(self._flag(opt)))
+
+
+def create_app(nsqd):
+    """The nsqd WSGI app over a running core."""
+    app = create_api()
+    app.add_route("/ping", Ping(nsqd))
+    app.add_route("/info", Info(nsqd))
+    for path in ("/pub", "/put"):
+        app.add_route(path, Pub(nsqd))
+    for path in ("/mpub", "/mput"):
+        app.add_route(path, Mpub(nsqd))
+    app.add_route("/stats", Stats(nsqd))
+    app.add_route("/topic/{action}", TopicAction(nsqd))
+    app.add_route("/channel/{action}", ChannelAction(nsqd))
+    app.add_route("/config/{opt}", Config(nsqd))
+    return app
+
+
+def __getattr__(name):
+    # ``gunicorn greensq.http.nsqd_app:app`` resolves ``app`` lazily, inside the worker.
+    if name == "app":
+        from greensq.http.nsqd_launcher import standalone_app
+
+        globals()["app"] = standalone_app()
+        return globals()["app"]
+    raise AttributeError(name)

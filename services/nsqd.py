@@ -1,0 +1,170 @@
+"""The nsqd core: the registry of topic actors, message IDs, metadata and shutdown.
+
+One ``NSQD`` lives in the worker process and is shared by the TCP sessions and the HTTP
+resources, all greenlets of one hub. Creating or looking up a topic or channel is a plain
+call that never switches; everything else goes through the actors' mailboxes.
+"""
+
+import logging
+import os
+import random
+import time
+
+import gevent
+import ujson
+from gevent.event import Event
+
+from greensq.actors.topic import Topic
+from greensq.services.message import HEADER_SIZE, IdGenerator
+from greensq.services.names import backend_name, is_ephemeral, is_valid_name
+from greensq.services.version import NSQ_VERSION
+
+log = logging.getLogger("greensq")
+
+METADATA_FILE = "nsqd.dat"
+
+
+class NSQD:
+    """The broker's in-memory world."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.data_path = os.path.abspath(opts.data_path or os.getcwd())
+        self.topics = {}
+        self.sessions = set()
+        self.ids = IdGenerator(opts.node_id)
+        self.start_time = int(time.time())
+        self.tcp_address = None    # (host, port) once listening
+        self.http_address = None
+        self.exiting = False
+        self._loading = False
+        self._metadata_writer = None
+
+    # -- topics ---------------------------------------------------------------------------
+
+    def get_topic(self, name):
+        """The named topic, created (and started) if it does not exist yet."""
+        topic = self.topics.get(name)
+        if topic is None:
+            topic = self.topics[name] = Topic(name, self).start()
+            log.info("TOPIC(%s): created", name)
+            self.metadata_changed()
+        return topic
+
+    def get_existing_topic(self, name):
+        return self.topics.get(name)
+
+    def delete_topic(self, name):
+        """Delete a topic, its channels and their disk queues; False if there is none."""
+        topic = self.topics.pop(name, None)
+        if topic is None:
+            return False
+        topic.deleted = True
+        topic.send("delete")
+        log.info("TOPIC(%s): deleting", name)
+        self.metadata_changed()
+        return True
+
+    def channel_created(self, topic, channel):
+        log.info("TOPIC(%s): new channel(%s)", topic.name, channel.name)
+        self.metadata_changed()
+
+    def channel_deleted(self, topic, channel):
+        log.info("CHANNEL(%s:%s): deleting", topic.name, channel.name)
+        self.metadata_changed()
+
+    def make_backend(self, topic, channel=None):
+        from greensq.services.diskqueue import DiskQueue
+
+        opts = self.opts
+        return DiskQueue(
+            backend_name(topic, channel), self.data_path, opts.max_bytes_per_file,
+            HEADER_SIZE, opts.max_msg_size + HEADER_SIZE, opts.sync_every,
+            opts.sync_timeout, log)
+
+    # -- metadata (nsqd.dat) ----------------------------------------------------------------
+
+    def metadata(self):
+        """The ``nsqd.dat`` document: durable topics and channels with their pause state."""
+        topics = []
+        for topic in self.topics.values():
+            if topic.ephemeral:
+                continue
+            channels = [{"name": ch.name, "paused": ch.paused}
+                        for ch in topic.channels.values() if not ch.ephemeral]
+            topics.append({"channels": channels, "name": topic.name, "paused": topic.paused})
+        return {"topics": topics, "version": NSQ_VERSION}
+
+    def metadata_changed(self):
+        """Schedule a metadata write; changes in one hub turn coalesce into one write."""
+        if self._loading or self._metadata_writer is not None:
+            return
+        self._metadata_writer = gevent.spawn_later(0, self._write_metadata_soon)
+
+    def _write_metadata_soon(self):
+        try:
+            self.write_metadata()
+        finally:
+            self._metadata_writer = None
+
+    def write_metadata(self):
+        """Write ``nsqd.dat`` atomically: temp file, fsync, rename."""
+        path = os.path.join(self.data_path, METADATA_FILE)
+        tmp = f"{path}.{random.getrandbits(31)}.tmp"
+        data = ujson.dumps(self.metadata()).encode()
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                gevent.get_hub().threadpool.apply(os.fsync, (fh.fileno(),))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("failed to persist metadata - %s", exc)
+
+    def load_metadata(self):
+        """Recreate the topics and channels (and pause state) recorded in ``nsqd.dat``."""
+        path = os.path.join(self.data_path, METADATA_FILE)
+        try:
+            with open(path, "rb") as fh:
+                data = ujson.loads(fh.read())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"failed to parse metadata file {path} - {exc}") from None
+        self._loading = True
+        try:
+            for entry in data.get("topics") or []:
+                name = entry.get("name", "")
+                if not is_valid_name(name) or is_ephemeral(name):
+                    log.warning("skipping creation of invalid topic %s", name)
+                    continue
+                topic = self.get_topic(name)
+                if entry.get("paused"):
+                    topic.paused = True
+                for ch in entry.get("channels") or []:
+                    ch_name = ch.get("name", "")
+                    if not is_valid_name(ch_name) or is_ephemeral(ch_name):
+                        log.warning("skipping creation of invalid channel %s", ch_name)
+                        continue
+                    channel = topic.get_channel(ch_name)
+                    if ch.get("paused"):
+                        channel.paused = True
+        finally:
+            self._loading = False
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def close(self):
+        """Stop every session and actor, flush every queue to disk, write metadata."""
+        self.exiting = True
+        for session in list(self.sessions):
+            session.close()
+        self.write_metadata()
+        events = []
+        for topic in list(self.topics.values()):
+            done = Event()
+            topic.send("close", done)
+            events.append(done)
+        for done in events:
+            done.wait()
+        log.info("NSQ: stopped")

@@ -1,0 +1,179 @@
+"""nsqd's ``/stats``: the JSON document nsqadmin, nsq_stat and dashboards parse, and the
+text rendering of it.
+
+Key names and nesting follow NSQ exactly; topics and channels are sorted by name.
+"""
+
+import gc
+import os
+import time
+
+from greensq.services.goflags import format_duration
+from greensq.services.version import __version__, NSQ_VERSION
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+NO_LATENCY = {"count": 0, "percentiles": None}
+
+
+def client_stats(session, topic_filter=None):
+    """One client's stats, the shape of NSQ's ClientV2Stats."""
+    consumer = session.consumer
+    stats = {
+        "client_id": session.client_id,
+        "hostname": session.hostname,
+        "version": "V2",
+        "remote_address": session.remote_address,
+        "state": session.state,
+        "ready_count": consumer.ready_count if consumer else 0,
+        "in_flight_count": consumer.in_flight_count if consumer else 0,
+        "message_count": consumer.message_count if consumer else 0,
+        "finish_count": consumer.finish_count if consumer else 0,
+        "requeue_count": consumer.requeue_count if consumer else 0,
+        "connect_ts": session.connect_ts,
+        "sample_rate": session.sample_rate,
+        "deflate": False,
+        "snappy": False,
+        "user_agent": session.user_agent,
+    }
+    pub_counts = [{"topic": topic, "count": count}
+                  for topic, count in sorted(session.pub_counts.items())
+                  if topic_filter is None or topic == topic_filter]
+    if pub_counts:
+        stats["pub_counts"] = pub_counts
+    stats.update({
+        "tls": False,
+        "tls_cipher_suite": "",
+        "tls_version": "",
+        "tls_negotiated_protocol": "",
+        "tls_negotiated_protocol_is_mutual": False,
+    })
+    return stats
+
+
+def channel_stats(channel, include_clients):
+    clients = ([client_stats(c.session) for c in channel.consumers]
+               if include_clients else [])
+    return {
+        "channel_name": channel.name,
+        "depth": channel.depth,
+        "backend_depth": channel.backend_depth,
+        "in_flight_count": len(channel.in_flight),
+        "deferred_count": len(channel.deferred),
+        "message_count": channel.message_count,
+        "requeue_count": channel.requeue_count,
+        "timeout_count": channel.timeout_count,
+        "client_count": len(channel.consumers),
+        "clients": clients,
+        "paused": channel.paused,
+        "e2e_processing_latency": NO_LATENCY,
+    }
+
+
+def topic_stats(topic, channel_filter, include_clients):
+    channels = [channel_stats(topic.channels[name], include_clients)
+                for name in sorted(topic.channels)
+                if channel_filter is None or name == channel_filter]
+    return {
+        "topic_name": topic.name,
+        "channels": channels,
+        "depth": topic.depth,
+        "backend_depth": topic.backend_depth,
+        "message_count": topic.message_count,
+        "message_bytes": topic.message_bytes,
+        "paused": topic.paused,
+        "e2e_processing_latency": NO_LATENCY,
+    }
+
+
+def memory_stats():
+    """Go's memory keys, filled with what a Python process can tell cheaply."""
+    try:
+        with open("/proc/self/statm") as fh:
+            resident = int(fh.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        resident = 0
+    return {
+        "heap_objects": len(gc.get_objects(generation=0)),
+        "heap_idle_bytes": 0,
+        "heap_in_use_bytes": resident,
+        "heap_released_bytes": 0,
+        "gc_pause_usec_100": 0,
+        "gc_pause_usec_99": 0,
+        "gc_pause_usec_95": 0,
+        "next_gc_bytes": 0,
+        "gc_total_runs": sum(gen["collections"] for gen in gc.get_stats()),
+    }
+
+
+def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
+               include_clients=True, include_mem=True):
+    """The ``/stats?format=json`` document."""
+    topics = [topic_stats(nsqd.topics[name], channel_filter, include_clients)
+              for name in sorted(nsqd.topics)
+              if topic_filter is None or name == topic_filter]
+    stats = {
+        "version": NSQ_VERSION,
+        "health": "OK",
+        "start_time": nsqd.start_time,
+        "topics": topics,
+    }
+    if include_mem:
+        stats["memory"] = memory_stats()
+    producers = []
+    if include_clients:
+        for session in nsqd.sessions:
+            if session.pub_counts and (
+                    topic_filter is None or topic_filter in session.pub_counts):
+                producers.append(client_stats(session, topic_filter))
+    stats["producers"] = producers
+    return stats
+
+
+def _client_line(client, now):
+    connected = format_duration(int(now - client["connect_ts"]))
+    ident = f"{client['hostname']}:{client['remote_address'].rsplit(':', 1)[-1]}"
+    if client.get("user_agent"):
+        ident += " " + client["user_agent"]
+    if client["state"] == 0 and client.get("pub_counts"):
+        topics = ",".join(f"{p['topic']}={p['count']}" for p in client["pub_counts"])
+        total = sum(p["count"] for p in client["pub_counts"])
+        return (f"[V2 {ident:<21}] msgs: {total:<8} topics: {topics} "
+                f"connected: {connected}")
+    return (f"[V2 {ident:<21}] state: {client['state']} inflt: {client['in_flight_count']:<4} "
+            f"rdy: {client['ready_count']:<4} fin: {client['finish_count']:<8} "
+            f"re-q: {client['requeue_count']:<8} msgs: {client['message_count']:<8} "
+            f"connected: {connected}")
+
+
+def format_text(stats):
+    """The plain-text ``/stats`` page."""
+    now = time.time()
+    uptime = format_duration(int(now - stats["start_time"]))
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stats["start_time"]))
+    lines = [f"nsqd v{NSQ_VERSION} (built w/greensq-{__version__})",
+             f"start_time {started}", f"uptime {uptime}", "", f"Health: {stats['health']}"]
+    if "memory" in stats:
+        lines += ["", "Memory:"]
+        lines += [f"   {key:<25}\t{value}" for key, value in stats["memory"].items()]
+    if not stats["topics"]:
+        lines += ["", "Topics: None"]
+    else:
+        lines += ["", "Topics:"]
+    for topic in stats["topics"]:
+        prefix = "*P " if topic["paused"] else "   "
+        lines.append(
+            f"{prefix}[{topic['topic_name']:<15}] depth: {topic['depth']:<5} "
+            f"be-depth: {topic['backend_depth']:<5} msgs: {topic['message_count']:<8} e2e%: ")
+        for channel in topic["channels"]:
+            prefix = "   *P " if channel["paused"] else "      "
+            lines.append(
+                f"{prefix}[{channel['channel_name']:<25}] depth: {channel['depth']:<5} "
+                f"be-depth: {channel['backend_depth']:<5} "
+                f"inflt: {channel['in_flight_count']:<4} def: {channel['deferred_count']:<4} "
+                f"re-q: {channel['requeue_count']:<5} timeout: {channel['timeout_count']:<5} "
+                f"msgs: {channel['message_count']:<8} e2e%: ")
+            lines += ["        " + _client_line(c, now) for c in channel["clients"]]
+    producers = stats.get("producers") or []
+    lines += ["", "Producers:" if producers else "Producers: None"]
+    lines += ["   " + _client_line(p, now) for p in producers]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,127 @@
+"""The NSQ TCP wire codec: frames, frame types and client errors.
+
+A frame is ``[4-byte size][4-byte frame type][data]`` where size counts the type and data.
+Errors carry NSQ's code (``E_INVALID`` ...) and text; fatal ones close the connection.
+"""
+
+import struct
+
+FRAME_RESPONSE = 0
+FRAME_ERROR = 1
+FRAME_MESSAGE = 2
+
+MAGIC_V1 = b"  V1"
+MAGIC_V2 = b"  V2"
+
+SIZE = struct.Struct(">i")
+FRAME_HEADER = struct.Struct(">ii")
+MESSAGE_FRAME_HEADER = struct.Struct(">iiqH16s")
+
+OK = b"OK"
+CLOSE_WAIT = b"CLOSE_WAIT"
+HEARTBEAT = b"_heartbeat_"
+
+
+def frame(frame_type, data):
+    """One encoded frame."""
+    return FRAME_HEADER.pack(len(data) + 4, frame_type) + data
+
+
+def response_frame(data):
+    return frame(FRAME_RESPONSE, data)
+
+
+def error_frame(data):
+    return frame(FRAME_ERROR, data)
+
+
+OK_FRAME = response_frame(OK)
+HEARTBEAT_FRAME = response_frame(HEARTBEAT)
+CLOSE_WAIT_FRAME = response_frame(CLOSE_WAIT)
+
+
+def message_frame_header(msg):
+    """The frame header plus message header of ``msg``; the body follows it on the wire."""
+    return MESSAGE_FRAME_HEADER.pack(
+        len(msg.body) + 30, FRAME_MESSAGE, msg.timestamp, msg.attempts, msg.id)
+
+
+class ClientError(Exception):
+    """An error reported to the client in an error frame; the connection stays open."""
+
+    fatal = False
+
+    def __init__(self, code, description=""):
+        super().__init__(code, description)
+        self.code = code
+        self.description = description
+
+    def __str__(self):
+        return f"{self.code} {self.description}" if self.description else self.code
+
+    def frame(self):
+        return error_frame(str(self).encode())
+
+
+class FatalClientError(ClientError):
+    """An error after which nsqd closes the connection."""
+
+    fatal = True
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection."""
+
+
+class LineTooLong(Exception):
+    """A command line longer than the reader allows."""
+
+
+class StreamReader:
+    """Buffered reads of command lines and sized bodies from a socket.
+
+    ``on_idle`` is called just before the reader blocks on the socket: the moment every
+    pipelined command already received has been handled, which is when replies are worth
+    flushing and batched work is worth handing on.
+    """
+
+    def __init__(self, sock, on_idle=None, chunk_size=65536):
+        self.sock = sock
+        self.on_idle = on_idle
+        self.chunk_size = chunk_size
+        self._buf = bytearray()
+        self._pos = 0
+
+    def _fill(self):
+        if self.on_idle is not None:
+            self.on_idle()
+        data = self.sock.recv(self.chunk_size)
+        if not data:
+            raise ConnectionClosed()
+        if self._pos:
+            del self._buf[:self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def readline(self, limit):
+        """The next line without its ``\\n`` (and a trailing ``\\r``)."""
+        while True:
+            end = self._buf.find(b"\n", self._pos)
+            if end >= 0:
+                line = bytes(self._buf[self._pos:end])
+                self._pos = end + 1
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(self._buf) - self._pos > limit:
+                raise LineTooLong()
+            self._fill()
+
+    def readexactly(self, size):
+        while len(self._buf) - self._pos < size:
+            self._fill()
+        data = bytes(self._buf[self._pos:self._pos + size])
+        self._pos += size
+        return data
+
+    def read_size(self):
+        """A big-endian int32, as every NSQ body and count is prefixed."""
+        return SIZE.unpack(self.readexactly(4))[0]
