@@ -120,8 +120,11 @@ class DaemonWorker(GeventWorker):
 
     def run(self):
         spec = self.app.spec
+        # Sockets bound in the arbiter predate monkey-patching: re-wrap them for the hub.
+        sockets = {label: socket.socket(sock.family, sock.type, fileno=sock.detach())
+                   for label, sock in self.app.sockets.items() if label != "HTTP"}
         try:
-            spec.start(self.app.sockets)
+            spec.start(sockets)
         except Exception:
             self.log.exception("%s failed to start", spec.name)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -129,3 +129,7 @@ def standalone_app():
     spec.start(sockets)
     atexit.register(spec.stop)
     return app
+
+
+if __name__ == "__main__":
+    main()
