@@ -1,0 +1,52 @@
+"""``greensq-local``: a complete local NSQ for development, on NSQ's default ports.
+
+Starts each daemon as its own process with its data under ``./data`` and stops them all
+(gracefully, so queues reach disk) on Ctrl-C or SIGTERM. If any daemon exits, the rest
+are stopped and its exit status is returned.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+DAEMONS = [
+    ("nsqd", "greensq.http.nsqd_launcher",
+     ["--tcp-address=0.0.0.0:4150", "--http-address=0.0.0.0:4151"]),
+]
+
+
+def main(argv=None):
+    data_root = os.path.abspath(os.environ.get("GREENSQ_DATA", "data"))
+    procs = []
+    for name, module, args in DAEMONS:
+        data_path = os.path.join(data_root, name)
+        os.makedirs(data_path, exist_ok=True)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", module, f"--data-path={data_path}", *args]))
+
+    stopping = []
+
+    def stop(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = 0
+    while not stopping:
+        exited = [p for p in procs if p.poll() is not None]
+        if exited:
+            status = exited[0].returncode or 1
+            break
+        time.sleep(0.2)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

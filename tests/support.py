@@ -1,0 +1,260 @@
+"""Test support: real daemons in subprocesses, a raw V2 protocol client, and polling.
+
+Daemons start on port 0 with a temporary data directory; their stderr is read by a
+thread (so the pipe never fills) and kept for assertions. Nothing here sleeps to
+synchronise: ``wait_until`` polls a condition against a deadline.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+FRAME_RESPONSE, FRAME_ERROR, FRAME_MESSAGE = 0, 1, 2
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
+    """Poll ``predicate`` until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class Daemon:
+    """A greensq daemon process (``nsqd`` by default) on free loopback ports."""
+
+    def __init__(self, data_path, args=(), module="greensq.http.nsqd_launcher",
+                 tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", env=None):
+        self.data_path = str(data_path)
+        self.args = list(args)
+        self.module = module
+        self.tcp_address = tcp_address
+        self.http_address = http_address
+        self.env = env
+        self.proc = None
+        self.lines = []
+        self._cond = threading.Condition()
+
+    def command(self):
+        return [sys.executable, "-m", self.module, f"--tcp-address={self.tcp_address}",
+                f"--http-address={self.http_address}", f"--data-path={self.data_path}",
+                *self.args]
+
+    def start(self, wait=True):
+        os.makedirs(self.data_path, exist_ok=True)
+        self.lines = []
+        env = dict(os.environ, **(self.env or {}))
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        if wait:
+            self.tcp_port = int(self.wait_for_log(r"TCP: listening on .*:(\d+)").group(1))
+            self.http_port = int(self.wait_for_log(r"HTTP: listening on .*:(\d+)").group(1))
+            # Keep the same ports across restarts.
+            self.tcp_address = f"127.0.0.1:{self.tcp_port}"
+            self.http_address = f"127.0.0.1:{self.http_port}"
+        return self
+
+    def _pump(self, proc):
+        for raw in proc.stdout:
+            with self._cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for_log(self, pattern, timeout=10.0):
+        """The first log line matching ``pattern`` (a regex match object)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._more()):
+                    raise AssertionError(
+                        f"no log line matching {pattern!r}; log:\n" + "\n".join(self.lines))
+                self._cond.wait(min(remaining, 0.1))
+
+    def _more(self):
+        return False
+
+    def log_text(self):
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0):
+        """Signal the arbiter and wait for it; returns its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("daemon did not exit in time; log:\n" + self.log_text())
+
+    def kill(self):
+        """SIGKILL the arbiter and its worker (no chance to flush)."""
+        worker_pids = _children(self.proc.pid)
+        self.proc.kill()
+        for pid in worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def restart(self):
+        assert self.stop() == 0, self.log_text()
+        return self.start()
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def http(self, method, path, body=None, headers=None):
+        """``(status, headers, body bytes)`` of one request."""
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        data = body.encode() if isinstance(body, str) else body
+        request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def stats(self, **params):
+        query = "&".join(f"{k}={v}" for k, v in dict(format="json", **params).items())
+        status, _, body = self.http("GET", f"/stats?{query}")
+        assert status == 200, body
+        return json.loads(body)
+
+    def topic_stats(self, topic):
+        for entry in self.stats()["topics"]:
+            if entry["topic_name"] == topic:
+                return entry
+        return None
+
+    def channel_stats(self, topic, channel):
+        entry = self.topic_stats(topic)
+        for ch in (entry or {}).get("channels", []):
+            if ch["channel_name"] == channel:
+                return ch
+        return None
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+class V2Client:
+    """A minimal raw NSQ V2 client for protocol tests."""
+
+    def __init__(self, port, timeout=10.0, magic=b"  V2"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        if magic:
+            self.sock.sendall(magic)
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def command(self, line, body=None):
+        data = line.encode() + b"\n" if isinstance(line, str) else line + b"\n"
+        if body is not None:
+            data += struct.pack(">i", len(body)) + body
+        self.sock.sendall(data)
+
+    def identify(self, **fields):
+        self.command("IDENTIFY", json.dumps(fields).encode())
+        kind, data = self.read_frame()
+        assert kind == FRAME_RESPONSE, data
+        return json.loads(data) if fields.get("feature_negotiation") else data
+
+    def pub(self, topic, body):
+        self.command(f"PUB {topic}", body)
+        return self.read_frame()
+
+    def mpub(self, topic, bodies):
+        payload = struct.pack(">i", len(bodies)) + b"".join(
+            struct.pack(">i", len(b)) + b for b in bodies)
+        self.command(f"MPUB {topic}", payload)
+        return self.read_frame()
+
+    def sub(self, topic, channel, rdy=None):
+        self.command(f"SUB {topic} {channel}")
+        frame = self.read_frame()
+        assert frame == (FRAME_RESPONSE, b"OK"), frame
+        if rdy is not None:
+            self.command(f"RDY {rdy}")
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed by server")
+        self.buf += data
+
+    def read_frame(self, skip_heartbeats=True):
+        """``(frame_type, data)``; heartbeats are answered and skipped."""
+        while True:
+            while len(self.buf) < 4:
+                self._fill()
+            size = struct.unpack(">i", self.buf[:4])[0]
+            while len(self.buf) < 4 + size:
+                self._fill()
+            kind = struct.unpack(">i", self.buf[4:8])[0]
+            data = self.buf[8:4 + size]
+            self.buf = self.buf[4 + size:]
+            if skip_heartbeats and kind == FRAME_RESPONSE and data == b"_heartbeat_":
+                self.command("NOP")
+                continue
+            return kind, data
+
+    def read_message(self):
+        kind, data = self.read_frame()
+        assert kind == FRAME_MESSAGE, (kind, data)
+        timestamp, attempts, msg_id = struct.unpack(">qH16s", data[:26])
+        return Message(msg_id, attempts, timestamp, data[26:])
+
+    def is_closed(self, timeout=5.0):
+        """True once the server has closed the connection."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+class Message:
+    def __init__(self, msg_id, attempts, timestamp, body):
+        self.id, self.attempts, self.timestamp, self.body = msg_id, attempts, timestamp, body
+
+    def __repr__(self):
+        return f"Message({self.id!r}, attempts={self.attempts}, body={self.body!r})"
