@@ -9,17 +9,14 @@ never holds up its topic or its sibling channels.
 
 import heapq
 import itertools
-import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 from greensq.actors.actor import Actor
-from greensq.services.message import Message
+from greensq.services.message_queue import MessageQueue
 from greensq.services.names import is_ephemeral
 from greensq.services.wire import ClientError
-
-log = logging.getLogger("greensq")
 
 now = time.monotonic
 
@@ -60,9 +57,9 @@ class Channel(Actor):
         self.name = name
         self.nsqd = nsqd
         self.ephemeral = is_ephemeral(name)
-        self.mem_limit = nsqd.opts.mem_queue_size
-        self.memory = deque()
-        self.backend = None if self.ephemeral else nsqd.make_backend(topic.name, name)
+        self.queue = MessageQueue(
+            self.label, nsqd.opts.mem_queue_size,
+            None if self.ephemeral else nsqd.make_backend(topic.name, name))
         self.in_flight = {}
         self.timeout_tables = {}      # msg timeout (s) -> OrderedDict(id -> msg), by deadline
         self.deferred = []            # heap of (due, seq, msg)
@@ -93,22 +90,22 @@ class Channel(Actor):
 
     @property
     def depth(self):
-        return len(self.memory) + self.backend_depth
+        return len(self.queue)
 
     @property
     def backend_depth(self):
-        return self.backend.depth if self.backend is not None else 0
+        return self.queue.backend_depth
 
     # -- mailbox handlers -----------------------------------------------------------
 
     def on_put(self, msgs):
         self.message_count += len(msgs)
-        for msg in msgs:
-            if msg.defer_ms:
+        if msgs[0].defer_ms:
+            for msg in msgs:
                 self._defer(msg, msg.defer_ms / 1000.0)
                 msg.defer_ms = 0
-            else:
-                self._enqueue(msg)
+        else:
+            self.queue.put_many(msgs)
 
     def on_sub(self, consumer):
         self.consumers.append(consumer)
@@ -119,7 +116,7 @@ class Channel(Actor):
         orphans = [msg for msg in self.in_flight.values() if msg.owner is consumer]
         for msg in orphans:
             self._take_in_flight(msg)
-            self._enqueue(msg)
+            self.queue.put(msg)
         consumer.in_flight_count = 0
 
     def on_rdy(self, consumer, count):
@@ -145,7 +142,7 @@ class Channel(Actor):
         if delay > 0:
             self._defer(msg, delay)
         else:
-            self._enqueue(msg)
+            self.queue.put(msg)
 
     def on_touch(self, consumer, msg_id, msg_timeout):
         msg = self._owned_in_flight(consumer, msg_id, "TOUCH", "E_TOUCH_FAILED")
@@ -165,9 +162,7 @@ class Channel(Actor):
 
     def on_empty(self):
         """Drop every queued, in-flight and deferred message, as NSQ's channel empty does."""
-        self.memory.clear()
-        if self.backend is not None:
-            self.backend.empty()
+        self.queue.empty()
         self.in_flight.clear()
         self.timeout_tables.clear()
         self.deferred.clear()
@@ -178,21 +173,16 @@ class Channel(Actor):
         """Close every subscriber and remove the channel's disk queue."""
         for consumer in list(self.consumers):
             consumer.session.close()
-        self.memory.clear()
-        if self.backend is not None:
-            self.backend.delete()
+        self.queue.delete()
         self.stop_loop()
 
     def on_close(self, done):
         """Shutdown: everything the channel holds goes to its disk queue (ephemeral
         channels have none and lose it, as in NSQ)."""
         try:
-            if self.backend is not None:
-                held = list(self.memory)
-                held.extend(self.in_flight.values())
-                held.extend(entry[2] for entry in self.deferred)
-                self.backend.put_many([msg.encode() for msg in held])
-                self.backend.close()
+            held = list(self.in_flight.values())
+            held.extend(entry[2] for entry in self.deferred)
+            self.queue.close(held)
         finally:
             self.stop_loop()
             done.set()
@@ -219,20 +209,13 @@ class Channel(Actor):
 
     # -- internals --------------------------------------------------------------------
 
-    def _enqueue(self, msg):
-        if len(self.memory) < self.mem_limit:
-            self.memory.append(msg)
-        elif self.backend is not None:
-            self.backend.put(msg.encode())
-        # else: an ephemeral channel over its memory bound drops the message, as NSQ does
-
     def _defer(self, msg, delay):
         heapq.heappush(self.deferred, (now() + delay, next(self._seq), msg))
 
     def _release_deferred(self, current):
         deferred = self.deferred
         while deferred and deferred[0][0] <= current:
-            self._enqueue(heapq.heappop(deferred)[2])
+            self.queue.put(heapq.heappop(deferred)[2])
 
     def _expire_in_flight(self, current):
         for table in self.timeout_tables.values():
@@ -242,7 +225,7 @@ class Channel(Actor):
                     break
                 self._take_in_flight(msg)
                 self.timeout_count += 1
-                self._enqueue(msg)
+                self.queue.put(msg)
 
     def _owned_in_flight(self, consumer, msg_id, verb, code):
         msg = self.in_flight.get(msg_id)
@@ -263,21 +246,6 @@ class Channel(Actor):
         msg.owner.in_flight_count -= 1
         msg.owner = None
 
-    def _take(self, count):
-        """Up to ``count`` ready messages: memory first, then the disk queue."""
-        memory = self.memory
-        if len(memory) >= count:
-            return [memory.popleft() for _ in range(count)]
-        taken = list(memory)
-        memory.clear()
-        if self.backend is not None and self.backend.depth:
-            for payload in self.backend.get_many(count - len(taken)):
-                try:
-                    taken.append(Message.decode(payload))
-                except ValueError:
-                    log.error("%s: skipping undecodable message on disk", self.label)
-        return taken
-
     def _dispatch(self):
         """Hand ready messages to consumers in proportion to their free RDY."""
         consumers = self.consumers
@@ -292,7 +260,7 @@ class Channel(Actor):
             wanted = min(pending, total_free)
             for consumer in ready:
                 share = min(consumer.free, -(-wanted * consumer.free // total_free))
-                msgs = self._take(share)
+                msgs = self.queue.take(share)
                 if not msgs:
                     return
                 self._deliver(consumer, msgs)

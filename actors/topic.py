@@ -5,18 +5,13 @@ While a topic has no channel, or is paused, it keeps what is published: in memor
 objects, handed over as one mailbox message per batch.
 """
 
-import logging
-from collections import deque
-
 import gevent
 from gevent.event import Event
 
 from greensq.actors.actor import Actor
 from greensq.actors.channel import Channel
-from greensq.services.message import Message
+from greensq.services.message_queue import MessageQueue
 from greensq.services.names import is_ephemeral
-
-log = logging.getLogger("greensq")
 
 DRAIN_BATCH = 512
 
@@ -32,9 +27,9 @@ class Topic(Actor):
         self.name = name
         self.nsqd = nsqd
         self.ephemeral = is_ephemeral(name)
-        self.mem_limit = nsqd.opts.mem_queue_size
-        self.memory = deque()
-        self.backend = None if self.ephemeral else nsqd.make_backend(name)
+        self.queue = MessageQueue(
+            self.label, nsqd.opts.mem_queue_size,
+            None if self.ephemeral else nsqd.make_backend(name))
         self.channels = {}
         self.paused = False
         self.deleted = False
@@ -71,11 +66,11 @@ class Topic(Actor):
 
     @property
     def depth(self):
-        return len(self.memory) + self.backend_depth
+        return len(self.queue)
 
     @property
     def backend_depth(self):
-        return self.backend.depth if self.backend is not None else 0
+        return self.queue.backend_depth
 
     # -- mailbox handlers -----------------------------------------------------------------
 
@@ -85,13 +80,16 @@ class Topic(Actor):
         if self._flowing() and not self.depth:
             self._fan_out(msgs)
         else:
-            self._hold(msgs)
+            self.queue.put_many(msgs)
             self.on_drain()
 
     def on_drain(self):
         """Move held messages to the channels, a batch at a time, yielding between batches."""
         while self._flowing() and self.depth:
-            self._fan_out(self._take(DRAIN_BATCH))
+            msgs = self.queue.take(DRAIN_BATCH)
+            if not msgs:
+                return
+            self._fan_out(msgs)
             gevent.sleep(0)
 
     def on_pause(self):
@@ -104,16 +102,12 @@ class Topic(Actor):
         self.on_drain()
 
     def on_empty(self):
-        self.memory.clear()
-        if self.backend is not None:
-            self.backend.empty()
+        self.queue.empty()
 
     def on_delete(self):
         for name in list(self.channels):
             self.delete_channel(name)
-        self.memory.clear()
-        if self.backend is not None:
-            self.backend.delete()
+        self.queue.delete()
         self.stop_loop()
 
     def on_close(self, done):
@@ -126,9 +120,7 @@ class Topic(Actor):
                 channel_events.append(event)
             for event in channel_events:
                 event.wait()
-            if self.backend is not None:
-                self.backend.put_many([msg.encode() for msg in self.memory])
-                self.backend.close()
+            self.queue.close()
         finally:
             self.stop_loop()
             done.set()
@@ -137,25 +129,6 @@ class Topic(Actor):
 
     def _flowing(self):
         return bool(self.channels) and not self.paused
-
-    def _hold(self, msgs):
-        memory = self.memory
-        room = max(0, self.mem_limit - len(memory))
-        memory.extend(msgs[:room])
-        if len(msgs) > room and self.backend is not None:
-            self.backend.put_many([msg.encode() for msg in msgs[room:]])
-        # else: an ephemeral topic over its memory bound drops the rest, as NSQ does
-
-    def _take(self, count):
-        memory = self.memory
-        taken = [memory.popleft() for _ in range(min(count, len(memory)))]
-        if len(taken) < count and self.backend is not None and self.backend.depth:
-            for payload in self.backend.get_many(count - len(taken)):
-                try:
-                    taken.append(Message.decode(payload))
-                except ValueError:
-                    log.error("%s: skipping undecodable message on disk", self.label)
-        return taken
 
     def _fan_out(self, msgs):
         channels = list(self.channels.values())

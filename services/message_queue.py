@@ -1,0 +1,84 @@
+"""A topic's or channel's queue of ready messages: memory first, then disk.
+
+Memory holds up to ``--mem-queue-size`` messages (NSQ's high water mark); beyond it
+messages are encoded into the go-diskqueue backend. Ephemeral topics and channels have no
+backend and, like NSQ's, drop what does not fit in memory.
+"""
+
+import logging
+from collections import deque
+
+from greensq.services.message import Message
+
+log = logging.getLogger("greensq")
+
+
+class MessageQueue:
+    def __init__(self, label, mem_limit, backend):
+        self.label = label
+        self.mem_limit = mem_limit
+        self.memory = deque()
+        self.backend = backend
+        self.dropped = 0
+
+    def __len__(self):
+        return len(self.memory) + self.backend_depth
+
+    @property
+    def backend_depth(self):
+        return self.backend.depth if self.backend is not None else 0
+
+    def put(self, msg):
+        if len(self.memory) < self.mem_limit:
+            self.memory.append(msg)
+        elif self.backend is not None:
+            self.backend.put(msg.encode())
+        else:
+            self.dropped += 1
+
+    def put_many(self, msgs):
+        room = max(0, self.mem_limit - len(self.memory))
+        if room >= len(msgs):
+            self.memory.extend(msgs)
+            return
+        self.memory.extend(msgs[:room])
+        if self.backend is not None:
+            self.backend.put_many([msg.encode() for msg in msgs[room:]])
+        else:
+            self.dropped += len(msgs) - room
+
+    def take(self, count):
+        """Up to ``count`` messages, memory first, then the disk queue."""
+        memory = self.memory
+        if len(memory) >= count:
+            return [memory.popleft() for _ in range(count)]
+        taken = list(memory)
+        memory.clear()
+        if self.backend is not None and self.backend.depth:
+            for payload in self.backend.get_many(count - len(taken)):
+                try:
+                    taken.append(Message.decode(payload))
+                except ValueError:
+                    log.error("%s: skipping undecodable message on disk", self.label)
+        return taken
+
+    def empty(self):
+        self.memory.clear()
+        if self.backend is not None:
+            self.backend.empty()
+
+    def delete(self):
+        self.memory.clear()
+        if self.backend is not None:
+            self.backend.delete()
+
+    def close(self, extra=()):
+        """Shutdown: memory (and ``extra`` messages, e.g. in-flight ones) go to disk."""
+        if self.backend is None:
+            return
+        held = list(self.memory)
+        held.extend(extra)
+        self.memory.clear()
+        if held:
+            self.backend.put_many([msg.encode() for msg in held])
+        self.backend.close()
