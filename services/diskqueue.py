@@ -379,9 +379,28 @@ class DiskQueue:
             self.log.warning("DISKQUEUE(%s) %s metadata writePos %d != file size of %d,"
                              " skipping to new file", self.name,
                              self.segment_path(self._write_num), self._write_pos, size)
+            if size > self._write_pos:
+                # Records written after the last metadata sync (a crash): count them in.
+                self._depth += self._count_records(
+                    self.segment_path(self._write_num), self._write_pos, size)
             self._write_num += 1
             self._write_pos = 0
         self._check_tail()
+
+    def _count_records(self, path: str, start: int, end: int) -> int:
+        """How many whole records lie between ``start`` and ``end`` of a segment."""
+        count = 0
+        with open(path, "rb") as f:
+            f.seek(start)
+            pos = start
+            while pos + 4 <= end:
+                size = int.from_bytes(f.read(4), "big", signed=True)
+                if size < self.min_msg_size or size > self.max_msg_size or pos + 4 + size > end:
+                    break
+                f.seek(size, os.SEEK_CUR)
+                pos += 4 + size
+                count += 1
+        return count
 
     def _meta_text(self) -> bytes:
         return b"%d\n%d,%d\n%d,%d\n" % (self._depth, self._read_num, self._read_pos,

@@ -39,6 +39,7 @@ class NSQD:
         self.exiting = False
         self._loading = False
         self._metadata_writer = None
+        self._metadata_dirty = False
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -96,14 +97,19 @@ class NSQD:
         return {"topics": topics, "version": NSQ_VERSION}
 
     def metadata_changed(self):
-        """Schedule a metadata write; changes in one hub turn coalesce into one write."""
-        if self._loading or self._metadata_writer is not None:
+        """Schedule a metadata write. Changes made while a write is under way cause one
+        more write after it, so the file always ends up describing the latest state."""
+        if self._loading:
             return
-        self._metadata_writer = gevent.spawn_later(0, self._write_metadata_soon)
+        self._metadata_dirty = True
+        if self._metadata_writer is None:
+            self._metadata_writer = gevent.spawn(self._write_metadata_while_dirty)
 
-    def _write_metadata_soon(self):
+    def _write_metadata_while_dirty(self):
         try:
-            self.write_metadata()
+            while self._metadata_dirty:
+                self._metadata_dirty = False
+                self.write_metadata()
         finally:
             self._metadata_writer = None
 
