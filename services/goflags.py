@@ -13,6 +13,7 @@ given on the command line wins over the file. Durations are Go durations (``"1m3
 in the config file, integers meaning milliseconds.
 """
 
+import json
 import re
 import sys
 import tomllib
@@ -25,6 +26,11 @@ _DURATION_UNITS = {
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+
+
+def _quote(value):
+    """``value`` quoted as Go's ``%q`` does (double quotes), for error messages."""
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 class FlagError(ValueError):
@@ -45,7 +51,7 @@ def parse_duration(text):
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     if not body or pos != len(body):
-        raise FlagError(f"time: invalid duration {text!r}")
+        raise FlagError(f"time: invalid duration {_quote(text)}")
     return sign * total
 
 
@@ -72,7 +78,7 @@ def parse_bool(text):
         return True
     if text in _FALSE:
         return False
-    raise FlagError(f"strconv.ParseBool: parsing {text!r}: invalid syntax")
+    raise FlagError(f"strconv.ParseBool: parsing {_quote(text)}: invalid syntax")
 
 
 @dataclass
@@ -121,10 +127,10 @@ class Flag:
                 return [float(x) if kind == "floatlist" else str(x) for x in items]
             value = str(raw)
         except (TypeError, ValueError) as exc:
-            raise FlagError(f"invalid value {raw!r} for flag -{self.name}: {exc}") from None
+            raise FlagError(f"invalid value {_quote(raw)} for flag -{self.name}: {exc}") from None
         if self.choices and value.lower() not in self.choices:
             raise FlagError(
-                f"invalid value {raw!r} for flag -{self.name}: must be one of "
+                f"invalid value {_quote(raw)} for flag -{self.name}: must be one of "
                 + ", ".join(self.choices))
         return value
 

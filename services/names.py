@@ -15,7 +15,7 @@ def is_valid_name(name):
     return (
         isinstance(name, str)
         and 0 < len(name) <= 64
-        and _VALID_NAME.match(name) is not None
+        and _VALID_NAME.fullmatch(name) is not None   # "$" alone admits a trailing "\n"
     )
 
 
