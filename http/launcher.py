@@ -17,7 +17,13 @@ import fcntl
 import os
 import socket
 import sys
+import time
+from functools import partial
 
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import StreamServer
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.ggevent import GeventWorker
@@ -116,10 +122,17 @@ def lock_directory(path, daemon_name):
 
 
 class DaemonWorker(GeventWorker):
-    """The single gevent worker: Gunicorn serves HTTP, the spec serves everything else."""
+    """The single gevent worker: Gunicorn's HTTP handling, the spec's everything else.
+
+    Its run loop wakes as soon as a stop signal arrives (Gunicorn's polls once a second),
+    then stops accepting, gives requests under way a moment, and lets the spec flush.
+    """
+
+    drain_timeout = 2.0
 
     def run(self):
         spec = self.app.spec
+        self._stop = Event()
         # Sockets bound in the arbiter predate monkey-patching: re-wrap them for the hub.
         sockets = {label: socket.socket(sock.family, sock.type, fileno=sock.detach())
                    for label, sock in self.app.sockets.items() if label != "HTTP"}
@@ -128,14 +141,32 @@ class DaemonWorker(GeventWorker):
         except Exception:
             self.log.exception("%s failed to start", spec.name)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        servers = []
+        for listener in self.sockets:
+            listener.setblocking(1)
+            server = StreamServer(listener, handle=partial(self.handle, listener),
+                                  spawn=Pool(self.worker_connections))
+            server.start()
+            servers.append(server)
         try:
-            super().run()
+            while self.alive:
+                self.notify()
+                self._stop.wait(1.0)
+            for server in servers:
+                server.close()
+            deadline = time.monotonic() + self.drain_timeout
+            while time.monotonic() < deadline and any(
+                    server.pool.free_count() != server.pool.size for server in servers):
+                gevent.sleep(0.05)
         finally:
             spec.stop()
 
-    def handle_quit(self, sig, frame):
-        # SIGINT / SIGQUIT shut down as gracefully as SIGTERM: queues must reach disk.
+    def handle_exit(self, sig, frame):
         self.alive = False
+        self._stop.set()
+
+    # SIGINT / SIGQUIT shut down as gracefully as SIGTERM: queues must reach disk.
+    handle_quit = handle_exit
 
 
 class DaemonApplication(BaseApplication):
