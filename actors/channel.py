@@ -124,6 +124,7 @@ class Channel(Actor):
 
     def on_cls(self, consumer):
         consumer.closing = True
+        consumer.ready_count = 0  # CLS forces RDY 0, as stats show
 
     def on_fin(self, consumer, ids):
         for msg_id in ids:
@@ -206,6 +207,13 @@ class Channel(Actor):
             self._release_deferred(current)
         if not self.paused and self.consumers:
             self._dispatch()
+        if self.topic.depth and self.wants_more():
+            self.topic.request_drain()
+
+    def wants_more(self):
+        """True while memory is under half full. The topic hands over its backlog only
+        then, so a backlog waits in one disk queue instead of being copied to another."""
+        return len(self.queue.memory) < max(1, self.queue.mem_limit // 2)
 
     # -- internals --------------------------------------------------------------------
 

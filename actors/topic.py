@@ -7,6 +7,7 @@ objects, handed over as one mailbox message per batch.
 
 import gevent
 from gevent.event import Event
+from gevent.queue import Full
 
 from greensq.actors.actor import Actor
 from greensq.actors.channel import Channel
@@ -35,6 +36,7 @@ class Topic(Actor):
         self.deleted = False
         self.message_count = 0
         self.message_bytes = 0
+        self._drain_requested = False
 
     # -- called synchronously by sessions and HTTP handlers (never switches) ------------
 
@@ -83,9 +85,22 @@ class Topic(Actor):
             self.queue.put_many(msgs)
             self.on_drain()
 
+    def request_drain(self):
+        """Called by a channel that has room: ask for more of the backlog (never blocks)."""
+        if not self._drain_requested:
+            try:
+                self.mailbox.put_nowait(("drain",))
+                self._drain_requested = True
+            except Full:
+                pass  # the topic is busy with publishes and drains after each of them
+
     def on_drain(self):
-        """Move held messages to the channels, a batch at a time, yielding between batches."""
+        """Move held messages to the channels, a batch at a time, yielding between batches,
+        for as long as some channel has room (each asks again when it has)."""
+        self._drain_requested = False
         while self._flowing() and self.depth:
+            if not any(channel.wants_more() for channel in self.channels.values()):
+                return
             msgs = self.queue.take(DRAIN_BATCH)
             if not msgs:
                 return

@@ -6,6 +6,7 @@ read stats straight from the actors' counters.
 """
 
 import logging
+import re
 
 import ujson
 
@@ -24,6 +25,8 @@ from greensq.services.wire import FatalClientError
 log = logging.getLogger("greensq")
 
 NS = 1_000_000_000
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+_LOG_LEVEL_NUMBERS = {"debug": 1, "info": 2, "warn": 3, "error": 4, "fatal": 5}
 
 
 def _topic_arg(params, invalid="INVALID_TOPIC"):
@@ -95,12 +98,13 @@ class Pub(Resource):
             raise NsqHTTPError(400, "MSG_EMPTY")
         params = query_params(req)
         topic_name = _topic_arg(params)
+        if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
+            self.nsqd.get_topic(topic_name)
         defer_ms = 0
         if "defer" in params:
-            try:
-                defer_ms = int(params["defer"])
-            except ValueError:
-                raise NsqHTTPError(400, "INVALID_DEFER") from None
+            if not _DECIMAL.fullmatch(params["defer"]):    # Go's ParseInt: no "_", no spaces
+                raise NsqHTTPError(400, "INVALID_DEFER")
+            defer_ms = int(params["defer"])
             if not 0 <= defer_ms <= self.opts.max_req_timeout * 1000:
                 raise NsqHTTPError(400, "INVALID_DEFER")
         self.publish(topic_name, [body], defer_ms)
@@ -112,9 +116,11 @@ class Mpub(Resource):
         limit = self.opts.max_body_size
         if (req.content_length or 0) > limit:
             raise NsqHTTPError(413, "BODY_TOO_BIG")
+        body = read_body(req, limit)     # first: a form content type must not eat it
         params = query_params(req)
         topic_name = _topic_arg(params)
-        body = read_body(req, limit)
+        if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
+            self.nsqd.get_topic(topic_name)
         if len(body) > limit:
             raise NsqHTTPError(413, "BODY_TOO_BIG")
         binary = params.get("binary")
@@ -156,7 +162,11 @@ class TopicAction(Resource):
             if not self.nsqd.delete_topic(params["topic"]):
                 raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
         elif action in ("empty", "pause", "unpause"):
-            topic = self.nsqd.get_existing_topic(_topic_arg(params))
+            if action == "empty":
+                _topic_arg(params)      # NSQ validates the name for empty only
+            elif "topic" not in params:
+                raise NsqHTTPError(400, "MISSING_ARG_TOPIC")
+            topic = self.nsqd.get_existing_topic(params["topic"])
             if topic is None:
                 raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
             self._act(topic, action)
@@ -213,6 +223,8 @@ class Config(Resource):
         value = getattr(self.opts, flag.dest)
         if flag.kind == "duration":
             return int(value * NS)
+        if flag.dest == "log_level":     # Go's lg.LogLevel is an int: debug=1 .. fatal=5
+            return _LOG_LEVEL_NUMBERS.get(value, value)
         return value
 
     def on_get(self, req, resp, opt):

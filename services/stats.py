@@ -110,7 +110,8 @@ def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
     """The ``/stats?format=json`` document."""
     topics = [topic_stats(nsqd.topics[name], channel_filter, include_clients)
               for name in sorted(nsqd.topics)
-              if topic_filter is None or name == topic_filter]
+              if (topic_filter is None or name == topic_filter)
+              and (channel_filter is None or channel_filter in nsqd.topics[name].channels)]
     stats = {
         "version": NSQ_VERSION,
         "health": "OK",
