@@ -14,6 +14,7 @@ about NSQ.
 
 import errno
 import fcntl
+import gc
 import os
 import socket
 import sys
@@ -141,6 +142,10 @@ class DaemonWorker(GeventWorker):
         except Exception:
             self.log.exception("%s failed to start", spec.name)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        # Messages are not cyclic garbage; let the cyclic collector run rarely, and never
+        # rescan what startup allocated, so it cannot pause the hub under load.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         servers = []
         for listener in self.sockets:
             listener.setblocking(1)
@@ -160,6 +165,15 @@ class DaemonWorker(GeventWorker):
                 gevent.sleep(0.05)
         finally:
             spec.stop()
+
+    def handle(self, listener, client, addr):
+        # Gunicorn writes headers and body separately: without NODELAY, Nagle's algorithm
+        # and the client's delayed ACK stall small responses.
+        try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        super().handle(listener, client, addr)
 
     def handle_exit(self, sig, frame):
         self.alive = False
