@@ -82,8 +82,11 @@ class NsqdSpec(DaemonSpec):
         log.info("TCP: listening on %s", format_sockname(tcp))
         if "HTTP" in bound:
             log.info("HTTP: listening on %s", bound["HTTP"])
+        nsqd.start_lookup()
 
     def stop(self):
+        if self.nsqd is not None:
+            self.nsqd.stop_lookup()
         if self.tcp_server is not None:
             log.info("TCP: closing %s", format_sockname(self.tcp_server.socket))
             self.tcp_server.close()

@@ -12,8 +12,11 @@ import sys
 import time
 
 DAEMONS = [
+    ("nsqlookupd", "greensq.http.nsqlookupd_launcher",
+     ["--tcp-address=0.0.0.0:4160", "--http-address=0.0.0.0:4161"]),
     ("nsqd", "greensq.http.nsqd_launcher",
-     ["--tcp-address=0.0.0.0:4150", "--http-address=0.0.0.0:4151"]),
+     ["--tcp-address=0.0.0.0:4150", "--http-address=0.0.0.0:4151",
+      "--lookupd-tcp-address=127.0.0.1:4160"]),
 ]
 
 
@@ -21,10 +24,12 @@ def main(argv=None):
     data_root = os.path.abspath(os.environ.get("GREENSQ_DATA", "data"))
     procs = []
     for name, module, args in DAEMONS:
-        data_path = os.path.join(data_root, name)
-        os.makedirs(data_path, exist_ok=True)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", module, f"--data-path={data_path}", *args]))
+        extra = []
+        if name != "nsqlookupd":   # nsqlookupd keeps no data
+            data_path = os.path.join(data_root, name)
+            os.makedirs(data_path, exist_ok=True)
+            extra.append(f"--data-path={data_path}")
+        procs.append(subprocess.Popen([sys.executable, "-m", module, *extra, *args]))
 
     stopping = []
 

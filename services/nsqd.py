@@ -40,6 +40,82 @@ class NSQD:
         self._loading = False
         self._metadata_writer = None
         self._metadata_dirty = False
+        self.lookup_peers = {}     # lookupd TCP address -> LookupPeer (while started)
+        self.lookup_started = False
+
+    # -- lookupd ---------------------------------------------------------------------------
+
+    def set_lookupd_addresses(self, addresses):
+        """Replace the nsqlookupd TCP addresses (PUT /config/nsqlookupd_tcp_addresses)."""
+        self.opts.lookupd_tcp_address = list(addresses)
+        if self.lookup_started:
+            self._sync_lookup_peers()
+
+    def start_lookup(self):
+        """Connect to every --lookupd-tcp-address (called once the ports are known)."""
+        self.lookup_started = True
+        self._sync_lookup_peers()
+
+    def stop_lookup(self):
+        self.lookup_started = False
+        for peer in self.lookup_peers.values():
+            peer.stop()
+        self.lookup_peers = {}
+
+    def _sync_lookup_peers(self):
+        from greensq.actors.lookup_peer import LookupPeer
+
+        wanted = list(dict.fromkeys(self.opts.lookupd_tcp_address))
+        for address in list(self.lookup_peers):
+            if address not in wanted:
+                self.lookup_peers.pop(address).stop()
+        for address in wanted:
+            if address not in self.lookup_peers:
+                log.info("LOOKUP(%s): adding peer", address)
+                self.lookup_peers[address] = LookupPeer(self, address).start()
+
+    def notify_lookupd(self, line):
+        """Forward a REGISTER / UNREGISTER line to every nsqlookupd."""
+        if self._loading:
+            return
+        for peer in self.lookup_peers.values():
+            peer.command(line)
+
+    def lookup_registrations(self):
+        """The REGISTER lines that announce every topic and channel (after a connect)."""
+        lines = []
+        for topic in list(self.topics.values()):
+            if topic.channels:
+                lines.extend(f"REGISTER {topic.name} {name}" for name in list(topic.channels))
+            else:
+                lines.append(f"REGISTER {topic.name}")
+        return lines
+
+    def _create_channels_from_lookupd(self, topic):
+        """Create the channels the nsqlookupds already know for a new topic."""
+        import urllib.parse
+        import urllib.request
+
+        names = []
+        for peer in list(self.lookup_peers.values()):
+            address = peer.http_address
+            if address is None:
+                continue
+            url = f"http://{address}/channels?topic={urllib.parse.quote(topic.name)}"
+            try:
+                with urllib.request.urlopen(
+                        url, timeout=self.opts.http_client_request_timeout) as resp:
+                    channels = ujson.loads(resp.read()).get("channels") or []
+            except (OSError, ValueError, AttributeError) as exc:
+                log.error("failed to query nsqlookupd %s for channels of topic %s - %s",
+                          address, topic.name, exc)
+                continue
+            names.extend(c for c in channels if isinstance(c, str))
+        if topic.deleted or self.topics.get(topic.name) is not topic:
+            return
+        for name in dict.fromkeys(names):
+            if is_valid_name(name) and not is_ephemeral(name):
+                topic.get_channel(name)
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -50,6 +126,10 @@ class NSQD:
             topic = self.topics[name] = Topic(name, self).start()
             log.info("TOPIC(%s): created", name)
             self.metadata_changed()
+            if not self._loading:
+                self.notify_lookupd(f"REGISTER {name}")
+                if self.lookup_peers:
+                    gevent.spawn(self._create_channels_from_lookupd, topic)
         return topic
 
     def get_existing_topic(self, name):
@@ -64,15 +144,19 @@ class NSQD:
         topic.send("delete")
         log.info("TOPIC(%s): deleting", name)
         self.metadata_changed()
+        self.notify_lookupd(f"UNREGISTER {name}")
         return True
 
     def channel_created(self, topic, channel):
         log.info("TOPIC(%s): new channel(%s)", topic.name, channel.name)
         self.metadata_changed()
+        self.notify_lookupd(f"REGISTER {topic.name} {channel.name}")
 
     def channel_deleted(self, topic, channel):
         log.info("CHANNEL(%s:%s): deleting", topic.name, channel.name)
         self.metadata_changed()
+        if not topic.deleted:   # a deleted topic's UNREGISTER covers its channels
+            self.notify_lookupd(f"UNREGISTER {topic.name} {channel.name}")
 
     def make_backend(self, topic, channel=None):
         from greensq.services.diskqueue import DiskQueue

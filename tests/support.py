@@ -37,8 +37,10 @@ class Daemon:
     """A greensq daemon process (``nsqd`` by default) on free loopback ports."""
 
     def __init__(self, data_path, args=(), module="greensq.http.nsqd_launcher",
-                 tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", env=None):
+                 tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", env=None,
+                 data_path_flag=True):
         self.data_path = str(data_path)
+        self.data_path_flag = data_path_flag   # False for daemons without --data-path
         self.args = list(args)
         self.module = module
         self.tcp_address = tcp_address
@@ -49,9 +51,9 @@ class Daemon:
         self._cond = threading.Condition()
 
     def command(self):
+        data_path = [f"--data-path={self.data_path}"] if self.data_path_flag else []
         return [sys.executable, "-m", self.module, f"--tcp-address={self.tcp_address}",
-                f"--http-address={self.http_address}", f"--data-path={self.data_path}",
-                *self.args]
+                f"--http-address={self.http_address}", *data_path, *self.args]
 
     def start(self, wait=True):
         os.makedirs(self.data_path, exist_ok=True)
@@ -258,3 +260,88 @@ class Message:
 
     def __repr__(self):
         return f"Message({self.id!r}, attempts={self.attempts}, body={self.body!r})"
+
+
+# -- nsqlookupd ----------------------------------------------------------------------------
+
+NSQLOOKUPD_MODULE = "greensq.http.nsqlookupd_launcher"
+
+
+def nsqlookupd_daemon(data_path, args=(), **kwargs):
+    """An (unstarted) nsqlookupd Daemon: nsqlookupd has no --data-path."""
+    return Daemon(data_path, args, module=NSQLOOKUPD_MODULE, data_path_flag=False, **kwargs)
+
+
+class V1Client:
+    """A minimal raw nsqlookupd V1 client: every reply is a 4-byte size and the data."""
+
+    def __init__(self, port, timeout=10.0, magic=b"  V1"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        if magic:
+            self.sock.sendall(magic)
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def read_response(self):
+        while len(self.buf) < 4:
+            self._fill()
+        size = struct.unpack(">i", self.buf[:4])[0]
+        while len(self.buf) < 4 + size:
+            self._fill()
+        data, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
+        return data
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed by server")
+        self.buf += data
+
+    def command(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+        return self.read_response()
+
+    def identify(self, **fields):
+        """IDENTIFY with nsqd-like defaults overridden by ``fields``; the parsed reply."""
+        info = {"broadcast_address": "127.0.0.1", "hostname": "test-host", "tcp_port": 4150,
+                "http_port": 4151, "version": "1.3.0"}
+        info.update(fields)
+        body = json.dumps(info).encode()
+        self.sock.sendall(b"IDENTIFY\n" + struct.pack(">i", len(body)) + body)
+        return json.loads(self.read_response())
+
+    def is_closed(self, timeout=5.0):
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+# -- greensq.client tests ------------------------------------------------------------------
+
+def gevent_wait_until(predicate, timeout=10.0, interval=0.01, message="condition"):
+    """``wait_until`` for tests that run greenlets in the pytest process (greensq.client):
+    polls against a deadline but yields to gevent's hub between checks, where
+    ``time.sleep`` would block the hub and starve the greenlets being waited on."""
+    import gevent
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        gevent.sleep(interval)

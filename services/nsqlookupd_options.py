@@ -1,0 +1,35 @@
+"""nsqlookupd's options: NSQ 1.3's flag names, defaults and config-file keys."""
+
+import socket
+
+from greensq.services.goflags import Flag, FlagSet
+from greensq.services.nsqd_options import LOG_LEVELS
+
+NSQLOOKUPD_FLAGS = [
+    Flag("config", "str", "", "path to config file"),
+    Flag("version", "bool", False, "print version string"),
+    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
+         choices=LOG_LEVELS),
+    Flag("log-prefix", "str", "[nsqlookupd] ", "log message prefix"),
+    Flag("verbose", "bool", False, "[deprecated] has no effect, use --log-level", deprecated=True),
+    Flag("tcp-address", "str", "0.0.0.0:4160", "<addr>:<port> to listen on for TCP clients"),
+    Flag("http-address", "str", "0.0.0.0:4161", "<addr>:<port> to listen on for HTTP clients"),
+    Flag("broadcast-address", "str", "", "address of this lookupd node, "
+         "(default to the OS hostname)"),
+    Flag("inactive-producer-timeout", "duration", 300.0,
+         "duration of time a producer will remain in the active list since its last ping"),
+    Flag("tombstone-lifetime", "duration", 45.0,
+         "duration of time a producer will remain tombstoned if registration remains"),
+]
+
+NSQLOOKUPD_FLAGSET = FlagSet("nsqlookupd", NSQLOOKUPD_FLAGS)
+
+
+def parse_nsqlookupd_options(argv):
+    """Parse an nsqlookupd command line into Options, filling derived defaults."""
+    opts = NSQLOOKUPD_FLAGSET.parse(argv)
+    opts.hostname = socket.gethostname()
+    if not opts.broadcast_address:
+        opts.broadcast_address = opts.hostname
+    opts.log_level = opts.log_level.lower()
+    return opts
