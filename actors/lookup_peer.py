@@ -113,9 +113,8 @@ class LookupPeer(Actor):
 
     def _identify_body(self):
         opts, nsqd = self.nsqd.opts, self.nsqd
-        tcp_port = opts.broadcast_tcp_port or (nsqd.tcp_address[1] if nsqd.tcp_address else 0)
-        http_port = opts.broadcast_http_port or (
-            nsqd.http_address[1] if nsqd.http_address else 0)
+        tcp_port = opts.broadcast_tcp_port or nsqd.tcp_port
+        http_port = opts.broadcast_http_port or nsqd.http_port
         return {"version": NSQ_VERSION, "tcp_port": tcp_port, "http_port": http_port,
                 "hostname": opts.hostname, "broadcast_address": opts.broadcast_address}
 

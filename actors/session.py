@@ -36,28 +36,40 @@ MAX_PENDING_OUTPUT = 1 << 20    # replies waiting before the reader stops readin
 DEFAULT_OUTPUT_BUFFER_SIZE = 16 * 1024
 
 
+_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f",
+               "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def raw_text(raw):
+    """Raw bytes as text that encodes back to the same bytes (see ClientError.frame)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def go_quote(raw):
     """``raw`` bytes quoted the way Go's ``%q`` prints them in NSQ's error texts."""
     out = ['"']
-    for char in raw.decode("utf-8", "backslashreplace"):
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif char == "\r":
-            out.append("\\r")
+    for char in raw_text(raw):
+        code = ord(char)
+        if char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif 0xDC80 <= code <= 0xDCFF:      # an invalid UTF-8 byte
+            out.append(f"\\x{code - 0xDC00:02x}")
         elif char.isprintable():
             out.append(char)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
         else:
-            out.append(f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+            out.append(f"\\U{code:08x}")
     out.append('"')
     return "".join(out)
 
 
 def parse_digits(raw):
-    """NSQ's base-10 parse: digits only (so no sign), else None."""
+    """NSQ's base-10 parse: digits only (so no sign; empty is 0), else None."""
+    if not raw:
+        return 0
     return int(raw) if raw.isdigit() and raw.isascii() else None
 
 
@@ -153,7 +165,7 @@ class Session:
             try:
                 if handler is None:
                     raise FatalClientError(
-                        "E_INVALID", f"invalid command {params[0].decode('latin-1')}")
+                        "E_INVALID", f"invalid command {raw_text(params[0])}")
                 if params[0] != b"FIN":
                     self._flush_fins()
                 reply = handler(params)
@@ -177,14 +189,20 @@ class Session:
 
     def _read_body(self, verb, code, what):
         """Read a size-prefixed body for PUB/DPUB/IDENTIFY/AUTH after checking the size."""
-        size = self.reader.read_size()
+        try:
+            size = self.reader.read_size()
+        except ConnectionClosed:  # EOF mid-command still gets NSQ's error frame
+            raise FatalClientError(code, f"{verb} failed to read {what} size") from None
         limit = self.opts.max_msg_size if code == "E_BAD_MESSAGE" else self.opts.max_body_size
         if size <= 0:
             raise FatalClientError(code, f"{verb} invalid {what} size {size}")
         if size > limit:
             too_big = "message too big" if code == "E_BAD_MESSAGE" else "body too big"
             raise FatalClientError(code, f"{verb} {too_big} {size} > {limit}")
-        return self.reader.readexactly(size)
+        try:
+            return self.reader.readexactly(size)
+        except ConnectionClosed:
+            raise FatalClientError(code, f"{verb} failed to read {what}") from None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -211,12 +229,16 @@ class Session:
 
     def _write_loop(self):
         wake = self._wake
-        next_heartbeat = time.monotonic() + self.heartbeat_interval
+        interval = self.heartbeat_interval
+        next_heartbeat = time.monotonic() + interval
         while True:
             wait = None
             if self.heartbeat_interval > 0:
                 wait = max(0.0, next_heartbeat - time.monotonic())
             wake.wait(wait)
+            if self.heartbeat_interval != interval:  # IDENTIFY changed it: restart the ticker
+                interval = self.heartbeat_interval
+                next_heartbeat = time.monotonic() + interval
             if self.heartbeat_interval > 0 and time.monotonic() >= next_heartbeat:
                 self._queue(HEARTBEAT_FRAME)
                 next_heartbeat = time.monotonic() + self.heartbeat_interval
@@ -250,6 +272,8 @@ class Session:
             data = None
         if not isinstance(data, dict):
             raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
+        # Go's JSON decoding matches keys case-insensitively (a later duplicate wins).
+        data = {key.lower(): value for key, value in data.items()}
         self._identify(data)
         if not data.get("feature_negotiation"):
             return OK_FRAME
@@ -378,12 +402,10 @@ class Session:
             raise FatalClientError("E_INVALID", "cannot RDY in current state")
         count = 1
         if len(params) > 1:
-            try:
-                count = int(params[1])
-            except ValueError:
+            count = parse_digits(params[1])
+            if count is None:
                 raise FatalClientError(
-                    "E_INVALID", f"RDY could not parse count {params[1].decode('latin-1')}"
-                ) from None
+                    "E_INVALID", f"RDY could not parse count {raw_text(params[1])}")
         if not 0 <= count <= self.opts.max_rdy_count:
             raise FatalClientError(
                 "E_INVALID", f"RDY count {count} out of range 0-{self.opts.max_rdy_count}")
@@ -415,7 +437,7 @@ class Session:
         timeout_ms = parse_digits(params[2])
         if timeout_ms is None:
             raise FatalClientError(
-                "E_INVALID", f"REQ could not parse timeout {params[2].decode('latin-1')}")
+                "E_INVALID", f"REQ could not parse timeout {raw_text(params[2])}")
         max_ms = int(self.opts.max_req_timeout * 1000)
         if timeout_ms > max_ms:
             log.info("[%s] REQ timeout %d out of range 0-%d. Setting to %d",
@@ -464,7 +486,7 @@ class Session:
         defer_ms = parse_digits(params[2])
         if defer_ms is None:
             raise FatalClientError(
-                "E_INVALID", f"DPUB could not parse timeout {params[2].decode('latin-1')}")
+                "E_INVALID", f"DPUB could not parse timeout {raw_text(params[2])}")
         max_ms = int(self.opts.max_req_timeout * 1000)
         if defer_ms > max_ms:
             raise FatalClientError("E_INVALID", f"DPUB timeout {defer_ms} out of range 0-{max_ms}")
@@ -476,7 +498,11 @@ class Session:
             raise FatalClientError("E_INVALID", "MPUB insufficient number of parameters")
         # NSQ's text repeats the code here; clients match on the first word either way.
         topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "MPUB topic", "E_BAD_TOPIC ")
-        size = self.reader.read_size()
+        self.nsqd.get_topic(topic_name)  # NSQ creates the topic before reading the body
+        try:
+            size = self.reader.read_size()
+        except ConnectionClosed:
+            raise FatalClientError("E_BAD_BODY", "MPUB failed to read body size") from None
         if size <= 0:
             raise FatalClientError("E_BAD_BODY", f"MPUB invalid body size {size}")
         if size > self.opts.max_body_size:

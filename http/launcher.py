@@ -15,6 +15,7 @@ about NSQ.
 import errno
 import fcntl
 import gc
+import logging
 import os
 import socket
 import sys
@@ -64,6 +65,100 @@ class DaemonSpec:
 
     def stop(self):
         raise NotImplementedError
+
+
+class ProtocolDaemonSpec(DaemonSpec):
+    """An NSQ-shaped daemon: a core built in the worker, a TCP protocol server on the
+    ``--tcp-address`` port beside the Falcon app on ``--http-address``, NSQ's log lines.
+
+    Subclasses set ``name`` and implement ``build_core()``, ``create_app(core)`` and
+    ``protocols()`` (magic -> serve(sock, address)); ``after_start`` and ``close_core``
+    are optional hooks. The core gets ``tcp_port`` and ``http_port`` once bound.
+    """
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.core = None
+        self.tcp_server = None
+        self.log_handler = None
+
+    def log_prefix(self):
+        return self.opts.log_prefix
+
+    def listen_addresses(self):
+        return {"TCP": self.opts.tcp_address, "HTTP": self.opts.http_address}
+
+    def build_core(self):
+        raise NotImplementedError
+
+    def create_app(self, core):
+        raise NotImplementedError
+
+    def protocols(self):
+        raise NotImplementedError
+
+    def after_start(self):
+        """Runs once the listeners serve (nsqd connects to its lookupds here)."""
+
+    def close_core(self):
+        """Runs after the listeners stopped accepting: flush and release."""
+
+    def build_app(self, sockets):
+        from greensq.services.logs import setup_logging
+        from greensq.services.version import version_banner
+
+        self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
+        logging.getLogger("greensq").info("%s", version_banner(self.name))
+        self.core = self.build_core()
+        return self.create_app(self.core)
+
+    def start(self, sockets):
+        from greensq.services.tcp_server import ProtocolServer
+
+        log = logging.getLogger("greensq")
+        tcp = sockets["TCP"]
+        bound = self.bound or {}
+        self.core.tcp_port = tcp.getsockname()[1]
+        if "HTTP" in bound:
+            self.core.http_port = int(bound["HTTP"].rpartition(":")[2])
+        self.tcp_server = ProtocolServer(tcp, self.protocols())
+        self.tcp_server.start()
+        log.info("TCP: listening on %s", format_sockname(tcp))
+        if "HTTP" in bound:
+            log.info("HTTP: listening on %s", bound["HTTP"])
+        self.after_start()
+
+    def stop(self):
+        if self.tcp_server is not None:
+            logging.getLogger("greensq").info(
+                "TCP: closing %s", format_sockname(self.tcp_server.socket))
+            self.tcp_server.close()
+        if self.core is not None:
+            self.close_core()
+        if self.log_handler is not None:
+            self.log_handler.flush_pending()
+
+
+def options_or_exit(parse, argv):
+    """Parse flags like Go's flag package: an error prints its message and exits 2."""
+    from greensq.services.goflags import FlagError
+
+    try:
+        return parse(argv)
+    except FlagError as exc:
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2)
+
+
+def daemon_main(spec_class, parse, argv=None):
+    """A daemon's command: flags, ``--version``, then the arbiter."""
+    from greensq.services.version import version_banner
+
+    opts = options_or_exit(parse, sys.argv[1:] if argv is None else argv)
+    if opts.version:
+        print(version_banner(spec_class.name))
+        return
+    run_daemon(spec_class(opts))
 
 
 def parse_address(address):

@@ -1,8 +1,8 @@
 """``nsqd``: the command that starts greensq's nsqd with NSQ's flags.
 
-``NsqdSpec`` is what the Gunicorn launcher runs: in the worker it builds the core, loads
-the data directory, serves the TCP protocol beside the Falcon app, and flushes everything
-to disk on the way out. ``gunicorn 'greensq.http.nsqd_app:app'`` works as well: see
+In the worker it builds the core, loads the data directory, serves the V2 TCP protocol
+beside the Falcon app, registers with the nsqlookupds, and flushes everything to disk on
+the way out. ``gunicorn 'greensq.http.nsqd_app:app'`` works as well: see
 ``standalone_app`` below.
 """
 
@@ -10,41 +10,23 @@ import atexit
 import logging
 import os
 import shlex
-import sys
 
-from greensq.http.launcher import DaemonSpec, StartupError, bind_listener, format_sockname, run_daemon
-from greensq.services.goflags import FlagError
+from greensq.http.launcher import (
+    ProtocolDaemonSpec, StartupError, bind_listener, daemon_main, options_or_exit)
 from greensq.services.nsqd_options import parse_nsqd_options
-from greensq.services.version import version_banner
 
 log = logging.getLogger("greensq")
 
 
-class NsqdSpec(DaemonSpec):
+class NsqdSpec(ProtocolDaemonSpec):
     name = "nsqd"
-
-    def __init__(self, opts):
-        self.opts = opts
-        self.nsqd = None
-        self.tcp_server = None
-        self.log_handler = None
-
-    def log_prefix(self):
-        return self.opts.log_prefix
-
-    def listen_addresses(self):
-        return {"TCP": self.opts.tcp_address, "HTTP": self.opts.http_address}
 
     def lock_path(self):
         return os.path.abspath(self.opts.data_path or os.getcwd())
 
-    def build_app(self, sockets):
-        from greensq.http.nsqd_app import create_app
-        from greensq.services.logs import setup_logging
+    def build_core(self):
         from greensq.services.nsqd import NSQD
 
-        self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
-        log.info("%s", version_banner("nsqd"))
         log.info("ID: %d", self.opts.node_id)
         for flag in ("tls_cert", "tls_key", "tls_root_ca_file", "tls_client_auth_policy"):
             if getattr(self.opts, flag):
@@ -52,22 +34,20 @@ class NsqdSpec(DaemonSpec):
                             flag.replace("_", "-"))
         if self.opts.auth_http_address:
             log.warning("--auth-http-address is accepted but auth is not available in this release")
-        self.nsqd = NSQD(self.opts)
-        self.nsqd.load_metadata()
-        return create_app(self.nsqd)
+        nsqd = NSQD(self.opts)
+        nsqd.load_metadata()
+        return nsqd
 
-    def start(self, sockets):
+    def create_app(self, core):
+        from greensq.http.nsqd_app import create_app
+
+        return create_app(core)
+
+    def protocols(self):
         from greensq.actors.session import Session
-        from greensq.services.tcp_server import ProtocolServer
         from greensq.services.wire import MAGIC_V2
 
-        nsqd = self.nsqd
-        tcp = sockets["TCP"]
-        bound = self.bound or {}
-        nsqd.tcp_address = tcp.getsockname()[:2]
-        if "HTTP" in bound:
-            host, _, port = bound["HTTP"].rpartition(":")
-            nsqd.http_address = (host.strip("[]"), int(port))
+        nsqd = self.core
 
         def serve_v2(sock, address):
             session = Session(nsqd, sock, address)
@@ -77,41 +57,22 @@ class NsqdSpec(DaemonSpec):
             finally:
                 nsqd.sessions.discard(session)
 
-        self.tcp_server = ProtocolServer(tcp, {MAGIC_V2: serve_v2})
-        self.tcp_server.start()
-        log.info("TCP: listening on %s", format_sockname(tcp))
-        if "HTTP" in bound:
-            log.info("HTTP: listening on %s", bound["HTTP"])
-        nsqd.start_lookup()
+        return {MAGIC_V2: serve_v2}
+
+    def after_start(self):
+        self.core.start_lookup()
 
     def stop(self):
-        if self.nsqd is not None:
-            self.nsqd.stop_lookup()
-        if self.tcp_server is not None:
-            log.info("TCP: closing %s", format_sockname(self.tcp_server.socket))
-            self.tcp_server.close()
-        if self.nsqd is not None:
-            self.nsqd.close()
-        if self.log_handler is not None:
-            self.log_handler.flush_pending()
+        if self.core is not None:
+            self.core.stop_lookup()
+        super().stop()
 
-
-def options_or_exit(argv):
-    """Parse flags like Go's flag package: errors print usage and exit 2."""
-    try:
-        return parse_nsqd_options(argv)
-    except FlagError as exc:
-        sys.stderr.write(f"{exc}\n")
-        sys.exit(2)
+    def close_core(self):
+        self.core.close()
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    opts = options_or_exit(argv)
-    if opts.version:
-        print(version_banner("nsqd"))
-        return
-    run_daemon(NsqdSpec(opts))
+    daemon_main(NsqdSpec, parse_nsqd_options, argv)
 
 
 def standalone_app():
@@ -122,7 +83,7 @@ def standalone_app():
     ``NSQD_OPTS`` environment variable (``--tcp-address`` and ``--data-path`` matter most;
     ``--http-address`` is Gunicorn's ``--bind``).
     """
-    opts = options_or_exit(shlex.split(os.environ.get("NSQD_OPTS", "")))
+    opts = options_or_exit(parse_nsqd_options, shlex.split(os.environ.get("NSQD_OPTS", "")))
     spec = NsqdSpec(opts)
     try:
         sockets = {"TCP": bind_listener(opts.tcp_address)}

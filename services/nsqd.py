@@ -34,8 +34,8 @@ class NSQD:
         self.sessions = set()
         self.ids = IdGenerator(opts.node_id)
         self.start_time = int(time.time())
-        self.tcp_address = None    # (host, port) once listening
-        self.http_address = None
+        self.tcp_port = 0          # the bound ports, once listening
+        self.http_port = 0
         self.exiting = False
         self._loading = False
         self._metadata_writer = None

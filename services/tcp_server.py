@@ -60,7 +60,7 @@ class ProtocolServer(StreamServer):
                         f"bad protocol magic '{magic.decode('latin-1')}'")
                 log.error("%s", text)
                 try:
-                    sock.sendall(error_frame(text.encode()))
+                    sock.sendall(error_frame(b"E_BAD_PROTOCOL"))  # NSQ's frame: the code only
                 except OSError:
                     pass
                 return

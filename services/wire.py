@@ -60,7 +60,8 @@ class ClientError(Exception):
         return f"{self.code} {self.description}" if self.description else self.code
 
     def frame(self):
-        return error_frame(str(self).encode())
+        # Raw client bytes in the text (surrogate-escaped) go back out unchanged.
+        return error_frame(str(self).encode("utf-8", "surrogateescape"))
 
 
 class FatalClientError(ClientError):
@@ -104,14 +105,15 @@ class StreamReader:
         self._buf += data
 
     def readline(self, limit):
-        """The next line without its ``\\n`` (and a trailing ``\\r``)."""
+        """The next line without its ``\\n`` (and a trailing ``\\r``). Like NSQ's
+        bufio reader of ``limit`` bytes, the line with its newline must fit in ``limit``."""
         while True:
-            end = self._buf.find(b"\n", self._pos)
+            end = self._buf.find(b"\n", self._pos, self._pos + limit)
             if end >= 0:
                 line = bytes(self._buf[self._pos:end])
                 self._pos = end + 1
                 return line[:-1] if line.endswith(b"\r") else line
-            if len(self._buf) - self._pos > limit:
+            if len(self._buf) - self._pos >= limit:
                 raise LineTooLong()
             self._fill()
 

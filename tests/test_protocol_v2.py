@@ -1,0 +1,933 @@
+"""nsqd's TCP protocol V2 over real sockets: exact frames, NSQ's exact error texts, and
+whether the connection stays open (E_FIN_FAILED / E_REQ_FAILED / E_TOUCH_FAILED) or is
+closed (every other error)."""
+
+import json
+import select
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from support import (FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, Daemon, Message, V2Client,
+                     wait_until)
+
+OK = (FRAME_RESPONSE, b"OK")
+UNKNOWN_ID = b"0123456789abcdef"
+
+# The shared daemon runs with small limits so the "too big" paths are cheap to reach.
+LIMIT_FLAGS = [
+    "--max-msg-size=1000", "--max-body-size=5000", "--max-rdy-count=200",
+    "--max-req-timeout=5s", "--max-msg-timeout=60s", "--max-heartbeat-interval=10s",
+    "--max-output-buffer-size=10000", "--max-output-buffer-timeout=5s",
+    "--min-output-buffer-timeout=10ms",
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    daemon = Daemon(tmp_path_factory.mktemp("nsqd-v2"), LIMIT_FLAGS).start()
+    yield daemon
+    daemon.stop()
+
+
+_names = iter(range(1 << 30))
+
+
+def unique(prefix="t"):
+    return f"{prefix}{next(_names)}_{time.monotonic_ns() % 10**9}"
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def connect(daemon):
+    return V2Client(daemon.tcp_port, timeout=10)
+
+
+def size(n):
+    return struct.pack(">i", n)
+
+
+def sized(payload):
+    return size(len(payload)) + payload
+
+
+def mpub_body(bodies):
+    return size(len(bodies)) + b"".join(sized(b) for b in bodies)
+
+
+def assert_fatal(client, text):
+    expected = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    assert client.read_frame() == (FRAME_ERROR, expected)
+    assert client.is_closed(), "a fatal error must close the connection"
+
+
+def subscribed(daemon, topic, channel, rdy=None, **identify):
+    client = connect(daemon)
+    if identify:
+        client.identify(**identify)
+    client.sub(topic, channel, rdy=rdy)
+    return client
+
+
+def wait_ready(daemon, topic, channel, ready):
+    """Until every client of the channel has the given RDY (the channel has seen it)."""
+    def check():
+        ch = daemon.channel_stats(topic, channel)
+        return ch and ch["clients"] and all(c["ready_count"] == ready for c in ch["clients"])
+    wait_until(check, message=f"RDY {ready} on {topic}:{channel}")
+
+
+def expect_no_frame(client, seconds):
+    """Fail if any frame other than a heartbeat arrives within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        if len(client.buf) >= 8:
+            size_, kind = struct.unpack(">ii", client.buf[:8])
+            if len(client.buf) >= 4 + size_:
+                frame = client.read_frame()
+                raise AssertionError(f"unexpected frame {frame!r}")
+        ready, _, _ = select.select([client.sock], [], [], remaining)
+        if ready:
+            client._fill()
+
+
+def _try_frame(client):
+    if len(client.buf) < 4:
+        return None
+    size_ = struct.unpack(">i", client.buf[:4])[0]
+    if len(client.buf) < 4 + size_:
+        return None
+    return client.read_frame()
+
+
+def collect_messages(clients, count, timeout=10.0, fin=True):
+    """``count`` messages from several consumers, read as they arrive; FINs each one.
+    Returns one list of Message per client."""
+    got = [[] for _ in clients]
+    deadline = time.monotonic() + timeout
+    while sum(map(len, got)) < count:
+        progressed = False
+        for index, client in enumerate(clients):
+            frame = _try_frame(client)
+            if frame is None:
+                continue
+            progressed = True
+            kind, data = frame
+            assert kind == FRAME_MESSAGE, frame
+            timestamp, attempts, msg_id = struct.unpack(">qH16s", data[:26])
+            got[index].append(Message(msg_id, attempts, timestamp, data[26:]))
+            if fin:
+                client.command(b"FIN " + msg_id)
+        if progressed:
+            continue
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"got {sum(map(len, got))} of {count} messages"
+        ready, _, _ = select.select([c.sock for c in clients], [], [], remaining)
+        for client in clients:
+            if client.sock in ready:
+                client._fill()
+    return got
+
+
+def ping_ok(daemon):
+    status, _, body = daemon.http("GET", "/ping")
+    return status == 200 and body == b"OK"
+
+
+def assert_healthy(daemon):
+    """/ping answers and a fresh connection can publish and consume."""
+    assert ping_ok(daemon)
+    topic = unique("health")
+    producer = connect(daemon)
+    assert producer.pub(topic, b"still alive") == OK
+    consumer = subscribed(daemon, topic, "ch", rdy=1)
+    assert consumer.read_message().body == b"still alive"
+    producer.close()
+    consumer.close()
+
+
+# -- IDENTIFY -------------------------------------------------------------------------------
+
+NEGOTIATION_KEYS = [
+    "max_rdy_count", "version", "max_msg_timeout", "msg_timeout", "tls_v1", "deflate",
+    "deflate_level", "max_deflate_level", "snappy", "sample_rate", "auth_required",
+    "output_buffer_size", "output_buffer_timeout",
+]
+
+
+def test_identify_feature_negotiation_defaults(nsqd):
+    client = connect(nsqd)
+    client.command("IDENTIFY", json.dumps({"feature_negotiation": True}).encode())
+    kind, data = client.read_frame()
+    assert kind == FRAME_RESPONSE
+    reply = json.loads(data)
+    assert list(reply) == NEGOTIATION_KEYS
+    assert reply == {
+        "max_rdy_count": 2500, "version": "1.3.0", "max_msg_timeout": 900000,
+        "msg_timeout": 60000, "tls_v1": False, "deflate": False, "deflate_level": 6,
+        "max_deflate_level": 6, "snappy": False, "sample_rate": 0, "auth_required": False,
+        "output_buffer_size": 16384, "output_buffer_timeout": 250,
+    }
+    # No upgrade was negotiated, so no extra OK frame follows: the next reply is PUB's.
+    assert client.pub("t", b"x") == OK
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({}, {"max_rdy_count": 200, "max_msg_timeout": 60000, "output_buffer_size": 16384}),
+    ({"msg_timeout": 1000}, {"msg_timeout": 1000}),
+    ({"msg_timeout": 60000}, {"msg_timeout": 60000}),
+    ({"sample_rate": 99}, {"sample_rate": 99}),
+    ({"sample_rate": 0}, {"sample_rate": 0}),
+    ({"output_buffer_size": 64}, {"output_buffer_size": 64}),
+    ({"output_buffer_size": 10000}, {"output_buffer_size": 10000}),
+    ({"output_buffer_size": -1}, {"output_buffer_size": 1, "output_buffer_timeout": 0}),
+    ({"output_buffer_timeout": 10}, {"output_buffer_timeout": 10}),
+    ({"output_buffer_timeout": 5000}, {"output_buffer_timeout": 5000}),
+    ({"output_buffer_timeout": -1}, {"output_buffer_timeout": 0}),
+    ({"heartbeat_interval": 10000}, {}),
+    ({"heartbeat_interval": 1000, "client_id": "c", "hostname": "h", "user_agent": "ua/1"}, {}),
+    ({"deflate": True, "snappy": False, "tls_v1": False}, {"deflate": False}),
+    ({"short_id": "legacy", "long_id": "legacy", "unknown_key": [1]}, {}),
+    ({"msg_timeout": None, "sample_rate": None}, {"msg_timeout": 60000, "sample_rate": 0}),
+    ({"FEATURE_NEGOTIATION": True, "Msg_Timeout": 2000}, {"msg_timeout": 2000}),
+])
+def test_identify_negotiated_values(server, fields, expected):
+    client = connect(server)
+    body = dict({"feature_negotiation": True}, **fields)
+    if "FEATURE_NEGOTIATION" in fields:  # Go matches JSON keys case-insensitively
+        del body["feature_negotiation"]
+    client.command("IDENTIFY", json.dumps(body).encode())
+    kind, data = client.read_frame()
+    assert kind == FRAME_RESPONSE, data
+    reply = json.loads(data)
+    assert list(reply) == NEGOTIATION_KEYS
+    assert reply["version"] == "1.3.0"
+    assert {key: reply[key] for key in expected} == expected
+    assert client.pub(unique(), b"x") == OK
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"feature_negotiation": false}',
+                                  b'{"client_id": "x", "heartbeat_interval": 5000}'])
+def test_identify_without_feature_negotiation_is_plain_ok(server, body):
+    client = connect(server)
+    client.command("IDENTIFY", body)
+    assert client.read_frame() == OK
+    # A second IDENTIFY before SUB is allowed.
+    client.command("IDENTIFY", body)
+    assert client.read_frame() == OK
+    assert client.pub(unique(), b"x") == OK
+
+
+def test_identify_sets_client_stats(server):
+    topic = unique()
+    client = connect(server)
+    assert client.identify(client_id="my-id", hostname="my-host", user_agent="tester/1.0",
+                           sample_rate=50) == b"OK"
+    client.sub(topic, "ch")
+    entry = wait_until(lambda: (server.channel_stats(topic, "ch") or {}).get("clients"))[0]
+    assert (entry["client_id"], entry["hostname"], entry["user_agent"], entry["sample_rate"],
+            entry["state"]) == ("my-id", "my-host", "tester/1.0", 50, 3)
+
+
+@pytest.mark.parametrize("fields, error", [
+    ({"heartbeat_interval": 500}, "heartbeat interval (500) is invalid"),
+    ({"heartbeat_interval": 999}, "heartbeat interval (999) is invalid"),
+    ({"heartbeat_interval": -2}, "heartbeat interval (-2) is invalid"),
+    ({"heartbeat_interval": 10001}, "heartbeat interval (10001) is invalid"),
+    ({"output_buffer_timeout": 9}, "output buffer timeout (9) is invalid"),
+    ({"output_buffer_timeout": 5001}, "output buffer timeout (5001) is invalid"),
+    ({"output_buffer_timeout": -2}, "output buffer timeout (-2) is invalid"),
+    ({"output_buffer_size": 63}, "output buffer size (63) is invalid"),
+    ({"output_buffer_size": 10001}, "output buffer size (10001) is invalid"),
+    ({"output_buffer_size": -2}, "output buffer size (-2) is invalid"),
+    ({"sample_rate": 100}, "sample rate (100) is invalid"),
+    ({"sample_rate": -1}, "sample rate (-1) is invalid"),
+    ({"msg_timeout": 999}, "msg timeout (999) is invalid"),
+    ({"msg_timeout": 60001}, "msg timeout (60001) is invalid"),
+    ({"msg_timeout": -1}, "msg timeout (-1) is invalid"),
+    # NSQ's check order: heartbeat, buffer timeout, buffer size, sample rate, msg timeout.
+    ({"msg_timeout": 1, "sample_rate": 100, "output_buffer_size": 1,
+      "output_buffer_timeout": 1, "heartbeat_interval": 1}, "heartbeat interval (1) is invalid"),
+    ({"msg_timeout": 1, "sample_rate": 100, "output_buffer_size": 1,
+      "output_buffer_timeout": 1}, "output buffer timeout (1) is invalid"),
+    ({"msg_timeout": 1, "sample_rate": 100, "output_buffer_size": 1},
+     "output buffer size (1) is invalid"),
+    ({"msg_timeout": 1, "sample_rate": 100}, "sample rate (100) is invalid"),
+    # JSON values of the wrong type fail to decode, as Go's json.Unmarshal does.
+    ({"heartbeat_interval": "1000"}, "failed to decode JSON body"),
+    ({"msg_timeout": 1000.5}, "failed to decode JSON body"),
+    ({"sample_rate": True}, "failed to decode JSON body"),
+    ({"client_id": 5}, "failed to decode JSON body"),
+    ({"feature_negotiation": "yes"}, "failed to decode JSON body"),
+    ({"user_agent": ["x"]}, "failed to decode JSON body"),
+])
+def test_identify_validation_errors(server, fields, error):
+    client = connect(server)
+    client.command("IDENTIFY", json.dumps(fields).encode())
+    assert_fatal(client, f"E_BAD_BODY IDENTIFY {error}")
+
+
+@pytest.mark.parametrize("raw, error", [
+    (sized(b"{not json"), "IDENTIFY failed to decode JSON body"),
+    (sized(b"[1, 2]"), "IDENTIFY failed to decode JSON body"),
+    (sized(b'"string"'), "IDENTIFY failed to decode JSON body"),
+    (size(0), "IDENTIFY invalid body size 0"),
+    (size(-1), "IDENTIFY invalid body size -1"),
+    (size(-2**31), "IDENTIFY invalid body size -2147483648"),
+    (size(5001), "IDENTIFY body too big 5001 > 5000"),
+    (size(2**31 - 1), "IDENTIFY body too big 2147483647 > 5000"),
+])
+def test_identify_body_errors(server, raw, error):
+    client = connect(server)
+    client.send(b"IDENTIFY\n" + raw)
+    assert_fatal(client, f"E_BAD_BODY {error}")
+
+
+def test_identify_after_sub_is_rejected(server):
+    client = subscribed(server, unique(), "ch")
+    client.command("IDENTIFY", b"{}")
+    assert_fatal(client, "E_INVALID cannot IDENTIFY in current state")
+
+
+# -- SUB ------------------------------------------------------------------------------------
+
+def test_sub_ok_and_state(server):
+    topic = unique()
+    client = connect(server)
+    client.command(f"SUB {topic} ch")
+    assert client.read_frame() == OK
+    entry = wait_until(lambda: (server.channel_stats(topic, "ch") or {}).get("clients"))[0]
+    assert entry["state"] == 3
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"SUB", "E_INVALID SUB insufficient number of parameters"),
+    (b"SUB topic", "E_INVALID SUB insufficient number of parameters"),
+    (b"SUB bad!topic ch", 'E_BAD_TOPIC SUB topic name "bad!topic" is not valid'),
+    (b"SUB " + b"a" * 65 + b" ch", f'E_BAD_TOPIC SUB topic name "{"a" * 65}" is not valid'),
+    (b"SUB " + b"a" * 55 + b"#ephemeral ch",
+     f'E_BAD_TOPIC SUB topic name "{"a" * 55}#ephemeral" is not valid'),
+    (b"SUB t#ephemeral#ephemeral ch",
+     'E_BAD_TOPIC SUB topic name "t#ephemeral#ephemeral" is not valid'),
+    (b"SUB a\tb ch", 'E_BAD_TOPIC SUB topic name "a\\tb" is not valid'),
+    (b'SUB a"b ch', 'E_BAD_TOPIC SUB topic name "a\\"b" is not valid'),
+    (b"SUB a\\b ch", 'E_BAD_TOPIC SUB topic name "a\\\\b" is not valid'),
+    (b"SUB a\x01b ch", 'E_BAD_TOPIC SUB topic name "a\\x01b" is not valid'),
+    (b"SUB a\x07b ch", 'E_BAD_TOPIC SUB topic name "a\\ab" is not valid'),
+    (b"SUB a\x7fb ch", 'E_BAD_TOPIC SUB topic name "a\\x7fb" is not valid'),
+    (b"SUB a\xffb ch", 'E_BAD_TOPIC SUB topic name "a\\xffb" is not valid'),
+    ("SUB caf\u00e9 ch".encode(), 'E_BAD_TOPIC SUB topic name "caf\u00e9" is not valid'),
+    (b"SUB topic bad:ch", 'E_BAD_CHANNEL SUB channel name "bad:ch" is not valid'),
+    (b"SUB topic  ch", 'E_BAD_CHANNEL SUB channel name "" is not valid'),
+    (b"SUB topic " + b"c" * 65, f'E_BAD_CHANNEL SUB channel name "{"c" * 65}" is not valid'),
+    (b"SUB bad! bad!", 'E_BAD_TOPIC SUB topic name "bad!" is not valid'),
+])
+def test_sub_errors(server, line, error):
+    client = connect(server)
+    client.command(line)
+    assert_fatal(client, error)
+
+
+@pytest.mark.parametrize("topic, channel", [
+    ("a" * 64, "c" * 64), ("a" * 54 + "#ephemeral", "c" * 54 + "#ephemeral"),
+    ("Dots.and-dash_es", "x"), ("1", "2"),
+])
+def test_sub_valid_name_edges(server, topic, channel):
+    client = connect(server)
+    client.command(f"SUB {topic} {channel}")
+    assert client.read_frame() == OK
+
+
+def test_sub_twice(server):
+    client = subscribed(server, unique(), "ch")
+    client.command(f"SUB {unique()} ch")
+    assert_fatal(client, "E_INVALID cannot SUB in current state")
+
+
+def test_sub_with_heartbeats_disabled(server):
+    client = connect(server)
+    assert client.identify(heartbeat_interval=-1) == b"OK"
+    client.command(f"SUB {unique()} ch")
+    assert_fatal(client, "E_INVALID cannot SUB with heartbeats disabled")
+
+
+def test_max_channel_consumers(nsqd_factory):
+    daemon = nsqd_factory("--max-channel-consumers=1")
+    first = subscribed(daemon, "limited", "ch")
+    second = connect(daemon)
+    second.command("SUB limited ch")
+    assert_fatal(second, "E_SUB_FAILED SUB failed consumers for limited:ch exceeds limit of 1")
+    # Other channels have their own limit.
+    subscribed(daemon, "limited", "other")
+    # A slot frees up when the consumer leaves.
+    first.close()
+    wait_until(lambda: daemon.channel_stats("limited", "ch")["client_count"] == 0)
+    third = connect(daemon)
+    third.command("SUB limited ch")
+    assert third.read_frame() == OK
+
+
+# -- PUB / MPUB / DPUB ----------------------------------------------------------------------
+
+def test_pub_mpub_dpub_ok(server):
+    topic = unique()
+    client = connect(server)
+    assert client.pub(topic, b"one") == OK
+    assert client.mpub(topic, [b"two", b"three"]) == OK
+    client.command(f"DPUB {topic} 0", b"four")
+    assert client.read_frame() == OK
+    client.command(f"DPUB {topic} 5000", b"five")  # max-req-timeout is allowed
+    assert client.read_frame() == OK
+    assert client.pub(topic, b"m" * 1000) == OK  # exactly --max-msg-size
+    assert wait_until(lambda: server.topic_stats(topic)["message_count"] == 6)
+    stats = server.stats()
+    [producer] = [p for p in stats["producers"]
+                  if any(c["topic"] == topic for c in p.get("pub_counts", []))]
+    assert producer["pub_counts"] == [{"topic": topic, "count": 6}]
+
+
+def test_mpub_exactly_max_body_size(server):
+    topic = unique()
+    client = connect(server)
+    # count(4) + 4 * (4 + 1000) = 4020; then a body of exactly 5000 bytes.
+    bodies = [b"x" * 1000] * 4 + [b"y" * (5000 - 4020 - 4)]
+    payload = mpub_body(bodies)
+    assert len(payload) == 5000
+    client.command(f"MPUB {topic}", payload)
+    assert client.read_frame() == OK
+    wait_until(lambda: server.topic_stats(topic)["message_count"] == 5)
+
+
+@pytest.mark.parametrize("raw, error", [
+    (b"PUB\n", "E_INVALID PUB insufficient number of parameters"),
+    (b"PUB bad!\n" + sized(b"x"), 'E_BAD_TOPIC PUB topic name "bad!" is not valid'),
+    (b"PUB bad!\n" + size(0), 'E_BAD_TOPIC PUB topic name "bad!" is not valid'),
+    (b"PUB t\n" + size(0), "E_BAD_MESSAGE PUB invalid message body size 0"),
+    (b"PUB t\n" + size(-1), "E_BAD_MESSAGE PUB invalid message body size -1"),
+    (b"PUB t\n" + size(1001), "E_BAD_MESSAGE PUB message too big 1001 > 1000"),
+    (b"MPUB\n", "E_INVALID MPUB insufficient number of parameters"),
+    (b"MPUB bad!\n" + mpub_body([b"x"]),
+     'E_BAD_TOPIC E_BAD_TOPIC MPUB topic name "bad!" is not valid'),
+    (b"MPUB t\n" + size(0), "E_BAD_BODY MPUB invalid body size 0"),
+    (b"MPUB t\n" + size(-5), "E_BAD_BODY MPUB invalid body size -5"),
+    (b"MPUB t\n" + size(5001), "E_BAD_BODY MPUB body too big 5001 > 5000"),
+    (b"MPUB t\n" + sized(size(0)), "E_BAD_BODY MPUB invalid message count 0"),
+    (b"MPUB t\n" + sized(size(-1)), "E_BAD_BODY MPUB invalid message count -1"),
+    (b"MPUB t\n" + sized(size(1000) + sized(b"x")), "E_BAD_BODY MPUB invalid message count 1000"),
+    (b"MPUB t\n" + sized(size(2) + sized(b"x") + size(0)),
+     "E_BAD_MESSAGE MPUB invalid message(1) body size 0"),
+    (b"MPUB t\n" + sized(size(1) + size(-3)),
+     "E_BAD_MESSAGE MPUB invalid message(0) body size -3"),
+    (b"MPUB t\n" + sized(size(2) + sized(b"x") + size(1001) + b"y" * 1001),
+     "E_BAD_MESSAGE MPUB message too big 1001 > 1000"),
+    (b"DPUB\n", "E_INVALID DPUB insufficient number of parameters"),
+    (b"DPUB t\n", "E_INVALID DPUB insufficient number of parameters"),
+    (b"DPUB bad! 10\n" + sized(b"x"), 'E_BAD_TOPIC DPUB topic name "bad!" is not valid'),
+    (b"DPUB t x\n" + sized(b"x"), "E_INVALID DPUB could not parse timeout x"),
+    (b"DPUB t -1\n" + sized(b"x"), "E_INVALID DPUB could not parse timeout -1"),
+    (b"DPUB t 1.5\n" + sized(b"x"), "E_INVALID DPUB could not parse timeout 1.5"),
+    (b"DPUB t 5001\n" + sized(b"x"), "E_INVALID DPUB timeout 5001 out of range 0-5000"),
+    (b"DPUB t 10\n" + size(0), "E_BAD_MESSAGE DPUB invalid message body size 0"),
+    (b"DPUB t 10\n" + size(1001), "E_BAD_MESSAGE DPUB message too big 1001 > 1000"),
+])
+def test_publish_errors(server, raw, error):
+    client = connect(server)
+    client.send(raw)
+    assert_fatal(client, error)
+
+
+@pytest.mark.parametrize("raw, error", [
+    # The client stops sending (half-close) in the middle of a body.
+    (b"PUB t\n" + b"\x00\x00", "E_BAD_MESSAGE PUB failed to read message body size"),
+    (b"PUB t\n" + size(10) + b"abc", "E_BAD_MESSAGE PUB failed to read message body"),
+    (b"DPUB t 10\n" + size(10) + b"abc", "E_BAD_MESSAGE DPUB failed to read message body"),
+    (b"IDENTIFY\n" + b"\x00", "E_BAD_BODY IDENTIFY failed to read body size"),
+    (b"IDENTIFY\n" + size(10) + b"{}", "E_BAD_BODY IDENTIFY failed to read body"),
+    # Inside a complete MPUB body, the parts do not add up.
+    (b"MPUB t\n" + sized(b"\x00\x00"), "E_BAD_BODY MPUB failed to read message count"),
+    (b"MPUB t\n" + sized(size(2) + sized(b"x")),
+     "E_BAD_MESSAGE MPUB failed to read message(1) body size"),
+    (b"MPUB t\n" + sized(size(1) + size(10) + b"abc"),
+     "E_BAD_MESSAGE MPUB failed to read message body"),
+])
+def test_truncated_bodies(server, raw, error):
+    client = connect(server)
+    client.send(raw)
+    client.sock.shutdown(socket.SHUT_WR)
+    assert_fatal(client, error)
+
+
+def test_failed_mpub_publishes_nothing(server):
+    topic = unique()
+    client = connect(server)
+    client.command(f"MPUB {topic}", size(2) + sized(b"x") + size(0))
+    assert_fatal(client, "E_BAD_MESSAGE MPUB invalid message(1) body size 0")
+    # NSQ creates the topic before reading the body, but puts none of the batch.
+    entry = wait_until(lambda: server.topic_stats(topic), message="topic created")
+    assert entry["message_count"] == 0 and entry["depth"] == 0
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"PUB t", "E_BAD_MESSAGE PUB message too big 2147483647 > 1000"),
+    (b"DPUB t 1", "E_BAD_MESSAGE DPUB message too big 2147483647 > 1000"),
+    (b"MPUB t", "E_BAD_BODY MPUB body too big 2147483647 > 5000"),
+    (b"IDENTIFY", "E_BAD_BODY IDENTIFY body too big 2147483647 > 5000"),
+])
+def test_huge_body_rejected_without_reading_it(server, line, error):
+    client = connect(server)
+    # Only the size is sent: the error must come back without the server waiting for
+    # (or allocating) the 2 GB it claims.
+    client.send(line + b"\n" + size(2**31 - 1) + b"abc")
+    assert_fatal(client, error)
+    assert_healthy(server)
+
+
+# -- RDY / FIN / REQ / TOUCH / CLS / NOP ----------------------------------------------------
+
+@pytest.mark.parametrize("line, error", [
+    (b"RDY 201", "E_INVALID RDY count 201 out of range 0-200"),
+    (b"RDY 99999999999", "E_INVALID RDY count 99999999999 out of range 0-200"),
+    (b"RDY x", "E_INVALID RDY could not parse count x"),
+    (b"RDY -1", "E_INVALID RDY could not parse count -1"),
+    (b"RDY +1", "E_INVALID RDY could not parse count +1"),
+    (b"RDY 1.0", "E_INVALID RDY could not parse count 1.0"),
+    (b"FIN", "E_INVALID FIN insufficient number of params"),
+    (b"FIN abc", "E_INVALID Invalid Message ID"),
+    (b"FIN " + UNKNOWN_ID + b"0", "E_INVALID Invalid Message ID"),
+    (b"REQ", "E_INVALID REQ insufficient number of params"),
+    (b"REQ " + UNKNOWN_ID, "E_INVALID REQ insufficient number of params"),
+    (b"REQ abc 0", "E_INVALID Invalid Message ID"),
+    (b"REQ " + UNKNOWN_ID + b" x", "E_INVALID REQ could not parse timeout x"),
+    (b"REQ " + UNKNOWN_ID + b" -5", "E_INVALID REQ could not parse timeout -5"),
+    (b"TOUCH", "E_INVALID TOUCH insufficient number of params"),
+    (b"TOUCH abc", "E_INVALID Invalid Message ID"),
+    (b"CLS extra", None),  # 1.x ignores CLS parameters: CLOSE_WAIT
+])
+def test_subscribed_command_errors(server, line, error):
+    client = subscribed(server, unique(), "ch")
+    client.command(line)
+    if error is None:
+        assert client.read_frame() == (FRAME_RESPONSE, b"CLOSE_WAIT")
+    else:
+        assert_fatal(client, error)
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"RDY 1", "E_INVALID cannot RDY in current state"),
+    (b"FIN " + UNKNOWN_ID, "E_INVALID cannot FIN in current state"),
+    (b"REQ " + UNKNOWN_ID + b" 0", "E_INVALID cannot REQ in current state"),
+    (b"TOUCH " + UNKNOWN_ID, "E_INVALID cannot TOUCH in current state"),
+    (b"CLS", "E_INVALID cannot CLS in current state"),
+    (b"FIN", "E_INVALID cannot FIN in current state"),  # the state is checked first
+])
+def test_commands_before_sub(server, line, error):
+    client = connect(server)
+    client.command(line)
+    assert_fatal(client, error)
+
+
+@pytest.mark.parametrize("line", [b"RDY 0", b"RDY 200", b"RDY", b"RDY "])
+def test_rdy_accepted_silently(server, line):
+    client = subscribed(server, unique(), "ch")
+    client.command(line)
+    assert client.pub(unique(), b"x") == OK  # no reply to RDY came first
+
+
+@pytest.mark.parametrize("verb, line, error", [
+    ("FIN", b"FIN %s", "E_FIN_FAILED FIN %s failed ID not in flight"),
+    ("REQ", b"REQ %s 0", "E_REQ_FAILED REQ %s failed ID not in flight"),
+    ("REQ", b"REQ %s 100", "E_REQ_FAILED REQ %s failed ID not in flight"),
+    ("TOUCH", b"TOUCH %s", "E_TOUCH_FAILED TOUCH %s failed ID not in flight"),
+])
+def test_unknown_message_id_is_not_fatal(server, verb, line, error):
+    topic = unique()
+    client = subscribed(server, topic, "ch")
+    for _ in range(2):
+        client.command(line % UNKNOWN_ID)
+        assert client.read_frame() == (FRAME_ERROR, (error % UNKNOWN_ID.decode()).encode())
+    # The connection is still fully usable.
+    client.command("RDY 1")
+    producer = connect(server)
+    assert producer.pub(topic, b"after") == OK
+    msg = client.read_message()
+    assert msg.body == b"after"
+    client.command(b"FIN " + msg.id)
+    wait_until(lambda: server.channel_stats(topic, "ch")["in_flight_count"] == 0)
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"FIN %s", "E_FIN_FAILED FIN %s failed client does not own message"),
+    (b"REQ %s 0", "E_REQ_FAILED REQ %s failed client does not own message"),
+    (b"TOUCH %s", "E_TOUCH_FAILED TOUCH %s failed client does not own message"),
+])
+def test_message_owned_by_another_client(server, line, error):
+    topic = unique()
+    owner = subscribed(server, topic, "ch", rdy=1)
+    other = subscribed(server, topic, "ch")
+    assert connect(server).pub(topic, b"mine") == OK
+    msg = owner.read_message()
+    other.command(line % msg.id)
+    assert other.read_frame() == (FRAME_ERROR, (error % msg.id.decode()).encode())
+    # The owner can still finish it, and the other client is still connected.
+    owner.command(b"FIN " + msg.id)
+    wait_until(lambda: server.channel_stats(topic, "ch")["in_flight_count"] == 0)
+    other.command(b"FIN " + UNKNOWN_ID)
+    assert other.read_frame()[0] == FRAME_ERROR
+
+
+def test_cls_stops_deliveries(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=10)
+    producer = connect(server)
+    assert producer.pub(topic, b"first") == OK
+    first = client.read_message()
+    client.command("CLS")
+    assert client.read_frame() == (FRAME_RESPONSE, b"CLOSE_WAIT")
+    client.command("RDY 10")  # ignored while closing: no reply, no error
+    assert producer.mpub(topic, [b"a", b"b", b"c"]) == OK
+    wait_until(lambda: server.channel_stats(topic, "ch")["depth"] == 3)
+    # FIN is still allowed while closing.
+    client.command(b"FIN " + first.id)
+    wait_until(lambda: server.channel_stats(topic, "ch")["in_flight_count"] == 0)
+    # Commands still work, and no message came before the PUB reply.
+    assert client.pub(unique(), b"x") == OK
+    assert server.channel_stats(topic, "ch")["depth"] == 3
+    [entry] = server.channel_stats(topic, "ch")["clients"]
+    assert (entry["state"], entry["ready_count"], entry["finish_count"]) == (4, 0, 1)
+    client.command(f"SUB {topic} ch")
+    assert_fatal(client, "E_INVALID cannot SUB in current state")
+
+
+def test_nop_has_no_reply(server):
+    client = connect(server)
+    client.command("NOP")
+    client.command("NOP extra params")
+    assert client.pub(unique(), b"x") == OK
+    subscribed_client = subscribed(server, unique(), "ch")
+    subscribed_client.command("NOP")
+    subscribed_client.command("CLS")
+    assert subscribed_client.read_frame() == (FRAME_RESPONSE, b"CLOSE_WAIT")
+
+
+def test_pipelined_commands_answer_in_order(server):
+    topic = unique()
+    client = connect(server)
+    client.send(b"".join(b"PUB %s\n" % topic.encode() + sized(b"%d" % i) for i in range(50))
+                + b"NOP\nPUB bad!\n" + sized(b"x"))
+    for _ in range(50):
+        assert client.read_frame() == OK
+    assert_fatal(client, 'E_BAD_TOPIC PUB topic name "bad!" is not valid')
+    wait_until(lambda: server.topic_stats(topic)["message_count"] == 50)
+
+
+# -- delivery semantics ---------------------------------------------------------------------
+
+def test_message_frame_layout(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=1)
+    before = time.time_ns()
+    assert connect(server).pub(topic, b"\x00binary\xffbody") == OK
+    kind, data = client.read_frame()
+    after = time.time_ns()
+    assert kind == FRAME_MESSAGE
+    timestamp, attempts, msg_id = struct.unpack(">qH16s", data[:26])
+    assert before - 10**9 <= timestamp <= after + 10**9
+    assert attempts == 1
+    assert len(msg_id) == 16 and all(c in b"0123456789abcdef" for c in msg_id)
+    assert data[26:] == b"\x00binary\xffbody"
+
+
+@pytest.mark.parametrize("delay", [0, 300])
+def test_req_redelivers_with_attempts_incremented(server, delay):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=1)
+    assert connect(server).pub(topic, b"again") == OK
+    msg = client.read_message()
+    assert msg.attempts == 1
+    client.command(b"REQ %s %d" % (msg.id, delay))
+    if delay:
+        # Deferred first: not handed out again before the delay.
+        ch = wait_until(lambda: (lambda c: c if c["deferred_count"] == 1 else None)(
+            server.channel_stats(topic, "ch")), message="deferred")
+        assert ch["in_flight_count"] == 0 and ch["depth"] == 0
+    again = client.read_message()
+    assert (again.id, again.attempts, again.body) == (msg.id, 2, b"again")
+    client.command(b"FIN " + again.id)
+    ch = wait_until(lambda: (lambda c: c if c["in_flight_count"] == 0 else None)(
+        server.channel_stats(topic, "ch")))
+    assert ch["requeue_count"] == 1 and ch["depth"] == 0 and ch["deferred_count"] == 0
+    assert ch["clients"][0]["requeue_count"] == 1
+    assert ch["clients"][0]["finish_count"] == 1
+
+
+def test_req_timeout_above_max_is_clamped(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=1)
+    assert connect(server).pub(topic, b"later") == OK
+    msg = client.read_message()
+    client.command(b"REQ %s 999999999" % msg.id)  # clamped to --max-req-timeout, not fatal
+    wait_until(lambda: server.channel_stats(topic, "ch")["deferred_count"] == 1)
+    assert client.pub(unique(), b"x") == OK
+
+
+def test_message_timeout_redelivers(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=1, msg_timeout=1000)
+    assert connect(server).pub(topic, b"slow") == OK
+    msg = client.read_message()
+    again = client.read_message()  # never FINed: back after the 1s msg_timeout
+    assert (again.id, again.attempts, again.body) == (msg.id, 2, b"slow")
+    ch = server.channel_stats(topic, "ch")
+    assert ch["timeout_count"] == 1 and ch["in_flight_count"] == 1
+    client.command(b"FIN " + again.id)
+    wait_until(lambda: server.channel_stats(topic, "ch")["in_flight_count"] == 0)
+
+
+def test_touch_extends_the_deadline(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=1, msg_timeout=1000)
+    assert connect(server).pub(topic, b"touched") == OK
+    msg = client.read_message()
+    for _ in range(5):  # 2.5 s in all, well past the 1 s timeout
+        client.command(b"TOUCH " + msg.id)
+        expect_no_frame(client, 0.5)
+    ch = server.channel_stats(topic, "ch")
+    assert ch["timeout_count"] == 0 and ch["in_flight_count"] == 1
+    client.command(b"FIN " + msg.id)
+    ch = wait_until(lambda: (lambda c: c if c["in_flight_count"] == 0 else None)(
+        server.channel_stats(topic, "ch")))
+    assert ch["timeout_count"] == 0 and ch["depth"] == 0
+
+
+def test_dpub_is_delivered_after_its_delay(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=1)
+    producer = connect(server)
+    producer.command(f"DPUB {topic} 1500", b"deferred")
+    assert producer.read_frame() == OK
+    ch = wait_until(lambda: (lambda c: c if c["deferred_count"] == 1 else None)(
+        server.channel_stats(topic, "ch")), message="deferred_count 1")
+    assert ch["in_flight_count"] == 0 and ch["depth"] == 0, "delivered before its delay"
+    msg = client.read_message()
+    assert (msg.body, msg.attempts) == (b"deferred", 1)
+    wait_until(lambda: server.channel_stats(topic, "ch")["deferred_count"] == 0)
+
+
+def test_multicast_to_every_channel(server):
+    topic = unique()
+    bodies = [b"m%d" % i for i in range(20)]
+    one = subscribed(server, topic, "one", rdy=50)
+    two = subscribed(server, topic, "two", rdy=50)
+    assert connect(server).mpub(topic, bodies) == OK
+    got_one, = collect_messages([one], 20)
+    got_two, = collect_messages([two], 20)
+    assert [m.body for m in got_one] == bodies
+    assert [m.body for m in got_two] == bodies
+    for name in ("one", "two"):
+        wait_until(lambda: server.channel_stats(topic, name)["in_flight_count"] == 0)
+        assert server.channel_stats(topic, name)["message_count"] == 20
+
+
+def test_distribution_over_consumers_of_one_channel(server):
+    topic = unique()
+    consumers = [subscribed(server, topic, "ch", rdy=10) for _ in range(2)]
+    wait_ready(server, topic, "ch", 10)
+    bodies = [b"d%d" % i for i in range(60)]
+    assert connect(server).mpub(topic, bodies) == OK
+    got = collect_messages(consumers, 60)
+    assert all(got), "each consumer gets some messages"
+    received = [m.body for part in got for m in part]
+    assert sorted(received) == sorted(bodies) and len(set(received)) == 60
+    wait_until(lambda: server.channel_stats(topic, "ch")["in_flight_count"] == 0)
+    assert server.channel_stats(topic, "ch")["depth"] == 0
+    expect_no_frame(consumers[0], 0.2)
+
+
+def test_rdy_bounds_in_flight(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch", rdy=2)
+    wait_ready(server, topic, "ch", 2)
+    assert connect(server).mpub(topic, [b"r%d" % i for i in range(5)]) == OK
+    first = [client.read_message(), client.read_message()]
+
+    def settled(in_flight, depth):
+        ch = server.channel_stats(topic, "ch")
+        return ch["in_flight_count"] == in_flight and ch["depth"] == depth
+
+    wait_until(lambda: settled(2, 3))
+    assert not client.buf, "more than RDY messages were sent"
+    client.command(b"FIN " + first[0].id)
+    third = client.read_message()
+    wait_until(lambda: settled(2, 2))
+    assert not client.buf
+    assert third.body == b"r2"
+    # RDY 0 stops new deliveries even when in-flight drains.
+    client.command("RDY 0")
+    client.command(b"FIN " + first[1].id)
+    client.command(b"FIN " + third.id)
+    wait_until(lambda: settled(0, 2))
+    assert client.pub(unique(), b"x") == OK  # a reply, not a message, came next
+
+
+def test_rdy_without_count_means_one(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch")
+    client.command("RDY")
+    wait_ready(server, topic, "ch", 1)
+    assert connect(server).mpub(topic, [b"a", b"b"]) == OK
+    client.read_message()
+    wait_until(lambda: server.channel_stats(topic, "ch")["depth"] == 1)
+    assert not client.buf
+
+
+def test_ephemeral_channel_goes_with_its_last_consumer(server):
+    topic = unique()
+    client = subscribed(server, topic, "ch#ephemeral")
+    durable = subscribed(server, topic, "durable")
+    assert server.channel_stats(topic, "ch#ephemeral") is not None
+    client.close()
+    wait_until(lambda: server.channel_stats(topic, "ch#ephemeral") is None,
+               message="ephemeral channel deleted")
+    assert server.channel_stats(topic, "durable") is not None
+    durable.close()
+
+
+def test_ephemeral_topic_goes_with_its_last_channel(server):
+    topic = unique() + "#ephemeral"
+    client = subscribed(server, topic, "ch#ephemeral")
+    assert connect(server).pub(topic, b"x") == OK
+    assert server.topic_stats(topic) is not None
+    client.close()
+    wait_until(lambda: server.topic_stats(topic) is None, message="ephemeral topic deleted")
+
+
+# -- heartbeats -----------------------------------------------------------------------------
+
+def test_heartbeat_frames_arrive_and_answering_keeps_the_connection(server):
+    client = connect(server)
+    # Let the session's writer start on the default interval before IDENTIFY changes it.
+    assert client.pub(unique(), b"x") == OK
+    assert client.identify(heartbeat_interval=1000) == b"OK"
+    for _ in range(3):  # 3 intervals > the 2-interval read deadline
+        assert client.read_frame(skip_heartbeats=False) == (FRAME_RESPONSE, b"_heartbeat_")
+        client.command("NOP")
+    assert client.pub(unique(), b"x") == OK
+
+
+def test_silent_client_is_disconnected(server):
+    client = connect(server)
+    # Let the session's writer start on the default interval before IDENTIFY changes it.
+    assert client.pub(unique(), b"x") == OK
+    assert client.identify(heartbeat_interval=1000) == b"OK"
+    assert client.is_closed(timeout=8.0), "a client that never answers must be dropped"
+    assert b"_heartbeat_" in client.buf
+
+
+# -- hostile input --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("magic", [b"GET ", b"  V1", b"\x00\x00\x00\x00", b"  v2"])
+def test_bad_protocol_magic(server, magic):
+    client = V2Client(server.tcp_port, magic=magic)
+    client.send(b"PUB t\n" + sized(b"x"))
+    assert_fatal(client, "E_BAD_PROTOCOL")
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"GARBAGE", "E_INVALID invalid command GARBAGE"),
+    (b"GARBAGE with params", "E_INVALID invalid command GARBAGE"),
+    (b"pub t", "E_INVALID invalid command pub"),
+    (b"", "E_INVALID invalid command "),
+    (b" PUB t", "E_INVALID invalid command "),
+    (b"\x00\x01\x02", "E_INVALID invalid command \x00\x01\x02"),
+    (b"\xc3\xa9X", b"E_INVALID invalid command \xc3\xa9X"),
+    (b"\xff\xfe", b"E_INVALID invalid command \xff\xfe"),
+    (b"PUB\x00t", "E_INVALID invalid command PUB\x00t"),
+])
+def test_unknown_commands(server, line, error):
+    client = connect(server)
+    client.command(line)
+    assert_fatal(client, error)
+
+
+def test_crlf_line_endings(server):
+    topic = unique()
+    client = connect(server)
+    client.send(b"PUB %s\r\n" % topic.encode() + sized(b"x") + b"NOP\r\n")
+    assert client.read_frame() == OK
+    client.send(b"SUB %s ch\r\n" % topic.encode())
+    assert client.read_frame() == OK
+
+
+@pytest.mark.parametrize("with_newline", [True, False])
+def test_command_line_over_16k_closes_the_connection(server, with_newline):
+    client = connect(server)
+    client.send(b"PUB " + b"a" * 20000 + (b"\n" + sized(b"x") if with_newline else b""))
+    assert client.is_closed()
+    assert client.buf == b"", "no frame is sent for an over-long line"
+    assert ping_ok(server)
+
+
+@pytest.mark.parametrize("length, closed", [(16383, False), (16384, True)])
+def test_command_line_limit_boundary(server, length, closed):
+    """NSQ's 16 KiB reader buffer must hold the whole line including its newline."""
+    client = connect(server)
+    name = b"a" * (length - len(b"PUB "))
+    client.send(b"PUB " + name + b"\n" + sized(b"x"))
+    if closed:
+        assert client.is_closed()
+        assert client.buf == b""
+    else:
+        assert_fatal(client, f'E_BAD_TOPIC PUB topic name "{name.decode()}" is not valid')
+
+
+def test_consumer_that_never_reads_does_not_stall_the_server(nsqd):
+    topic = "flood"
+    stuck = V2Client(nsqd.tcp_port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sub(topic, "ch", rdy=2500)
+    wait_ready(nsqd, topic, "ch", 2500)
+    producer = connect(nsqd)
+    body = b"z" * (256 * 1024)
+    for _ in range(10):  # 10 x 16 x 256 KiB = 40 MiB that the stuck consumer never reads
+        assert producer.mpub(topic, [body] * 16) == OK
+    wait_until(lambda: nsqd.topic_stats(topic)["message_count"] == 160)
+    assert ping_ok(nsqd)
+    assert_healthy(nsqd)
+    # A new channel of the same topic gets new messages despite the stuck sibling.
+    other = subscribed(nsqd, topic, "other", rdy=5)
+    wait_ready(nsqd, topic, "other", 5)
+    assert producer.pub(topic, b"tail") == OK
+    assert other.read_message().body == b"tail"
+    stuck.close()
+
+
+def test_publisher_that_never_reads_replies_does_not_stall_the_server(nsqd):
+    topic = "firehose"
+    count = 20000
+    flood = connect(nsqd)
+    payload = b"".join(b"PUB firehose\n" + sized(b"%d" % i) for i in range(count))
+    done = threading.Event()
+
+    def send_all():
+        try:
+            flood.send(payload)
+        except OSError:
+            pass
+        done.set()
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    # Whatever the flood is doing, the server answers others.
+    assert_healthy(nsqd)
+    # Now read the replies: every PUB got its OK, in order, and every message is there.
+    for _ in range(count):
+        assert flood.read_frame() == OK
+    assert done.wait(10)
+    wait_until(lambda: nsqd.topic_stats(topic)["message_count"] == count)
+    assert_healthy(nsqd)
