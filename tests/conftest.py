@@ -2,16 +2,16 @@
 
 import pytest
 
-from support import Daemon
+from support import Daemon, nsqlookupd_daemon
 
 
-@pytest.fixture
-def nsqd_factory(tmp_path):
-    """Start nsqd processes with extra flags; all are stopped at the end of the test."""
+def _daemon_factory(make, prefix, tmp_path):
+    """A fixture body: start daemons made by ``make``; stop them all after the test."""
     started = []
 
     def start(*args, data_path=None, **kwargs):
-        daemon = Daemon(data_path or tmp_path / f"data{len(started)}", args, **kwargs)
+        path = data_path or tmp_path / f"{prefix}{len(started)}"
+        daemon = make(path, args, **kwargs)
         started.append(daemon)
         return daemon.start()
 
@@ -19,6 +19,18 @@ def nsqd_factory(tmp_path):
     for daemon in started:
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.stop()
+
+
+@pytest.fixture
+def nsqd_factory(tmp_path):
+    """Start nsqd processes with extra flags; all are stopped at the end of the test."""
+    yield from _daemon_factory(Daemon, "data", tmp_path)
+
+
+@pytest.fixture
+def lookupd_factory(tmp_path):
+    """Start nsqlookupd processes with extra flags; all are stopped after the test."""
+    yield from _daemon_factory(nsqlookupd_daemon, "lookupd", tmp_path)
 
 
 @pytest.fixture

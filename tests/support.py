@@ -167,12 +167,15 @@ def _children(pid):
         return []
 
 
-class V2Client:
-    """A minimal raw NSQ V2 client for protocol tests."""
+class RawClient:
+    """A raw TCP connection to a daemon's protocol port: the magic, buffered reads."""
 
-    def __init__(self, port, timeout=10.0, magic=b"  V2"):
+    magic = b""
+
+    def __init__(self, port, timeout=10.0, magic=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
+        magic = self.magic if magic is None else magic
         if magic:
             self.sock.sendall(magic)
 
@@ -181,6 +184,42 @@ class V2Client:
 
     def send(self, data):
         self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed by server")
+        self.buf += data
+
+    def read_sized(self):
+        """One ``[4-byte size][data]`` unit from the stream."""
+        while len(self.buf) < 4:
+            self._fill()
+        size = struct.unpack(">i", self.buf[:4])[0]
+        while len(self.buf) < 4 + size:
+            self._fill()
+        data, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
+        return data
+
+    def is_closed(self, timeout=5.0):
+        """True once the server has closed the connection."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+class V2Client(RawClient):
+    """A minimal raw NSQ V2 client for protocol tests."""
+
+    magic = b"  V2"
 
     def command(self, line, body=None):
         data = line.encode() + b"\n" if isinstance(line, str) else line + b"\n"
@@ -211,23 +250,11 @@ class V2Client:
         if rdy is not None:
             self.command(f"RDY {rdy}")
 
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed by server")
-        self.buf += data
-
     def read_frame(self, skip_heartbeats=True):
         """``(frame_type, data)``; heartbeats are answered and skipped."""
         while True:
-            while len(self.buf) < 4:
-                self._fill()
-            size = struct.unpack(">i", self.buf[:4])[0]
-            while len(self.buf) < 4 + size:
-                self._fill()
-            kind = struct.unpack(">i", self.buf[4:8])[0]
-            data = self.buf[8:4 + size]
-            self.buf = self.buf[4 + size:]
+            unit = self.read_sized()
+            kind, data = struct.unpack(">i", unit[:4])[0], unit[4:]
             if skip_heartbeats and kind == FRAME_RESPONSE and data == b"_heartbeat_":
                 self.command("NOP")
                 continue
@@ -238,21 +265,6 @@ class V2Client:
         assert kind == FRAME_MESSAGE, (kind, data)
         timestamp, attempts, msg_id = struct.unpack(">qH16s", data[:26])
         return Message(msg_id, attempts, timestamp, data[26:])
-
-    def is_closed(self, timeout=5.0):
-        """True once the server has closed the connection."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-                self.buf += data
-        except ConnectionResetError:
-            return True
-        except socket.timeout:
-            return False
-
 
 class Message:
     def __init__(self, msg_id, attempts, timestamp, body):
@@ -272,35 +284,13 @@ def nsqlookupd_daemon(data_path, args=(), **kwargs):
     return Daemon(data_path, args, module=NSQLOOKUPD_MODULE, data_path_flag=False, **kwargs)
 
 
-class V1Client:
+class V1Client(RawClient):
     """A minimal raw nsqlookupd V1 client: every reply is a 4-byte size and the data."""
 
-    def __init__(self, port, timeout=10.0, magic=b"  V1"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-        if magic:
-            self.sock.sendall(magic)
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
+    magic = b"  V1"
 
     def read_response(self):
-        while len(self.buf) < 4:
-            self._fill()
-        size = struct.unpack(">i", self.buf[:4])[0]
-        while len(self.buf) < 4 + size:
-            self._fill()
-        data, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
-        return data
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed by server")
-        self.buf += data
+        return self.read_sized()
 
     def command(self, line):
         self.sock.sendall(line.encode() + b"\n")
@@ -314,19 +304,6 @@ class V1Client:
         body = json.dumps(info).encode()
         self.sock.sendall(b"IDENTIFY\n" + struct.pack(">i", len(body)) + body)
         return json.loads(self.read_response())
-
-    def is_closed(self, timeout=5.0):
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-                self.buf += data
-        except ConnectionResetError:
-            return True
-        except socket.timeout:
-            return False
 
 
 # -- greensq.client tests ------------------------------------------------------------------

@@ -9,25 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from support import nsqlookupd_daemon, wait_until
+from support import wait_until
 
 SCRIPT = Path(__file__).with_name("discovery_clients.py")
 FAST_RECONNECT = {"GREENSQ_LOOKUPD_MAX_BACKOFF": "0.2"}
-
-
-@pytest.fixture
-def lookupd_factory(tmp_path):
-    started = []
-
-    def start(*args):
-        daemon = nsqlookupd_daemon(tmp_path / f"lookupd{len(started)}", args)
-        started.append(daemon)
-        return daemon.start()
-
-    yield start
-    for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.stop()
 
 
 def announcing_nsqd(nsqd_factory, *lookupds, args=()):

@@ -12,21 +12,6 @@ import pytest
 from support import V1Client, nsqlookupd_daemon, wait_until
 
 
-@pytest.fixture
-def lookupd_factory(tmp_path):
-    started = []
-
-    def start(*args):
-        daemon = nsqlookupd_daemon(tmp_path / f"lookupd{len(started)}", args)
-        started.append(daemon)
-        return daemon.start()
-
-    yield start
-    for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.stop()
-
-
 @pytest.fixture(scope="module")
 def lookupd(tmp_path_factory):
     """One nsqlookupd shared by the tests that only touch their own topic names."""

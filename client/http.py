@@ -1,0 +1,210 @@
+"""Small HTTP clients for nsqd's and nsqlookupd's HTTP APIs.
+
+Requests go through the standard library's :mod:`http.client` on a gevent socket, so
+they yield to other greenlets instead of blocking the hub, without monkey-patching and
+without another dependency. JSON answers come back parsed; nsqlookupd's node entries
+become :class:`Node` objects. A non-2xx answer raises :class:`HTTPError` carrying NSQ's
+``{"message": ...}`` text (e.g. ``TOPIC_NOT_FOUND``).
+"""
+
+import http.client
+import json
+import struct
+import urllib.parse
+from dataclasses import dataclass, field
+
+from gevent import socket
+
+from .connection import parse_address
+from .errors import NSQError
+
+
+class HTTPError(NSQError):
+    """A non-2xx answer. ``status`` is the HTTP status, ``message`` NSQ's error text."""
+
+    def __init__(self, status, message, body=b""):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+class _GeventHTTPConnection(http.client.HTTPConnection):
+    """An HTTPConnection whose socket is gevent's, so requests yield to the hub."""
+
+    def connect(self):
+        self.sock = socket.create_connection((self.host, self.port), self.timeout)
+
+
+def request(address, method, path, params=None, body=None, timeout=5.0):
+    """``(status, body bytes)`` of one HTTP request to ``address`` (``host:port``)."""
+    host, port = parse_address(address)
+    if params:
+        path = f"{path}?{urllib.parse.urlencode(params)}"
+    conn = _GeventHTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _checked(status, body):
+    if 200 <= status < 300:
+        return body
+    try:
+        message = json.loads(body)["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode("utf-8", "replace").strip()
+    raise HTTPError(status, message, body)
+
+
+class _Client:
+    def __init__(self, address, timeout=5.0):
+        self.address = "%s:%d" % parse_address(address)
+        self.timeout = timeout
+
+    def _call(self, method, path, params=None, body=None):
+        return _checked(*request(self.address, method, path, params, body, self.timeout))
+
+    def _json(self, method, path, params=None, body=None):
+        data = self._call(method, path, params, body)
+        return json.loads(data) if data else None
+
+    def ping(self):
+        """True if the daemon answers ``/ping`` with 200."""
+        try:
+            self._call("GET", "/ping")
+        except (HTTPError, OSError):
+            return False
+        return True
+
+    def info(self):
+        """``/info`` as a dict (version, ports, ...)."""
+        return self._json("GET", "/info")
+
+
+class NsqdHTTPClient(_Client):
+    """nsqd's HTTP API: publish, stats, topic and channel administration."""
+
+    def pub(self, topic, body, defer_ms=None):
+        params = {"topic": topic}
+        if defer_ms is not None:
+            params["defer"] = int(defer_ms)
+        return self._call("POST", "/pub", params, body)
+
+    def mpub(self, topic, bodies, binary=True):
+        """Publish several messages at once (binary framing unless ``binary=False``,
+        which sends newline-separated text, so bodies must not contain newlines)."""
+        if binary:
+            payload = struct.pack(">i", len(bodies)) + b"".join(
+                struct.pack(">i", len(b)) + b for b in bodies)
+            return self._call("POST", "/mpub", {"topic": topic, "binary": "true"}, payload)
+        return self._call("POST", "/mpub", {"topic": topic}, b"\n".join(bodies))
+
+    def stats(self, topic=None, channel=None, include_clients=True):
+        """``/stats?format=json`` as a dict."""
+        params = {"format": "json"}
+        if topic is not None:
+            params["topic"] = topic
+        if channel is not None:
+            params["channel"] = channel
+        if not include_clients:
+            params["include_clients"] = "false"
+        return self._json("GET", "/stats", params)
+
+    def _topic(self, action, topic):
+        self._call("POST", f"/topic/{action}", {"topic": topic})
+
+    def _channel(self, action, topic, channel):
+        self._call("POST", f"/channel/{action}", {"topic": topic, "channel": channel})
+
+    def create_topic(self, topic):
+        self._topic("create", topic)
+
+    def delete_topic(self, topic):
+        self._topic("delete", topic)
+
+    def empty_topic(self, topic):
+        self._topic("empty", topic)
+
+    def pause_topic(self, topic):
+        self._topic("pause", topic)
+
+    def unpause_topic(self, topic):
+        self._topic("unpause", topic)
+
+    def create_channel(self, topic, channel):
+        self._channel("create", topic, channel)
+
+    def delete_channel(self, topic, channel):
+        self._channel("delete", topic, channel)
+
+    def empty_channel(self, topic, channel):
+        self._channel("empty", topic, channel)
+
+    def pause_channel(self, topic, channel):
+        self._channel("pause", topic, channel)
+
+    def unpause_channel(self, topic, channel):
+        self._channel("unpause", topic, channel)
+
+
+@dataclass
+class Node:
+    """An nsqd as nsqlookupd describes it."""
+
+    broadcast_address: str
+    tcp_port: int
+    http_port: int
+    hostname: str = ""
+    remote_address: str = ""
+    version: str = ""
+    tombstones: list = field(default_factory=list)
+    topics: list = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(data.get("broadcast_address", ""), int(data.get("tcp_port", 0)),
+                   int(data.get("http_port", 0)), data.get("hostname", ""),
+                   data.get("remote_address", ""), data.get("version", ""),
+                   data.get("tombstones") or [], data.get("topics") or [])
+
+    @property
+    def tcp_address(self):
+        return f"{self.broadcast_address}:{self.tcp_port}"
+
+    @property
+    def http_address(self):
+        return f"{self.broadcast_address}:{self.http_port}"
+
+
+@dataclass
+class Lookup:
+    """The answer of ``/lookup``: the topic's channels and the nsqd that have it."""
+
+    channels: list
+    producers: list
+
+
+class LookupdHTTPClient(_Client):
+    """nsqlookupd's HTTP API: where topics live."""
+
+    def lookup(self, topic):
+        """The :class:`Lookup` for ``topic``; raises HTTPError (404 TOPIC_NOT_FOUND) when
+        no nsqd has it."""
+        data = self._json("GET", "/lookup", {"topic": topic}) or {}
+        return Lookup(list(data.get("channels") or []),
+                      [Node.from_json(p) for p in data.get("producers") or []])
+
+    def topics(self):
+        return list((self._json("GET", "/topics") or {}).get("topics") or [])
+
+    def channels(self, topic):
+        return list((self._json("GET", "/channels", {"topic": topic}) or {}).get(
+            "channels") or [])
+
+    def nodes(self):
+        return [Node.from_json(p)
+                for p in (self._json("GET", "/nodes") or {}).get("producers") or []]
