@@ -185,3 +185,19 @@ def test_reads_a_data_directory_written_to_the_format(nsqd_factory, tmp_path):
     got = consume(nsqd.tcp_port, "orders", "workers", 2)
     assert [(m.timestamp, m.attempts, m.id, m.body) for m in got] == [
         (ts, attempts + 1, msg_id, body) for ts, attempts, msg_id, body in records]
+
+
+def test_paused_or_stalled_channel_does_not_hold_back_its_sibling(nsqd_factory):
+    nsqd = nsqd_factory("--mem-queue-size=50")
+    assert nsqd.http("POST", "/topic/create?topic=fan")[0] == 200
+    for channel in ("live", "paused", "stalled"):
+        assert nsqd.http("POST", f"/channel/create?topic=fan&channel={channel}")[0] == 200
+    assert nsqd.http("POST", "/channel/pause?topic=fan&channel=paused")[0] == 200
+    stalled = V2Client(nsqd.tcp_port)
+    stalled.sub("fan", "stalled", rdy=5)          # takes five, never finishes them
+    bodies = [b"f%d" % i for i in range(2000)]
+    publish_many(nsqd.tcp_port, "fan", bodies)
+    assert_exactly_once(consume(nsqd.tcp_port, "fan", "live", 2000), bodies)
+    wait_until(lambda: nsqd.channel_stats("fan", "paused")["depth"] == 2000)
+    stats = nsqd.channel_stats("fan", "stalled")
+    assert (stats["in_flight_count"], stats["depth"]) == (5, 1995)
