@@ -15,7 +15,6 @@ from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json,
     respond_text)
 from greensq.services.logs import LEVELS
-from greensq.services.message import Message
 from greensq.services.names import is_valid_name
 from greensq.services.nsqd_options import NSQD_FLAGSET
 from greensq.services.stats import format_text, nsqd_stats
@@ -55,11 +54,7 @@ class Resource:
     def publish(self, topic_name, bodies, defer_ms=0):
         if self.nsqd.exiting:
             raise NsqHTTPError(503, "EXITING")
-        topic = self.nsqd.get_topic(topic_name)
-        if bodies:
-            ids = self.nsqd.ids.next_ids(len(bodies))
-            topic.publish([Message(msg_id, body, defer_ms=defer_ms)
-                           for msg_id, body in zip(ids, bodies)])
+        self.nsqd.publish(topic_name, bodies, defer_ms)
 
 
 class Ping(Resource):

@@ -234,13 +234,48 @@ class DiskQueue:
 
     def get_many(self, limit: int) -> list[bytes]:
         """Return up to ``limit`` records (fewer if the queue runs out)."""
+        self._check_open()
         out = []
         while len(out) < limit:
+            if self._read_run(limit - len(out), out):
+                continue
             payload = self.get()
             if payload is None:
                 break
             out.append(payload)
         return out
+
+    def _read_run(self, limit: int, out: list) -> int:
+        """Append up to ``limit`` well-formed records from inside the open read segment,
+        with the bookkeeping done once for the run; return how many. Whatever needs care
+        (opening or finishing a segment, a bad record, the tail) is left to ``get``."""
+        rfile = self._rfile
+        if rfile is None:
+            return 0
+        end = self._segment_end()
+        pos = start = self._read_pos
+        read, unpack = rfile.read, _LENGTH.unpack
+        low, high = self.min_msg_size, self.max_msg_size
+        count = 0
+        while count < limit and end - pos >= 4:
+            head = read(4)
+            size = unpack(head)[0] if len(head) == 4 else -1
+            payload = read(size) if low <= size <= high and pos + 4 + size <= end else b""
+            if len(payload) != size:
+                rfile.seek(pos)             # let get() report and skip it
+                break
+            out.append(payload)
+            pos += 4 + size
+            count += 1
+        if count:
+            self._read_pos = pos
+            self._depth -= count
+            self._count_ops(count)
+            if (self._read_num, pos) >= (self._write_num, self._write_pos):
+                self._check_tail()
+        elif pos != start:
+            rfile.seek(start)
+        return count
 
     def _segment_end(self) -> int:
         if self._read_num == self._write_num:

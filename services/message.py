@@ -32,15 +32,13 @@ class Message:
     )
 
     def __init__(self, msg_id, body, timestamp=None, attempts=0, defer_ms=0):
+        # The in-flight fields (owner, delivered_at, deadline, timeout_bucket) are set by
+        # the channel when it delivers the message, and only read after that.
         self.id = msg_id
         self.body = body
         self.timestamp = time.time_ns() if timestamp is None else timestamp
         self.attempts = attempts
         self.defer_ms = defer_ms
-        self.owner = None
-        self.delivered_at = 0.0
-        self.deadline = 0.0
-        self.timeout_bucket = None
 
     def copy(self):
         """A fresh copy for another channel."""
@@ -57,6 +55,29 @@ class Message:
             raise ValueError(f"message too short: {len(data)} bytes")
         timestamp, attempts, msg_id = HEADER.unpack_from(data)
         return cls(msg_id, bytes(data[HEADER_SIZE:]), timestamp, attempts)
+
+    @classmethod
+    def decode_many(cls, payloads):
+        """Decode a batch of encoded messages; undecodable ones are skipped and counted.
+
+        Returns ``(messages, skipped)``."""
+        unpack = HEADER.unpack_from
+        messages = []
+        append = messages.append
+        skipped = 0
+        for data in payloads:
+            if len(data) < HEADER_SIZE:
+                skipped += 1
+                continue
+            timestamp, attempts, msg_id = unpack(data)
+            append(cls(msg_id, data[HEADER_SIZE:], timestamp, attempts))
+        return messages, skipped
+
+    @classmethod
+    def new_batch(cls, ids, bodies, defer_ms=0):
+        """New messages for a publish: one timestamp for the whole batch."""
+        timestamp = time.time_ns()
+        return [cls(msg_id, body, timestamp, 0, defer_ms) for msg_id, body in zip(ids, bodies)]
 
     def __repr__(self):
         return f"<Message {self.id.decode()} attempts={self.attempts} {len(self.body)}B>"

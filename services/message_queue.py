@@ -55,11 +55,10 @@ class MessageQueue:
         taken = list(memory)
         memory.clear()
         if self.backend is not None and self.backend.depth:
-            for payload in self.backend.get_many(count - len(taken)):
-                try:
-                    taken.append(Message.decode(payload))
-                except ValueError:
-                    log.error("%s: skipping undecodable message on disk", self.label)
+            decoded, skipped = Message.decode_many(self.backend.get_many(count - len(taken)))
+            taken.extend(decoded)
+            if skipped:
+                log.error("%s: skipped %d undecodable messages on disk", self.label, skipped)
         return taken
 
     def empty(self):

@@ -15,7 +15,7 @@ import ujson
 from gevent.event import Event
 
 from greensq.actors.topic import Topic
-from greensq.services.message import HEADER_SIZE, IdGenerator
+from greensq.services.message import HEADER_SIZE, IdGenerator, Message
 from greensq.services.names import backend_name, is_ephemeral, is_valid_name
 from greensq.services.version import NSQ_VERSION
 
@@ -130,6 +130,14 @@ class NSQD:
                 self.notify_lookupd(f"REGISTER {name}")
                 if self.lookup_peers:
                     gevent.spawn(self._create_channels_from_lookupd, topic)
+        return topic
+
+    def publish(self, topic_name, bodies, defer_ms=0):
+        """New messages for ``bodies`` into the named topic (created if need be); blocks
+        only while the topic's mailbox is full."""
+        topic = self.get_topic(topic_name)
+        if bodies:
+            topic.publish(Message.new_batch(self.ids.next_ids(len(bodies)), bodies, defer_ms))
         return topic
 
     def get_existing_topic(self, name):
