@@ -20,15 +20,15 @@ import os
 import socket
 import sys
 import time
-from functools import partial
 
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
-from gevent.server import StreamServer
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.ggevent import GeventWorker
+
+from greensq.http.wsgi_server import ApiServer
 
 
 class StartupError(Exception):
@@ -244,8 +244,7 @@ class DaemonWorker(GeventWorker):
         servers = []
         for listener in self.sockets:
             listener.setblocking(1)
-            server = StreamServer(listener, handle=partial(self.handle, listener),
-                                  spawn=Pool(self.worker_connections))
+            server = ApiServer(listener, self.wsgi, spawn=Pool(self.worker_connections))
             server.start()
             servers.append(server)
         try:
@@ -260,15 +259,6 @@ class DaemonWorker(GeventWorker):
                 gevent.sleep(0.05)
         finally:
             spec.stop()
-
-    def handle(self, listener, client, addr):
-        # Gunicorn writes headers and body separately: without NODELAY, Nagle's algorithm
-        # and the client's delayed ACK stall small responses.
-        try:
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        super().handle(listener, client, addr)
 
     def handle_exit(self, sig, frame):
         self.alive = False
