@@ -218,7 +218,8 @@ def lock_directory(path, daemon_name):
 
 
 class DaemonWorker(GeventWorker):
-    """The single gevent worker: Gunicorn's HTTP handling, the spec's everything else.
+    """The single gevent worker: the Falcon app on pywsgi (see wsgi_server.py), and the
+    spec's protocol servers beside it.
 
     Its run loop wakes as soon as a stop signal arrives (Gunicorn's polls once a second),
     then stops accepting, gives requests under way a moment, and lets the spec flush.
