@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 
 from greensq.actors.actor import Actor
-from greensq.services.message_queue import MessageQueue
+from greensq.services.message_queue import HoldsMessages, MessageQueue
 from greensq.services.names import is_ephemeral
 from greensq.services.wire import ClientError
 
@@ -46,7 +46,7 @@ class Consumer:
         return 0 if self.closing else self.ready_count - self.in_flight_count
 
 
-class Channel(Actor):
+class Channel(HoldsMessages, Actor):
     """Mailbox messages: put, sub, unsub, rdy, fin, req, touch, cls, pause, unpause,
     empty, delete, close."""
 
@@ -88,13 +88,6 @@ class Channel(Actor):
         if self.ephemeral and self.client_count <= 0 and not self.deleted:
             self.topic.delete_channel(self.name)
 
-    @property
-    def depth(self):
-        return len(self.queue)
-
-    @property
-    def backend_depth(self):
-        return self.queue.backend_depth
 
     # -- mailbox handlers -----------------------------------------------------------
 

@@ -11,13 +11,13 @@ from gevent.queue import Full
 
 from greensq.actors.actor import Actor
 from greensq.actors.channel import Channel
-from greensq.services.message_queue import MessageQueue
+from greensq.services.message_queue import HoldsMessages, MessageQueue
 from greensq.services.names import is_ephemeral
 
 DRAIN_BATCH = 512
 
 
-class Topic(Actor):
+class Topic(HoldsMessages, Actor):
     """Mailbox messages: pub, drain, pause, unpause, empty, delete, close."""
 
     # Publishers block once this many batches wait: backpressure, not unbounded memory.
@@ -66,13 +66,6 @@ class Topic(Actor):
             self.nsqd.delete_topic(self.name)
         return True
 
-    @property
-    def depth(self):
-        return len(self.queue)
-
-    @property
-    def backend_depth(self):
-        return self.queue.backend_depth
 
     # -- mailbox handlers -----------------------------------------------------------------
 

@@ -229,24 +229,23 @@ class NSQD:
             return
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"failed to parse metadata file {path} - {exc}") from None
-        self._loading = True
-        try:
-            for entry in data.get("topics") or []:
+        def restore(entries, kind, get):
+            """Create each valid entry with ``get`` and its pause state: [(actor, entry)]."""
+            restored = []
+            for entry in entries or []:
                 name = entry.get("name", "")
                 if not is_valid_name(name) or is_ephemeral(name):
-                    log.warning("skipping creation of invalid topic %s", name)
+                    log.warning("skipping creation of invalid %s %s", kind, name)
                     continue
-                topic = self.get_topic(name)
-                if entry.get("paused"):
-                    topic.paused = True
-                for ch in entry.get("channels") or []:
-                    ch_name = ch.get("name", "")
-                    if not is_valid_name(ch_name) or is_ephemeral(ch_name):
-                        log.warning("skipping creation of invalid channel %s", ch_name)
-                        continue
-                    channel = topic.get_channel(ch_name)
-                    if ch.get("paused"):
-                        channel.paused = True
+                actor = get(name)
+                actor.paused = bool(entry.get("paused"))
+                restored.append((actor, entry))
+            return restored
+
+        self._loading = True
+        try:
+            for topic, entry in restore(data.get("topics"), "topic", self.get_topic):
+                restore(entry.get("channels"), "channel", topic.get_channel)
         finally:
             self._loading = False
 

@@ -21,7 +21,7 @@ import urllib.request
 FRAME_RESPONSE, FRAME_ERROR, FRAME_MESSAGE = 0, 1, 2
 
 
-def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
+def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", sleep=time.sleep):
     """Poll ``predicate`` until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -30,7 +30,7 @@ def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+        sleep(interval)
 
 
 class Daemon:
@@ -314,11 +314,4 @@ def gevent_wait_until(predicate, timeout=10.0, interval=0.01, message="condition
     ``time.sleep`` would block the hub and starve the greenlets being waited on."""
     import gevent
 
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        gevent.sleep(interval)
+    return wait_until(predicate, timeout, interval, message, sleep=gevent.sleep)
