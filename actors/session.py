@@ -16,10 +16,15 @@ import time
 import gevent
 import ujson
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from greensq.actors.channel import Consumer
-from greensq.services.message import ID_LENGTH, Message
+from greensq.services.auth import AuthError, query_any_auth_server
+from greensq.services.message import ID_LENGTH
 from greensq.services.names import is_valid_name
+from greensq.services.transport import (
+    DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError,
+    tls_required_mode)
 from greensq.services.version import NSQ_VERSION
 from greensq.services.wire import (
     CLOSE_WAIT_FRAME, HEARTBEAT_FRAME, OK_FRAME, ClientError, ConnectionClosed,
@@ -76,6 +81,11 @@ def parse_digits(raw):
 class Session:
     """One V2 client: its identity, its state, and its subscription (at most one)."""
 
+    auth_secret = None   # what the client sent with AUTH (bytes)
+    auth_state = None    # the auth server's answer (services.auth.AuthState)
+    _command_start = None  # when the reader began waiting for the current command
+    _reads_since_yield = 0
+
     def __init__(self, nsqd, sock, address):
         self.nsqd = nsqd
         self.opts = opts = nsqd.opts
@@ -100,7 +110,17 @@ class Session:
         self._drained.set()
         self._closed = False
         self._pending_fins = []
-        self.reader = StreamReader(sock, on_idle=self._on_idle)
+        # Bytes go through a transport (plain, then TLS / snappy / deflate after
+        # IDENTIFY); the writer holds _write_lock while sending so an upgrade can swap
+        # the transport between two writes.
+        self.transport = PlainTransport(sock)
+        self.tls = False
+        self.tls_conn = None        # the SSLSocket once TLS is on
+        self.snappy = False
+        self.deflate = False
+        self._write_lock = Semaphore()
+        self._tls_required = tls_required_mode(opts) != "false"
+        self.reader = StreamReader(self.transport, on_idle=self._on_idle)
         self._commands = {
             b"FIN": self.cmd_fin, b"RDY": self.cmd_rdy, b"REQ": self.cmd_req,
             b"PUB": self.cmd_pub, b"MPUB": self.cmd_mpub, b"DPUB": self.cmd_dpub,
@@ -118,6 +138,8 @@ class Session:
             self._read_loop()
         except (ConnectionClosed, OSError):
             pass
+        except TransportError as err:
+            log.error("[%s] failed to read command - %s", self.remote_address, err)
         except LineTooLong:
             log.error("[%s] failed to read command - line too long", self.remote_address)
         finally:
@@ -127,6 +149,8 @@ class Session:
             writer.join(timeout=2.0)
             writer.kill(block=False)
             self._shutdown_socket()
+            if self.tls_conn is not None:
+                self.tls_conn.close()
 
     def close(self):
         """Drop the connection from outside (channel deleted, nsqd exiting)."""
@@ -155,14 +179,22 @@ class Session:
         reader = self.reader
         commands = self._commands
         while not self._closed:
+            self._command_start = None   # _on_idle starts this command's clock
             try:
                 line = reader.readline(MAX_LINE)
             except socket.timeout:
                 log.info("[%s] heartbeat timeout, closing", self.remote_address)
                 return
+            if (len(line) == 20 and line[:4] == b"FIN " and self.state >= STATE_SUBSCRIBED
+                    and (self.tls or not self._tls_required)):
+                self._pending_fins.append(line[4:])   # the hot path: one per message
+                continue
             params = line.split(b" ")
             handler = commands.get(params[0])
             try:
+                if self._tls_required and not self.tls and params[0] != b"IDENTIFY":
+                    raise FatalClientError("E_INVALID", f"cannot {raw_text(params[0])} "
+                                           "in current state (TLS required)")
                 if handler is None:
                     raise FatalClientError(
                         "E_INVALID", f"invalid command {raw_text(params[0])}")
@@ -183,9 +215,26 @@ class Session:
         self._flush_fins()
         if self._out:
             self._wake.set()
+        # gevent's recv returns at once while data is waiting, without visiting the hub:
+        # yield every few reads, so a client that keeps its socket full can neither
+        # starve the other greenlets nor pile work (FIN batches, publishes) into the
+        # actors' mailboxes faster than they run, and the errors/replies that work
+        # produces count against MAX_PENDING_OUTPUT below before it reads much more.
+        self._reads_since_yield += 1
+        if self._reads_since_yield >= 16:
+            self._reads_since_yield = 0
+            gevent.sleep(0)
         if self._out_size > MAX_PENDING_OUTPUT:
             self._drained.clear()
             self._drained.wait()
+        # NSQ's read deadline covers a whole command (line and body), not each recv: a
+        # client trickling bytes must finish a command within two heartbeat intervals.
+        if self.heartbeat_interval > 0:
+            now = time.monotonic()
+            if self._command_start is None:
+                self._command_start = now
+            elif now - self._command_start > self.heartbeat_interval * 2:
+                raise socket.timeout("command not received within two heartbeat intervals")
 
     def _read_body(self, verb, code, what):
         """Read a size-prefixed body for PUB/DPUB/IDENTIFY/AUTH after checking the size."""
@@ -244,11 +293,13 @@ class Session:
                 next_heartbeat = time.monotonic() + self.heartbeat_interval
             wake.clear()
             if self._out:
-                data = b"".join(self._out)
-                self._out.clear()
-                self._out_size = 0
                 try:
-                    self.sock.sendall(data)
+                    with self._write_lock:  # an IDENTIFY upgrade may swap the transport
+                        data = b"".join(self._out)
+                        self._out.clear()
+                        self._out_size = 0
+                        if data:
+                            self.transport.sendall(data)
                 except OSError:
                     self.close()
                     return
@@ -278,21 +329,76 @@ class Session:
         if not data.get("feature_negotiation"):
             return OK_FRAME
         opts = self.opts
-        return response_frame(ujson.dumps({
+        tls_context = getattr(self.nsqd, "tls_context", None)
+        tls_v1 = bool(tls_context is not None and data.get("tls_v1") and not self.tls)
+        deflate = bool(opts.deflate and data.get("deflate"))
+        deflate_level = 6
+        if deflate and (data.get("deflate_level") or 0) > 0:
+            deflate_level = data["deflate_level"]
+        deflate_level = min(deflate_level, opts.max_deflate_level)
+        snappy = bool(opts.snappy and data.get("snappy"))
+        if deflate and snappy:
+            raise FatalClientError(
+                "E_IDENTIFY_FAILED", "cannot enable both deflate and snappy compression")
+        response = response_frame(ujson.dumps({
             "max_rdy_count": opts.max_rdy_count,
             "version": NSQ_VERSION,
             "max_msg_timeout": int(opts.max_msg_timeout * 1000),
             "msg_timeout": int(self.msg_timeout * 1000),
-            "tls_v1": False,
-            "deflate": False,
-            "deflate_level": min(6, opts.max_deflate_level),
+            "tls_v1": tls_v1,
+            "deflate": deflate,
+            "deflate_level": deflate_level,
             "max_deflate_level": opts.max_deflate_level,
-            "snappy": False,
+            "snappy": snappy,
             "sample_rate": self.sample_rate,
-            "auth_required": False,
+            "auth_required": bool(opts.auth_http_address),
             "output_buffer_size": self.output_buffer_size,
             "output_buffer_timeout": int(self.output_buffer_timeout * 1000),
         }).encode())
+        if not (tls_v1 or snappy or deflate):
+            return response
+        self._upgrade(response, tls_context if tls_v1 else None, snappy,
+                      deflate_level if deflate else 0)
+        return None
+
+    def _upgrade(self, response, tls_context, snappy, deflate_level):
+        """Send the IDENTIFY answer in the clear, then switch the stream to TLS, snappy
+        or deflate, sending NSQ's ``OK`` through each new layer. Runs in the reader
+        greenlet, holding the write lock so nothing else is written in between."""
+        leftover = self.reader.take_buffered()  # a pipelining client's compressed bytes
+        try:
+            with self._write_lock:
+                pending = b"".join(self._out) + response
+                self._out.clear()
+                self._out_size = 0
+                self.transport.sendall(pending)
+                if tls_context is not None:
+                    if leftover:
+                        raise TransportError("data received before the TLS handshake")
+                    tls_sock = tls_context.wrap_socket(self.sock, server_side=True)
+                    self.sock = self.tls_conn = tls_sock
+                    self.transport = TLSTransport(tls_sock)
+                    self.tls = True
+                    self.transport.sendall(OK_FRAME)
+                if snappy:
+                    self.transport = SnappyTransport(self.transport, leftover)
+                    self.snappy, leftover = True, b""
+                    self.transport.sendall(OK_FRAME)
+                if deflate_level:
+                    self.transport = DeflateTransport(self.transport, deflate_level, leftover)
+                    self.deflate, leftover = True, b""
+                    self.transport.sendall(OK_FRAME)
+        except (OSError, ValueError, TransportError) as err:
+            raise FatalClientError("E_IDENTIFY_FAILED", f"IDENTIFY failed {err}") from None
+        finally:
+            self.reader.switch_source(self.transport)
+
+    def tls_stats(self):
+        """The tls fields of this client's stats."""
+        if self.tls:
+            return TLSTransport(self.tls_conn).stats()
+        return {"tls": False, "tls_cipher_suite": "", "tls_version": "",
+                "tls_negotiated_protocol": "", "tls_negotiated_protocol_is_mutual": False}
 
     def _identify(self, data):
         def field(name, kind, default):
@@ -371,8 +477,58 @@ class Session:
             raise FatalClientError("E_INVALID", "cannot AUTH in current state")
         if len(params) != 1:
             raise FatalClientError("E_INVALID", "AUTH invalid number of parameters")
-        self._read_body("AUTH", "E_BAD_BODY", "body")
-        raise FatalClientError("E_AUTH_DISABLED", "AUTH disabled")
+        secret = self._read_body("AUTH", "E_BAD_BODY", "body")
+        if self.has_authorizations:
+            raise FatalClientError("E_INVALID", "AUTH already set")
+        if not self.opts.auth_http_address:
+            raise FatalClientError("E_AUTH_DISABLED", "AUTH disabled")
+        self.auth_secret = bytes(secret)
+        self._query_auth()
+        if not self.has_authorizations:
+            raise FatalClientError("E_UNAUTHORIZED", "AUTH no authorizations found")
+        state = self.auth_state
+        return response_frame(ujson.dumps(
+            {"identity": state.identity, "identity_url": state.identity_url,
+             "permission_count": len(state.authorizations)},
+            escape_forward_slashes=False, ensure_ascii=False, encode_html_chars=True).encode())
+
+    @property
+    def has_authorizations(self):
+        return self.auth_state is not None and bool(self.auth_state.authorizations)
+
+    def _query_auth(self):
+        """Ask the auth servers about ``auth_secret``; E_AUTH_FAILED if none answers (the
+        reason is only logged, as it may name the auth server)."""
+        opts = self.opts
+        tls_conn = getattr(self, "tls_conn", None)
+        common_name = ""
+        if tls_conn is not None and hasattr(tls_conn, "getpeercert"):
+            for rdn in (tls_conn.getpeercert() or {}).get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName" and not common_name:
+                        common_name = value
+        try:
+            self.auth_state = query_any_auth_server(
+                opts.auth_http_address, self.remote_address.rsplit(":", 1)[0],
+                bool(getattr(self, "tls", False)), common_name, self.auth_secret,
+                opts.http_client_connect_timeout, opts.http_client_request_timeout)
+        except AuthError as err:
+            log.warning("[%s] AUTH failed %s", self.remote_address, err)
+            raise FatalClientError("E_AUTH_FAILED", "AUTH failed") from None
+
+    def _check_auth(self, verb, topic_name, channel_name=""):
+        """NSQ's CheckAuth: with auth enabled, the client must have AUTHed and the
+        (re-queried once expired) grants must cover this topic/channel."""
+        if not self.opts.auth_http_address:
+            return
+        if not self.has_authorizations:
+            raise FatalClientError("E_AUTH_FIRST", f"AUTH required before {verb}")
+        if self.auth_state.is_expired():
+            self._query_auth()
+        if not self.auth_state.is_allowed(topic_name, channel_name):
+            raise FatalClientError(
+                "E_UNAUTHORIZED", f"AUTH failed for {verb} on {go_quote(topic_name.encode())} "
+                f"{go_quote(channel_name.encode())}")
 
     def cmd_sub(self, params):
         if self.state != STATE_INIT:
@@ -383,6 +539,7 @@ class Session:
             raise FatalClientError("E_INVALID", "SUB insufficient number of parameters")
         topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "SUB topic")
         channel_name = self._valid_name(params[2], "E_BAD_CHANNEL", "SUB channel")
+        self._check_auth("SUB", topic_name, channel_name)
         channel = self.nsqd.get_topic(topic_name).get_channel(channel_name)
         limit = self.opts.max_channel_consumers
         if limit and channel.client_count >= limit:
@@ -465,10 +622,7 @@ class Session:
         return name
 
     def _publish(self, topic_name, bodies, defer_ms=0):
-        topic = self.nsqd.get_topic(topic_name)
-        ids = self.nsqd.ids.next_ids(len(bodies))
-        topic.publish([Message(msg_id, body, defer_ms=defer_ms)
-                       for msg_id, body in zip(ids, bodies)])
+        self.nsqd.publish(topic_name, bodies, defer_ms)
         self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
         return OK_FRAME
 
@@ -477,6 +631,7 @@ class Session:
             raise FatalClientError("E_INVALID", "PUB insufficient number of parameters")
         topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "PUB topic")
         body = self._read_body("PUB", "E_BAD_MESSAGE", "message body")
+        self._check_auth("PUB", topic_name)
         return self._publish(topic_name, [body])
 
     def cmd_dpub(self, params):
@@ -491,6 +646,7 @@ class Session:
         if defer_ms > max_ms:
             raise FatalClientError("E_INVALID", f"DPUB timeout {defer_ms} out of range 0-{max_ms}")
         body = self._read_body("DPUB", "E_BAD_MESSAGE", "message body")
+        self._check_auth("DPUB", topic_name)
         return self._publish(topic_name, [body], defer_ms)
 
     def cmd_mpub(self, params):
@@ -498,6 +654,7 @@ class Session:
             raise FatalClientError("E_INVALID", "MPUB insufficient number of parameters")
         # NSQ's text repeats the code here; clients match on the first word either way.
         topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "MPUB topic", "E_BAD_TOPIC ")
+        self._check_auth("MPUB", topic_name)
         self.nsqd.get_topic(topic_name)  # NSQ creates the topic before reading the body
         try:
             size = self.reader.read_size()

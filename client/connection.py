@@ -4,8 +4,11 @@ Layers, bottom up:
 
 * a **transport** (:class:`SocketTransport`) moves bytes over a gevent socket. TLS,
   snappy and deflate are transforms of this byte stream that nsqd switches on after
-  IDENTIFY; they will slot in as transports wrapping this one (``upgrade``), leaving
-  the frame code untouched. AUTH will be one more request after IDENTIFY.
+  IDENTIFY (``tls_v1``, ``snappy``, ``deflate``): the handshake applies them before the
+  reader and writer greenlets start (TLS wraps the socket; snappy and deflate are the
+  :mod:`greensq.services.transport` codecs nsqd uses too), leaving the frame code
+  untouched. With ``auth_secret``, AUTH is one more request after
+  IDENTIFY (sent only when nsqd says ``auth_required``).
 * the **frame codec** is the server's (:mod:`greensq.services.wire`): the reader greenlet
   cuts the byte stream into frames and dispatches them;
 * the **command layer** queues command lines; a writer greenlet sends everything queued
@@ -29,11 +32,12 @@ import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
 
+from greensq.services import transport as codecs
 from greensq.services import wire
 from greensq.services.message import HEADER
 from greensq.services.version import __version__
 
-from .errors import ConnectionClosedError, error_from_frame
+from .errors import AuthFirstError, ConnectionClosedError, error_from_frame
 from .message import Message
 
 log = logging.getLogger("greensq.client")
@@ -95,6 +99,8 @@ class SocketTransport:
     def send(self, data):
         self.sock.sendall(data)
 
+    sendall = send
+
     def recv(self, size):
         return self.sock.recv(size)
 
@@ -104,6 +110,61 @@ class SocketTransport:
         except OSError:
             pass
         self.sock.close()
+
+
+class CodecTransport:
+    """A compressing codec (snappy / deflate) over a socket transport."""
+
+    def __init__(self, base, codec):
+        self.base = base
+        self.codec = codec
+        self.sock = base.sock
+
+    def send(self, data):
+        self.codec.sendall(data)
+
+    sendall = send
+
+    def recv(self, size):
+        return self.codec.recv(size)
+
+    def close(self):
+        self.base.close()
+
+
+def tls_client_context(ca_file=None, verify=True, cert_file=None, key_file=None):
+    """A gevent TLS context for ``tls_v1``: verify nsqd against ``ca_file`` (or the
+    system CAs) unless ``verify`` is False; ``cert_file``/``key_file`` for mutual TLS."""
+    from gevent import ssl as gevent_ssl
+
+    # gevent's create_default_context() returns a stdlib (blocking) context: build it.
+    context = gevent_ssl.SSLContext(gevent_ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    else:
+        context.load_default_certs()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = gevent_ssl.CERT_NONE
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def _read_frame(transport, buf):
+    """One ``(frame_type, payload)`` read through ``transport``; extra bytes stay in
+    ``buf`` (a bytearray)."""
+    while True:
+        if len(buf) >= 8:
+            size, frame_type = _FRAME_HEADER.unpack_from(buf, 0)
+            if len(buf) >= 4 + size:
+                payload = bytes(buf[8:4 + size])
+                del buf[:4 + size]
+                return frame_type, payload
+        data = transport.recv(65536)
+        if not data:
+            raise ConnectionClosedError("closed by nsqd during IDENTIFY")
+        buf += data
 
 
 class Connection:
@@ -129,7 +190,9 @@ class Connection:
                  output_buffer_timeout=None, msg_timeout=None, sample_rate=None,
                  client_id=None, hostname=None, user_agent=USER_AGENT,
                  connect_timeout=5.0, on_messages=None, on_error=None, on_close=None,
-                 on_command=None, responder=None):
+                 on_command=None, responder=None, auth_secret=None, tls_v1=False,
+                 tls_context=None, tls_ca_file=None, tls_verify=True, tls_cert=None,
+                 tls_key=None, snappy=False, deflate=False, deflate_level=None):
         self.host, self.port = parse_address(address)
         self.address = f"{self.host}:{self.port}"
         self.heartbeat_interval = heartbeat_interval
@@ -149,12 +212,29 @@ class Connection:
             self.identify_options["msg_timeout"] = int(msg_timeout * 1000)
         if sample_rate is not None:
             self.identify_options["sample_rate"] = sample_rate
+        # Transport upgrades: TLS (``tls_context``, a ``gevent.ssl.SSLContext`` — a stdlib
+        # one would block the hub — or one made from
+        # ``tls_ca_file`` / ``tls_verify`` / ``tls_cert`` + ``tls_key``), then snappy or
+        # deflate (``deflate_level`` 1-9; nsqd caps it at its --max-deflate-level).
+        if tls_v1:
+            self.identify_options["tls_v1"] = True
+        if snappy:
+            self.identify_options["snappy"] = True
+        if deflate:
+            self.identify_options["deflate"] = True
+            if deflate_level is not None:
+                self.identify_options["deflate_level"] = deflate_level
+        if tls_v1 and tls_context is None:
+            tls_context = tls_client_context(tls_ca_file, tls_verify, tls_cert, tls_key)
+        self.tls_context = tls_context
         self.connect_timeout = connect_timeout
         self.on_messages = on_messages
         self.on_error = on_error
         self.on_close = on_close
         self.on_command = on_command
         self.responder = responder
+        self.auth_secret = auth_secret
+        self.auth_info = None        # nsqd's AUTH answer: identity, identity_url, ...
         self.settings = {}           # nsqd's IDENTIFY answer (feature negotiation)
         self.transport = None
         self.closed = False
@@ -180,24 +260,80 @@ class Connection:
         # nsqd sends a heartbeat every interval; twice that in silence means it is gone.
         sock.settimeout(self.heartbeat_interval * 2 + 1 if self.heartbeat_interval else None)
         self.transport = SocketTransport(sock)
-        self._out.append(wire.MAGIC_V2)
-        self._wake_pending = True
-        self._wake.set()
-        self._reader = gevent.spawn(self._read_loop)
-        self._writer = gevent.spawn(self._write_loop)
-        answer = self.request(encode_command(
-            "IDENTIFY", body=json.dumps(self.identify_options).encode()))
         try:
-            data = answer.get(timeout=self.connect_timeout)
+            with gevent.Timeout(self.connect_timeout):
+                leftover = self._identify()
         except gevent.Timeout:
             self.close()
             raise ConnectionClosedError(f"{self.address}: IDENTIFY timed out") from None
         except BaseException:
             self.close()
             raise
+        self._reader = gevent.spawn(self._read_loop, leftover)
+        self._writer = gevent.spawn(self._write_loop)
+        if self.settings.get("auth_required"):
+            self._authenticate()
+        return self.settings
+
+    def _identify(self):
+        """Magic and IDENTIFY, then the upgrades nsqd agreed to (TLS, then snappy or
+        deflate), each confirmed by an ``OK`` read through the new layer. Returns the
+        bytes read past the last answer (they are frames for the reader)."""
+        line = encode_command("IDENTIFY", body=json.dumps(self.identify_options).encode())
+        if self.on_command is not None:
+            self.on_command(self, line)
+        self.transport.send(wire.MAGIC_V2 + line)
+        buf = bytearray()
+
+        def answer():
+            frame_type, payload = _read_frame(self.transport, buf)
+            if frame_type == FRAME_ERROR:
+                raise error_from_frame(payload)
+            return payload
+
+        data = answer()
         if data != wire.OK:
             self.settings = json.loads(data)
-        return self.settings
+        settings = self.settings
+        if settings.get("tls_v1"):
+            if buf:
+                raise ConnectionClosedError(f"{self.address}: data before the TLS handshake")
+            context = self.tls_context or tls_client_context()
+            tls_sock = context.wrap_socket(self.transport.sock, server_hostname=self.host)
+            self.transport = SocketTransport(tls_sock)
+            if answer() != wire.OK:
+                raise ConnectionClosedError(f"{self.address}: no OK after the TLS upgrade")
+        if settings.get("snappy") or settings.get("deflate"):
+            base = self.transport
+            if settings.get("snappy"):
+                codec = codecs.SnappyTransport(base, bytes(buf))
+            else:
+                codec = codecs.DeflateTransport(
+                    base, settings.get("deflate_level") or 6, bytes(buf))
+            buf.clear()
+            self.transport = CodecTransport(base, codec)
+            if answer() != wire.OK:
+                raise ConnectionClosedError(f"{self.address}: no OK after the compression upgrade")
+        return bytes(buf)
+
+    def _authenticate(self):
+        """AUTH with ``auth_secret``; nsqd's answer goes to ``auth_info``. Without a secret
+        this raises AuthFirstError at once (nsqd would refuse every SUB/PUB)."""
+        if self.auth_secret is None:
+            self.close()
+            raise AuthFirstError(
+                "E_AUTH_FIRST", f"{self.address} requires AUTH: no auth_secret given")
+        secret = self.auth_secret
+        answer = self.request(encode_command(
+            "AUTH", body=secret.encode() if isinstance(secret, str) else bytes(secret)))
+        try:
+            self.auth_info = json.loads(answer.get(timeout=self.connect_timeout))
+        except gevent.Timeout:
+            self.close()
+            raise ConnectionClosedError(f"{self.address}: AUTH timed out") from None
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
         """Close the socket now; pending requests fail with ConnectionClosedError."""
@@ -286,10 +422,10 @@ class Connection:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _read_loop(self):
+    def _read_loop(self, leftover=b""):
         reason = "closed by nsqd"
         try:
-            self._read_frames()
+            self._read_frames(leftover)
         except stdlib_socket.timeout:
             reason = "no heartbeat from nsqd"
         except OSError as err:
@@ -301,18 +437,22 @@ class Connection:
             reason = "internal error"
         self._closed(reason)
 
-    def _read_frames(self):
+    def _read_frames(self, leftover=b""):
         recv = self.transport.recv
         unpack_header = _FRAME_HEADER.unpack_from
         unpack_message = _MESSAGE_HEADER.unpack_from
         pending = self._pending
         responder, address = self.responder, self.address
-        buf = bytearray()
+        buf = bytearray(leftover)   # frames that arrived with the IDENTIFY answers
+        parse_first = bool(buf)
         while True:
-            data = recv(262144)
-            if not data:
-                return
-            buf += data
+            if parse_first:
+                parse_first = False
+            else:
+                data = recv(262144)
+                if not data:
+                    return
+                buf += data
             messages = []
             pos, end_of_data = 0, len(buf)
             while end_of_data - pos >= 8:

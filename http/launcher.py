@@ -17,6 +17,7 @@ import fcntl
 import gc
 import logging
 import os
+import resource
 import socket
 import sys
 import time
@@ -217,6 +218,17 @@ def lock_directory(path, daemon_name):
     return fd
 
 
+def raise_fd_limit():
+    """Raise the soft open-files limit to the hard limit: every client connection is a
+    file descriptor, and the usual soft limit (1024) would cap nsqd at ~1000 clients."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
 class DaemonWorker(GeventWorker):
     """The single gevent worker: the Falcon app on pywsgi (see wsgi_server.py), and the
     spec's protocol servers beside it.
@@ -229,6 +241,7 @@ class DaemonWorker(GeventWorker):
 
     def run(self):
         spec = self.app.spec
+        raise_fd_limit()
         self._stop = Event()
         # Sockets bound in the arbiter predate monkey-patching: re-wrap them for the hub.
         sockets = {label: socket.socket(sock.family, sock.type, fileno=sock.detach())

@@ -21,27 +21,61 @@ log = logging.getLogger("greensq")
 class NsqdSpec(ProtocolDaemonSpec):
     name = "nsqd"
 
+    https_server = None
+    https_app = None
+
     def lock_path(self):
         return os.path.abspath(self.opts.data_path or os.getcwd())
+
+    def listen_addresses(self):
+        # Runs in the arbiter: a bad TLS setup fails here, before any worker boots.
+        from greensq.services.transport import server_context, tls_required_mode
+
+        addresses = super().listen_addresses()
+        try:
+            context = server_context(self.opts)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"failed to build TLS config - {exc}") from None
+        if context is None and tls_required_mode(self.opts) != "false":
+            raise StartupError("cannot require TLS client connections without TLS key and cert")
+        if context is not None and self.opts.https_address:
+            addresses["HTTPS"] = self.opts.https_address
+        return addresses
 
     def build_core(self):
         from greensq.services.nsqd import NSQD
 
+        from greensq.services.transport import server_context
+
         log.info("ID: %d", self.opts.node_id)
-        for flag in ("tls_cert", "tls_key", "tls_root_ca_file", "tls_client_auth_policy"):
-            if getattr(self.opts, flag):
-                log.warning("--%s is accepted but TLS is not available in this release",
-                            flag.replace("_", "-"))
-        if self.opts.auth_http_address:
-            log.warning("--auth-http-address is accepted but auth is not available in this release")
         nsqd = NSQD(self.opts)
+        nsqd.tls_context = server_context(self.opts)   # None without --tls-cert
         nsqd.load_metadata()
         return nsqd
 
     def create_app(self, core):
         from greensq.http.nsqd_app import create_app
+        from greensq.services.transport import tls_required_mode
 
-        return create_app(core)
+        app = create_app(core)
+        self.https_app = app
+        https = (self.bound or {}).get("HTTPS")
+        if https and tls_required_mode(self.opts) == "true":
+            return tls_required_app(int(https.rpartition(":")[2]))
+        return app
+
+    def start(self, sockets):
+        super().start(sockets)
+        if "HTTPS" in sockets:
+            from gevent.pywsgi import WSGIServer
+
+            from greensq.http.launcher import format_sockname
+
+            listener = sockets["HTTPS"]
+            self.https_server = WSGIServer(listener, self.https_app, log=None,
+                                           ssl_context=self.core.tls_context)
+            self.https_server.start()
+            log.info("HTTPS: listening on %s", format_sockname(listener))
 
     def protocols(self):
         from greensq.actors.session import Session
@@ -63,12 +97,31 @@ class NsqdSpec(ProtocolDaemonSpec):
         self.core.start_lookup()
 
     def stop(self):
+        if self.https_server is not None:
+            from greensq.http.launcher import format_sockname
+
+            log.info("HTTPS: closing %s", format_sockname(self.https_server.socket))
+            self.https_server.close()
         if self.core is not None:
             self.core.stop_lookup()
         super().stop()
 
     def close_core(self):
         self.core.close()
+
+
+def tls_required_app(https_port):
+    """The plain-HTTP app under ``--tls-required=true``: NSQ's 403 for every request."""
+    body = b'{"message": "TLS_REQUIRED", "https_port": %d}' % https_port
+    headers = [("Content-Type", "application/json; charset=utf-8"),
+               ("X-NSQ-Content-Type", "nsq; version=1.0"),
+               ("Content-Length", str(len(body)))]
+
+    def app(environ, start_response):
+        start_response("403 Forbidden", headers)
+        return [body]
+
+    return app
 
 
 def main(argv=None):

@@ -4,11 +4,19 @@ pywsgi sends a response's headers and its body in two ``send`` calls. Every send
 waiting client costs a wake-up of that client, and for a ``/pub`` answered with ``OK``
 the second one doubles the cost of the request; here the headers wait for the body and
 both leave in one send (the headers go alone only when there is no body to join).
+
+pywsgi bounds the request line (8 KiB, else 414), each header line (64 KiB) and the
+header count (100), else 400. A connection that sends nothing for ``IDLE_TIMEOUT``
+seconds (300; ``GREENSQ_HTTP_IDLE_TIMEOUT`` in the environment at start overrides it) is
+closed, so idle keep-alive connections and stalled requests are not held forever.
 """
 
+import os
 import socket
 
 from gevent.pywsgi import WSGIHandler, WSGIServer
+
+IDLE_TIMEOUT = float(os.environ.get("GREENSQ_HTTP_IDLE_TIMEOUT") or 300.0)
 
 
 class CoalescingHandler(WSGIHandler):
@@ -48,4 +56,5 @@ class ApiServer(WSGIServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        sock.settimeout(IDLE_TIMEOUT)
         super().handle(sock, address)

@@ -31,22 +31,24 @@ def client_stats(session, topic_filter=None):
         "requeue_count": consumer.requeue_count if consumer else 0,
         "connect_ts": session.connect_ts,
         "sample_rate": session.sample_rate,
-        "deflate": False,
-        "snappy": False,
+        "deflate": session.deflate,
+        "snappy": session.snappy,
         "user_agent": session.user_agent,
     }
+    auth_state = getattr(session, "auth_state", None)
+    if auth_state is not None:      # omitempty, as NSQ
+        if auth_state.authorizations:
+            stats["authed"] = True
+        if auth_state.identity:
+            stats["auth_identity"] = auth_state.identity
+        if auth_state.identity_url:
+            stats["auth_identity_url"] = auth_state.identity_url
     pub_counts = [{"topic": topic, "count": count}
                   for topic, count in sorted(session.pub_counts.items())
                   if topic_filter is None or topic == topic_filter]
     if pub_counts:
         stats["pub_counts"] = pub_counts
-    stats.update({
-        "tls": False,
-        "tls_cipher_suite": "",
-        "tls_version": "",
-        "tls_negotiated_protocol": "",
-        "tls_negotiated_protocol_is_mutual": False,
-    })
+    stats.update(session.tls_stats())
     return stats
 
 

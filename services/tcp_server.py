@@ -2,10 +2,19 @@
 
 nsqd speaks V2 only; nsqlookupd speaks V1. A wrong magic gets NSQ's ``E_BAD_PROTOCOL``
 error frame and the connection is closed.
+
+A connection must send its whole magic within ``MAGIC_TIMEOUT`` seconds of connecting
+(10 s; the environment variable ``GREENSQ_MAGIC_TIMEOUT``, read when the daemon starts,
+overrides it), so a client that connects and sends nothing, or trickles the magic, is
+dropped. Every accepted connection gets TCP keepalive (``KEEPALIVE_IDLE``,
+``KEEPALIVE_INTERVAL``, ``KEEPALIVE_COUNT``: a dead peer is noticed within about 75 s)
+so half-open connections are closed even when the protocol itself has no deadline.
 """
 
 import logging
+import os
 import socket
+import time
 
 from gevent.server import StreamServer
 
@@ -13,15 +22,36 @@ from greensq.services.wire import error_frame
 
 log = logging.getLogger("greensq")
 
-MAGIC_TIMEOUT = 30.0
+MAGIC_TIMEOUT = float(os.environ.get("GREENSQ_MAGIC_TIMEOUT") or 10.0)
+KEEPALIVE_IDLE = 30       # seconds idle before the first probe
+KEEPALIVE_INTERVAL = 15   # seconds between probes
+KEEPALIVE_COUNT = 3       # unanswered probes before the kernel drops the connection
+
+
+def set_keepalive(sock):
+    """Turn on TCP keepalive with short timers where the platform allows it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+                            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                            ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass
 
 
 def read_magic(sock):
-    """The first four bytes of a connection, or None if it closed or stalled first."""
-    sock.settimeout(MAGIC_TIMEOUT)
+    """The first four bytes of a connection, or None if it closed or did not send them
+    within MAGIC_TIMEOUT (one deadline for all four bytes, not one per recv)."""
+    deadline = time.monotonic() + MAGIC_TIMEOUT
     data = b""
     try:
         while len(data) < 4:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            sock.settimeout(remaining)
             chunk = sock.recv(4 - len(data))
             if not chunk:
                 return None
@@ -48,6 +78,7 @@ class ProtocolServer(StreamServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        set_keepalive(sock)
         log.info("%s: new client(%s)", self.name, _format_address(address))
         magic = read_magic(sock)
         if magic is None:

@@ -79,7 +79,8 @@ class LineTooLong(Exception):
 
 
 class StreamReader:
-    """Buffered reads of command lines and sized bodies from a socket.
+    """Buffered reads of command lines and sized bodies from a socket (or a transport:
+    anything with ``recv``).
 
     ``on_idle`` is called just before the reader blocks on the socket: the moment every
     pipelined command already received has been handled, which is when replies are worth
@@ -127,3 +128,16 @@ class StreamReader:
     def read_size(self):
         """A big-endian int32, as every NSQ body and count is prefixed."""
         return SIZE.unpack(self.readexactly(4))[0]
+
+    def take_buffered(self):
+        """The bytes read from the source but not consumed yet; the reader forgets them.
+        After an IDENTIFY upgrade they belong to the new (compressed) stream's input."""
+        leftover = bytes(self._buf[self._pos:])
+        self._buf = bytearray()
+        self._pos = 0
+        return leftover
+
+    def switch_source(self, source):
+        """Read from ``source`` (anything with ``recv``, e.g. a TLS or compressing
+        transport) from now on."""
+        self.sock = source

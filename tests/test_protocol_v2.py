@@ -192,7 +192,7 @@ def test_identify_feature_negotiation_defaults(nsqd):
     ({"output_buffer_timeout": -1}, {"output_buffer_timeout": 0}),
     ({"heartbeat_interval": 10000}, {}),
     ({"heartbeat_interval": 1000, "client_id": "c", "hostname": "h", "user_agent": "ua/1"}, {}),
-    ({"deflate": True, "snappy": False, "tls_v1": False}, {"deflate": False}),
+    ({"deflate": False, "snappy": False, "tls_v1": False}, {"deflate": False}),
     ({"short_id": "legacy", "long_id": "legacy", "unknown_key": [1]}, {}),
     ({"msg_timeout": None, "sample_rate": None}, {"msg_timeout": 60000, "sample_rate": 0}),
     ({"FEATURE_NEGOTIATION": True, "Msg_Timeout": 2000}, {"msg_timeout": 2000}),

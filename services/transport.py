@@ -1,0 +1,199 @@
+"""Byte-stream transports under the NSQ frame codec: plain, TLS, snappy and deflate.
+
+An NSQ connection starts plain; IDENTIFY can switch on TLS, then snappy or deflate
+(never both). Each transport moves bytes with ``recv(n)`` and ``sendall(data)`` and
+wraps the one below it, so the frame code above never changes:
+
+* TLS is the socket wrapped by ``ssl`` (gevent's cooperative ssl module);
+* snappy is the snappy *framing* format (a stream identifier, then compressed or
+  uncompressed chunks, each with a masked CRC-32C of its data);
+* deflate is raw deflate (no zlib header), sync-flushed after every write so the peer
+  can decode everything sent so far.
+
+Server and client share these: bytes already read from the plain stream past the point
+of the upgrade (a pipelined peer) are handed to a compressing transport as ``pending``
+and decoded first.
+"""
+
+import ssl
+import zlib
+
+import cramjam
+from gevent import ssl as gevent_ssl
+
+SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
+_SNAPPY_MAX_CHUNK = 65536 + 4 + 4 + 32768   # header + crc + worst-case compressed block
+
+TLS_VERSIONS = {
+    "ssl3.0": ssl.TLSVersion.TLSv1,     # OpenSSL no longer speaks SSLv3: the lowest it has
+    "tls1.0": ssl.TLSVersion.TLSv1,
+    "tls1.1": ssl.TLSVersion.TLSv1_1,
+    "tls1.2": ssl.TLSVersion.TLSv1_2,
+    "tls1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+# NSQ's names in /stats (Go's tls.Version* constants as nsqd prints them).
+_VERSION_NAMES = {"SSLv3": "SSL30", "TLSv1": "TLS1.0", "TLSv1.1": "TLS1.1",
+                  "TLSv1.2": "TLS1.2", "TLSv1.3": "TLS1.3"}
+
+
+class TransportError(Exception):
+    """The peer sent bytes the transport cannot decode (corrupt compressed stream)."""
+
+
+class PlainTransport:
+    """A connected socket as it is."""
+
+    name = "plain"
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv(self, size):
+        return self.sock.recv(size)
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+
+class TLSTransport(PlainTransport):
+    """A socket after the TLS handshake (``sock`` is the ``SSLSocket``)."""
+
+    name = "tls"
+
+    def stats(self):
+        """NSQ's tls fields of a client's stats."""
+        cipher = self.sock.cipher()
+        version = self.sock.version() or ""
+        return {
+            "tls": True,
+            "tls_cipher_suite": cipher[0] if cipher else "",
+            "tls_version": _VERSION_NAMES.get(version, f"Unknown {version}"),
+            "tls_negotiated_protocol": self.sock.selected_alpn_protocol() or "",
+            "tls_negotiated_protocol_is_mutual": True,
+        }
+
+
+class SnappyTransport:
+    """The snappy framing format over ``inner``."""
+
+    name = "snappy"
+
+    def __init__(self, inner, pending=b""):
+        self.inner = inner
+        self._compressor = cramjam.snappy.Compressor()
+        self._in = bytearray(pending)
+        self._seen_stream_id = False
+
+    def sendall(self, data):
+        compressor = self._compressor
+        compressor.compress(data)
+        self.inner.sendall(bytes(compressor.flush()))
+
+    def recv(self, size):
+        while True:
+            out = self._decode()
+            if out:
+                return out
+            data = self.inner.recv(max(size, 65536))
+            if not data:
+                if self._in:
+                    raise TransportError("snappy: stream ended inside a chunk")
+                return b""
+            self._in += data
+
+    def _decode(self):
+        """Decode every complete chunk in the input buffer."""
+        buf = self._in
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            length = int.from_bytes(buf[pos + 1:pos + 4], "little")
+            if pos + 4 + length > end:
+                break
+            kind = buf[pos]
+            if kind == 0xFF:
+                if bytes(buf[pos:pos + 4 + length]) != SNAPPY_STREAM_ID:
+                    raise TransportError("snappy: bad stream identifier")
+                self._seen_stream_id = True
+            elif not self._seen_stream_id:
+                raise TransportError("snappy: missing stream identifier")
+            elif 0x02 <= kind <= 0x7F:
+                raise TransportError(f"snappy: unskippable chunk type {kind:#x}")
+            pos += 4 + length
+        if not pos:
+            return b""
+        chunks = bytes(buf[:pos])
+        del buf[:pos]
+        if not chunks.startswith(SNAPPY_STREAM_ID):
+            chunks = SNAPPY_STREAM_ID + chunks
+        try:   # cramjam checks every chunk's CRC-32C
+            return bytes(cramjam.snappy.decompress(chunks))
+        except Exception as exc:
+            raise TransportError(f"snappy: {exc}") from None
+
+
+class DeflateTransport:
+    """Raw deflate over ``inner``; every write is sync-flushed."""
+
+    name = "deflate"
+
+    def __init__(self, inner, level=6, pending=b""):
+        self.inner = inner
+        self.level = level
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+        self._decompressor = zlib.decompressobj(-15)
+        self._pending = pending
+
+    def sendall(self, data):
+        compressor = self._compressor
+        self.inner.sendall(compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))
+
+    def recv(self, size):
+        while True:
+            if self._pending:
+                data, self._pending = self._pending, b""
+            else:
+                data = self.inner.recv(max(size, 65536))
+                if not data:
+                    return b""
+            try:
+                out = self._decompressor.decompress(data)
+            except zlib.error as exc:
+                raise TransportError(f"deflate: {exc}") from None
+            if out:
+                return out
+            if self._decompressor.eof:
+                return b""
+
+
+def server_context(opts):
+    """nsqd's TLS context from its flags, or None without ``--tls-cert``."""
+    if not (opts.tls_cert and opts.tls_key):
+        return None
+    context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)   # cooperative sockets
+    context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    minimum = TLS_VERSIONS.get((opts.tls_min_version or "").lower())
+    if minimum is not None:
+        context.minimum_version = minimum
+    policy = opts.tls_client_auth_policy
+    if opts.tls_root_ca_file:
+        context.load_verify_locations(cafile=opts.tls_root_ca_file)
+    if policy in ("require", "require-verify"):
+        # Python's ssl cannot ask for a client certificate without verifying it, so
+        # "require" verifies against --tls-root-ca-file too (or the system CAs).
+        context.verify_mode = ssl.CERT_REQUIRED
+        if not opts.tls_root_ca_file:
+            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    return context
+
+
+def tls_required_mode(opts):
+    """"false", "tcp-https" or "true": NSQ forces "true" once a client-auth policy is set."""
+    mode = (opts.tls_required or "false").lower()
+    if mode in ("1", "t", "true"):
+        mode = "true"
+    elif mode in ("0", "f", "false"):
+        mode = "false"
+    if opts.tls_client_auth_policy and mode == "false":
+        mode = "true"
+    return mode

@@ -1,0 +1,127 @@
+"""Publish and consume with a third-party NSQ client that sends an AUTH secret; print JSON.
+
+Run as ``python auth_clients.py CONFIG_JSON`` in its own process (gevent monkey-patching
+for gnsq, tornado's IOLoop for pynsq stay out of pytest). CONFIG_JSON keys: client
+("pynsq" or "gnsq"), secret, topic, channel, tcp, http ("127.0.0.1:port"), deadline (s).
+
+Stdout: {"received": [bodies], "publish_results": [...], "auth": [AUTH responses the
+client parsed], "stats": /stats while the reader is connected, "error": null or text}.
+"""
+
+import json
+import sys
+import time
+import urllib.request
+
+N = 5
+
+
+def stats(cfg):
+    url = f"http://{cfg['http']}/stats?format=json&topic={cfg['topic']}"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def run_pynsq(cfg, out, deadline):
+    import nsq
+    import tornado.ioloop
+
+    loop = tornado.ioloop.IOLoop.current()
+
+    class Recording:
+        """Records the AUTH responses the client parsed."""
+
+        def _on_connection_auth_response(self, conn, data, **kwargs):
+            out["auth"].append(data)
+            return super()._on_connection_auth_response(conn, data, **kwargs)
+
+    class Reader(Recording, nsq.Reader):
+        pass
+
+    class Writer(Recording, nsq.Writer):
+        pass
+
+    def handler(message):
+        out["received"].append(message.body.decode())
+        if len(out["received"]) >= N:
+            loop.add_callback(finish)
+        return True
+
+    def finish():
+        out["stats"] = stats(cfg)
+        loop.stop()
+
+    reader = Reader(topic=cfg["topic"], channel=cfg["channel"], message_handler=handler,
+                    nsqd_tcp_addresses=[cfg["tcp"]], max_in_flight=N,
+                    auth_secret=cfg["secret"])
+    writer = Writer([cfg["tcp"]], auth_secret=cfg["secret"])
+
+    def on_response(conn, data):
+        out["publish_results"].append(data.decode() if isinstance(data, bytes) else repr(data))
+
+    def publish_when_connected():
+        if not any(conn.connected() for conn in writer.conns.values()):
+            loop.call_later(0.005, publish_when_connected)
+            return
+        for i in range(N):
+            writer.pub(cfg["topic"], f"m-{i}".encode(), callback=on_response)
+
+    def give_up():
+        out["error"] = "deadline reached before the scenario completed"
+        loop.stop()
+
+    loop.add_callback(publish_when_connected)
+    timer = loop.call_at(loop.time() + (deadline - time.monotonic()), give_up)
+    loop.start()
+    loop.remove_timeout(timer)
+    reader.close()
+
+
+def run_gnsq(cfg, out, deadline):
+    import gevent.event
+    import gnsq
+
+    done = gevent.event.Event()
+
+    def handler(consumer, message):
+        out["received"].append(message.body.decode())
+        if len(out["received"]) >= N:
+            done.set()
+
+    def on_auth(sender, conn=None, response=None, **kwargs):
+        out["auth"].append(response)
+
+    consumer = gnsq.Consumer(cfg["topic"], cfg["channel"], [cfg["tcp"]],
+                             message_handler=handler, max_in_flight=N,
+                             auth_secret=cfg["secret"].encode())
+    consumer.on_auth.connect(on_auth)
+    producer = gnsq.Producer([cfg["tcp"]], auth_secret=cfg["secret"].encode())
+    producer.on_auth.connect(on_auth)
+    consumer.start(block=False)
+    producer.start()
+    for i in range(N):
+        result = producer.publish(cfg["topic"], f"m-{i}".encode())
+        out["publish_results"].append(
+            result.decode() if isinstance(result, bytes) else repr(result))
+    if done.wait(max(0.0, deadline - time.monotonic())):
+        out["stats"] = stats(cfg)
+    else:
+        out["error"] = "deadline reached before the scenario completed"
+    consumer.close()
+    producer.close()
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    if cfg["client"] == "gnsq":
+        from gevent import monkey
+        monkey.patch_all()
+    out = {"received": [], "publish_results": [], "auth": [], "stats": None, "error": None}
+    deadline = time.monotonic() + cfg["deadline"]
+    {"pynsq": run_pynsq, "gnsq": run_gnsq}[cfg["client"]](cfg, out, deadline)
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
