@@ -132,7 +132,6 @@ class Session:
 
     def run(self):
         """Serve the connection until it closes (called after the magic was read)."""
-        self._apply_read_timeout()
         writer = gevent.spawn(self._write_loop)
         try:
             self._read_loop()
@@ -169,9 +168,15 @@ class Session:
             self.channel.detach(self.consumer)
             self.channel = None
 
-    def _apply_read_timeout(self):
-        # A client that sends nothing for two heartbeat intervals is gone.
-        self.sock.settimeout(self.heartbeat_interval * 2 if self.heartbeat_interval > 0 else None)
+    def check_read_deadline(self, now):
+        """NSQ's read deadline: a command (line and body) must arrive within two heartbeat
+        intervals of the reader starting to wait for it, or the client is gone. nsqd's
+        watchdog calls this for every session, so reads need no per-call timer."""
+        started = self._command_start
+        if (self.heartbeat_interval > 0 and started is not None
+                and now - started > self.heartbeat_interval * 2 and not self._closed):
+            log.info("[%s] heartbeat timeout, closing", self.remote_address)
+            self.close()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -212,9 +217,14 @@ class Session:
     def _on_idle(self):
         """Every command received so far is handled: hand batched FINs to the channel,
         let the writer send the replies, and wait while too much output is pending."""
+        if self._command_start is None:
+            self._command_start = time.monotonic()   # the read deadline's clock starts
         self._flush_fins()
         if self._out:
-            self._wake.set()
+            if self._write_lock.locked():
+                self._wake.set()        # the writer is mid-send; it takes these next
+            else:
+                self._send_pending()    # one hop fewer than waking the writer
         # gevent's recv returns at once while data is waiting, without visiting the hub:
         # yield every few reads, so a client that keeps its socket full can neither
         # starve the other greenlets nor pile work (FIN batches, publishes) into the
@@ -227,14 +237,10 @@ class Session:
         if self._out_size > MAX_PENDING_OUTPUT:
             self._drained.clear()
             self._drained.wait()
-        # NSQ's read deadline covers a whole command (line and body), not each recv: a
-        # client trickling bytes must finish a command within two heartbeat intervals.
-        if self.heartbeat_interval > 0:
-            now = time.monotonic()
-            if self._command_start is None:
-                self._command_start = now
-            elif now - self._command_start > self.heartbeat_interval * 2:
-                raise socket.timeout("command not received within two heartbeat intervals")
+        # A client trickling bytes must still finish a command within the read deadline.
+        if (self.heartbeat_interval > 0
+                and time.monotonic() - self._command_start > self.heartbeat_interval * 2):
+            raise socket.timeout("command not received within two heartbeat intervals")
 
     def _read_body(self, verb, code, what):
         """Read a size-prefixed body for PUB/DPUB/IDENTIFY/AUTH after checking the size."""
@@ -294,19 +300,26 @@ class Session:
             wake.clear()
             if self._out:
                 try:
-                    with self._write_lock:  # an IDENTIFY upgrade may swap the transport
-                        data = b"".join(self._out)
-                        self._out.clear()
-                        self._out_size = 0
-                        if data:
-                            self.transport.sendall(data)
+                    self._send_pending()
                 except OSError:
                     self.close()
                     return
-                finally:
-                    self._drained.set()
             if self._closed and not self._out:
                 return
+
+    def _send_pending(self):
+        """Send everything queued, in one write (from the writer, or from the reader when
+        the writer is idle). The lock keeps writes whole while an IDENTIFY upgrade swaps
+        the transport."""
+        try:
+            with self._write_lock:
+                data = b"".join(self._out)
+                self._out.clear()
+                self._out_size = 0
+                if data:
+                    self.transport.sendall(data)
+        finally:
+            self._drained.set()
 
     # -- commands -------------------------------------------------------------------------
 
@@ -469,7 +482,6 @@ class Session:
         self.output_buffer_size, self.output_buffer_timeout = size, timeout_s
         self.sample_rate = sample_rate
         self.msg_timeout = msg_timeout_s
-        self._apply_read_timeout()
         self._wake.set()  # the writer picks up the new heartbeat interval
 
     def cmd_auth(self, params):

@@ -94,7 +94,7 @@ class NsqdSpec(ProtocolDaemonSpec):
         return {MAGIC_V2: serve_v2}
 
     def after_start(self):
-        self.core.start_lookup()
+        self.core.start()
 
     def stop(self):
         if self.https_server is not None:

@@ -40,6 +40,7 @@ class NSQD:
         self._loading = False
         self._metadata_writer = None
         self._metadata_dirty = False
+        self._watchdog = None
         self.lookup_peers = {}     # lookupd TCP address -> LookupPeer (while started)
         self.lookup_started = False
 
@@ -50,6 +51,19 @@ class NSQD:
         self.opts.lookupd_tcp_address = list(addresses)
         if self.lookup_started:
             self._sync_lookup_peers()
+
+    def start(self):
+        """Background work once the listeners serve: the lookupd peers and the watchdog
+        that enforces every session's read deadline."""
+        self._watchdog = gevent.spawn(self._enforce_read_deadlines)
+        self.start_lookup()
+
+    def _enforce_read_deadlines(self, interval=0.25):
+        while True:
+            gevent.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions):
+                session.check_read_deadline(now)
 
     def start_lookup(self):
         """Connect to every --lookupd-tcp-address (called once the ports are known)."""
@@ -254,6 +268,8 @@ class NSQD:
     def close(self):
         """Stop every session and actor, flush every queue to disk, write metadata."""
         self.exiting = True
+        if self._watchdog is not None:
+            self._watchdog.kill()
         for session in list(self.sessions):
             session.close()
         self.write_metadata()
