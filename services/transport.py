@@ -53,7 +53,11 @@ class PlainTransport:
         return self.sock.recv(size)
 
     def sendall(self, data):
-        self.sock.sendall(data)
+        # Most writes fit the socket buffer: one plain send, without the socket-buffer
+        # query and chunking gevent's sendall does on every call.
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
 
 
 class TLSTransport(PlainTransport):
