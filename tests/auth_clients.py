@@ -8,18 +8,11 @@ Stdout: {"received": [bodies], "publish_results": [...], "auth": [AUTH responses
 client parsed], "stats": /stats while the reader is connected, "error": null or text}.
 """
 
-import json
-import sys
-import time
-import urllib.request
+
+import client_scripts
+from client_scripts import reply_text, run_ioloop, topic_stats, wait_then
 
 N = 5
-
-
-def stats(cfg):
-    url = f"http://{cfg['http']}/stats?format=json&topic={cfg['topic']}"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
 
 
 def run_pynsq(cfg, out, deadline):
@@ -48,7 +41,7 @@ def run_pynsq(cfg, out, deadline):
         return True
 
     def finish():
-        out["stats"] = stats(cfg)
+        out["stats"] = topic_stats(cfg)
         loop.stop()
 
     reader = Reader(topic=cfg["topic"], channel=cfg["channel"], message_handler=handler,
@@ -57,7 +50,7 @@ def run_pynsq(cfg, out, deadline):
     writer = Writer([cfg["tcp"]], auth_secret=cfg["secret"])
 
     def on_response(conn, data):
-        out["publish_results"].append(data.decode() if isinstance(data, bytes) else repr(data))
+        out["publish_results"].append(reply_text(data))
 
     def publish_when_connected():
         if not any(conn.connected() for conn in writer.conns.values()):
@@ -66,14 +59,8 @@ def run_pynsq(cfg, out, deadline):
         for i in range(N):
             writer.pub(cfg["topic"], f"m-{i}".encode(), callback=on_response)
 
-    def give_up():
-        out["error"] = "deadline reached before the scenario completed"
-        loop.stop()
-
     loop.add_callback(publish_when_connected)
-    timer = loop.call_at(loop.time() + (deadline - time.monotonic()), give_up)
-    loop.start()
-    loop.remove_timeout(timer)
+    run_ioloop(loop, deadline, out)
     reader.close()
 
 
@@ -101,26 +88,15 @@ def run_gnsq(cfg, out, deadline):
     producer.start()
     for i in range(N):
         result = producer.publish(cfg["topic"], f"m-{i}".encode())
-        out["publish_results"].append(
-            result.decode() if isinstance(result, bytes) else repr(result))
-    if done.wait(max(0.0, deadline - time.monotonic())):
-        out["stats"] = stats(cfg)
-    else:
-        out["error"] = "deadline reached before the scenario completed"
+        out["publish_results"].append(reply_text(result))
+    wait_then(done, deadline, out, lambda: topic_stats(cfg))
     consumer.close()
     producer.close()
 
 
 def main():
-    cfg = json.loads(sys.argv[1])
-    if cfg["client"] == "gnsq":
-        from gevent import monkey
-        monkey.patch_all()
-    out = {"received": [], "publish_results": [], "auth": [], "stats": None, "error": None}
-    deadline = time.monotonic() + cfg["deadline"]
-    {"pynsq": run_pynsq, "gnsq": run_gnsq}[cfg["client"]](cfg, out, deadline)
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
+    client_scripts.main({"pynsq": run_pynsq, "gnsq": run_gnsq}, lambda cfg: (
+        {"received": [], "publish_results": [], "auth": [], "stats": None, "error": None}, ()))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ touch pytest. CONFIG_JSON keys:
 Stdout gets {"received": [bodies...], "error": null | text}. The test asserts.
 """
 
-import json
-import sys
-import time
+import client_scripts
+from client_scripts import run_ioloop, wait_then
 
 
 def run_pynsq(cfg, out, deadline):
@@ -34,13 +33,7 @@ def run_pynsq(cfg, out, deadline):
                         lookupd_http_addresses=[f"http://{a}" for a in cfg["lookupd"]],
                         lookupd_poll_interval=1, max_in_flight=100)
 
-    def give_up():
-        out["error"] = "deadline reached"
-        loop.stop()
-
-    timer = loop.call_at(loop.time() + (deadline - time.monotonic()), give_up)
-    loop.start()
-    loop.remove_timeout(timer)
+    run_ioloop(loop, deadline, out)
     reader.close()
 
 
@@ -60,21 +53,13 @@ def run_gnsq(cfg, out, deadline):
                              lookupd_poll_interval=1, message_handler=handler,
                              max_in_flight=100)
     consumer.start(block=False)
-    if not done.wait(max(0.0, deadline - time.monotonic())):
-        out["error"] = "deadline reached"
+    wait_then(done, deadline, out, lambda: None)
     consumer.close()
 
 
 def main():
-    cfg = json.loads(sys.argv[1])
-    if cfg["client"] == "gnsq":
-        from gevent import monkey
-        monkey.patch_all()
-    out = {"received": [], "error": None}
-    deadline = time.monotonic() + cfg["deadline"]
-    {"pynsq": run_pynsq, "gnsq": run_gnsq}[cfg["client"]](cfg, out, deadline)
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
+    client_scripts.main({"pynsq": run_pynsq, "gnsq": run_gnsq},
+                        lambda cfg: ({"received": [], "stats": None, "error": None}, ()))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ counters can be checked). The script decides nothing; the test asserts.
 """
 
 import json
-import sys
 import time
 import urllib.request
+
+import client_scripts
+from client_scripts import reply_text, run_ioloop, wait_then
 
 DEFER_MS = 1000
 N = 10
@@ -229,7 +231,7 @@ def run_pynsq(cfg, scen, out, deadline):
     writer = nsq.Writer([cfg["tcp"]])
 
     def on_response(conn, data):
-        out["publish_results"].append(data.decode() if isinstance(data, bytes) else repr(data))
+        out["publish_results"].append(reply_text(data))
 
     def publish_when_connected():
         if not any(conn.connected() for conn in writer.conns.values()):
@@ -244,14 +246,8 @@ def run_pynsq(cfg, scen, out, deadline):
             else:
                 writer.dpub(cfg["topic"], op[2], op[1], callback=on_response)
 
-    def give_up():
-        out["error"] = "deadline reached before the scenario completed"
-        loop.stop()
-
     loop.add_callback(publish_when_connected)
-    timer = loop.call_at(loop.time() + (deadline - time.monotonic()), give_up)
-    loop.start()
-    loop.remove_timeout(timer)
+    run_ioloop(loop, deadline, out)
     if out["error"] is None:
         out["stats"] = settled_stats(cfg, deadline)
     for reader in readers:
@@ -312,30 +308,23 @@ def run_gnsq(cfg, scen, out, deadline):
             result = producer.multipublish(cfg["topic"], op[1])
         else:
             result = producer.publish(cfg["topic"], op[1], defer=op[2])
-        out["publish_results"].append(
-            result.decode() if isinstance(result, bytes) else repr(result))
+        out["publish_results"].append(reply_text(result))
 
-    if finished.wait(max(0.0, deadline - time.monotonic())):
-        out["stats"] = settled_stats(cfg, deadline)
-    else:
-        out["error"] = "deadline reached before the scenario completed"
+    wait_then(finished, deadline, out, lambda: settled_stats(cfg, deadline))
     for consumer in consumers:
         consumer.close()
     producer.close()
 
 
-def main():
-    cfg = json.loads(sys.argv[1])
-    if cfg["client"] == "gnsq":
-        from gevent import monkey
-        monkey.patch_all()
+def prepare(cfg):
     scen = SCENARIOS[cfg["scenario"]]()
     out = {"received": scen.received, "publish_results": [], "identify": [],
            "stats": None, "error": None}
-    deadline = time.monotonic() + cfg["deadline"]
-    {"pynsq": run_pynsq, "gnsq": run_gnsq}[cfg["client"]](cfg, scen, out, deadline)
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
+    return out, (scen,)
+
+
+def main():
+    client_scripts.main({"pynsq": run_pynsq, "gnsq": run_gnsq}, prepare)
 
 
 if __name__ == "__main__":

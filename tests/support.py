@@ -315,3 +315,15 @@ def gevent_wait_until(predicate, timeout=10.0, interval=0.01, message="condition
     import gevent
 
     return wait_until(predicate, timeout, interval, message, sleep=gevent.sleep)
+
+
+def run_client_script(script, config, timeout=30, context=""):
+    """Run a third-party client script (see client_scripts.py) in its own process and
+    return its JSON report, once it exited cleanly and reported no error."""
+    proc = subprocess.run([sys.executable, str(script), json.dumps(config)],
+                          capture_output=True, timeout=timeout)
+    stderr = proc.stderr.decode(errors="replace")[-4000:]
+    assert proc.returncode == 0, stderr
+    out = json.loads(proc.stdout)
+    assert out["error"] is None, (out, stderr, context)
+    return out

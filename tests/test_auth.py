@@ -7,8 +7,6 @@ out. Exercised over raw V2, greensq.client, and pynsq / gnsq in a subprocess.
 import json
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from support import FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, wait_until
+from support import (
+    FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, run_client_script, wait_until)
 
 SCRIPT = Path(__file__).with_name("auth_clients.py")
 
@@ -447,12 +446,7 @@ def test_third_party_clients_with_auth_secret(auth_nsqd, auth_server, client):
     config = {"client": client, "secret": "tp", "topic": "interop_auth", "channel": "ch",
               "tcp": f"127.0.0.1:{auth_nsqd.tcp_port}",
               "http": f"127.0.0.1:{auth_nsqd.http_port}", "deadline": 10}
-    proc = subprocess.run([sys.executable, str(SCRIPT), json.dumps(config)],
-                          capture_output=True, timeout=30)
-    stderr = proc.stderr.decode(errors="replace")[-4000:]
-    assert proc.returncode == 0, stderr
-    out = json.loads(proc.stdout)
-    assert out["error"] is None, (out, stderr)
+    out = run_client_script(SCRIPT, config)
     assert sorted(out["received"]) == [f"m-{i}" for i in range(5)]
     assert out["publish_results"] == ["OK"] * 5
     assert out["auth"] and all(a == {"identity": client,

@@ -3,13 +3,9 @@ processes, and third-party consumers (gnsq, pynsq) finding nsqd through nsqlooku
 
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from support import wait_until
+from support import run_client_script, wait_until
 
 SCRIPT = Path(__file__).with_name("discovery_clients.py")
 FAST_RECONNECT = {"GREENSQ_LOOKUPD_MAX_BACKOFF": "0.2"}
@@ -113,12 +109,7 @@ def test_lookup_union_and_consumers_receive_from_every_nsqd(lookupd_factory, nsq
         cfg = {"client": client, "topic": "fanin", "channel": channel, "deadline": 15,
                "expected": len(expected),
                "lookupd": [f"127.0.0.1:{lk_a.http_port}", f"127.0.0.1:{lk_b.http_port}"]}
-        proc = subprocess.run([sys.executable, str(SCRIPT), json.dumps(cfg)],
-                              capture_output=True, timeout=40)
-        stderr = proc.stderr.decode(errors="replace")[-3000:]
-        assert proc.returncode == 0, stderr
-        out = json.loads(proc.stdout)
-        assert out["error"] is None, (client, out, stderr)
+        out = run_client_script(SCRIPT, cfg, timeout=40, context=client)
         assert sorted(set(out["received"])) == expected, client
 
 

@@ -7,12 +7,11 @@ what its readers received, the publish responses, the IDENTIFY responses the cli
 and a /stats snapshot taken while its readers were still connected.
 """
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from support import run_client_script
 
 SCRIPT = Path(__file__).with_name("interop_clients.py")
 CLIENTS = ["pynsq", "gnsq"]
@@ -29,13 +28,8 @@ def run_client(nsqd, client, scenario, channels=("ch",)):
         assert status == 200, body
     config = {"client": client, "scenario": scenario, "topic": TOPIC, "deadline": 10,
               "tcp": f"127.0.0.1:{nsqd.tcp_port}", "http": f"127.0.0.1:{nsqd.http_port}"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), json.dumps(config)],
-                          capture_output=True, timeout=30)
-    stderr = proc.stderr.decode(errors="replace")[-4000:]
-    assert proc.returncode == 0, stderr
-    out = json.loads(proc.stdout)
-    assert out["error"] is None, (out, stderr)
-    assert not out["stats"].get("unsettled"), (out["stats"], stderr)
+    out = run_client_script(SCRIPT, config)
+    assert not out["stats"].get("unsettled"), out["stats"]
     return out
 
 

@@ -7,8 +7,6 @@ Certificates are made per test session by tests/certs.py (a CA, a server certifi
 
 import json
 import ssl
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +15,7 @@ import gevent
 import pytest
 
 from certs import Certs
-from support import FRAME_ERROR, FRAME_RESPONSE, Daemon, V2Client
+from support import FRAME_ERROR, FRAME_RESPONSE, Daemon, V2Client, run_client_script
 
 OK = (FRAME_RESPONSE, b"OK")
 SCRIPT = Path(__file__).with_name("transport_clients.py")
@@ -293,12 +291,7 @@ def run_transport_client(nsqd, client, options, topic="t"):
     assert nsqd.http("POST", f"/channel/create?topic={topic}&channel=ch")[0] == 200
     config = {"client": client, "topic": topic, "deadline": 10, "options": options,
               "tcp": f"127.0.0.1:{nsqd.tcp_port}", "http": f"127.0.0.1:{nsqd.http_port}"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), json.dumps(config)],
-                          capture_output=True, timeout=30)
-    stderr = proc.stderr.decode(errors="replace")[-4000:]
-    assert proc.returncode == 0, stderr
-    out = json.loads(proc.stdout)
-    assert out["error"] is None, (out, stderr, nsqd.log_text()[-3000:])
+    out = run_client_script(SCRIPT, config, context=nsqd.log_text()[-3000:])
     assert sorted(out["received"]) == [f"msg-{i}" for i in range(6)]
     assert out["publish_results"] == ["OK"] * 4
     assert out["identify"]

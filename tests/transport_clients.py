@@ -16,19 +16,12 @@ the bodies received, the publish answers, the IDENTIFY responses parsed, a /stat
 snapshot taken while both connections are up, and an error text (or null).
 """
 
-import json
 import ssl
-import sys
-import time
-import urllib.request
+
+import client_scripts
+from client_scripts import reply_text, run_ioloop, topic_stats, wait_then
 
 BODIES = [f"msg-{i}" for i in range(6)]
-
-
-def stats(cfg):
-    url = f"http://{cfg['http']}/stats?format=json&topic={cfg['topic']}"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
 
 
 def tls_options(options):
@@ -67,7 +60,7 @@ def run_pynsq(cfg, out, deadline):
         return True
 
     def finish():
-        out["stats"] = stats(cfg)
+        out["stats"] = topic_stats(cfg)
         loop.stop()
 
     reader = Reader(topic=cfg["topic"], channel="ch", message_handler=handler,
@@ -75,7 +68,7 @@ def run_pynsq(cfg, out, deadline):
     writer = nsq.Writer([cfg["tcp"]], **kwargs)
 
     def on_response(conn, data):
-        out["publish_results"].append(data.decode() if isinstance(data, bytes) else repr(data))
+        out["publish_results"].append(reply_text(data))
 
     def publish_when_connected():
         if not any(conn.connected() for conn in writer.conns.values()):
@@ -85,14 +78,8 @@ def run_pynsq(cfg, out, deadline):
             writer.pub(cfg["topic"], body.encode(), callback=on_response)
         writer.mpub(cfg["topic"], [b.encode() for b in BODIES[3:]], callback=on_response)
 
-    def give_up():
-        out["error"] = "deadline reached"
-        loop.stop()
-
     loop.add_callback(publish_when_connected)
-    timer = loop.call_at(loop.time() + (deadline - time.monotonic()), give_up)
-    loop.start()
-    loop.remove_timeout(timer)
+    run_ioloop(loop, deadline, out)
     reader.close()
 
 
@@ -129,34 +116,22 @@ def run_gnsq(cfg, out, deadline):
 
     def answer():
         frame, data = producer.read_response()
-        return data.decode() if isinstance(data, bytes) else repr(data)
+        return reply_text(data)
 
     for body in BODIES[:3]:
         producer.publish(cfg["topic"], body.encode())
         out["publish_results"].append(answer())
     producer.multipublish(cfg["topic"], [b.encode() for b in BODIES[3:]])
     out["publish_results"].append(answer())
-    if done.wait(max(0.0, deadline - time.monotonic())):
-        out["stats"] = stats(cfg)
-    else:
-        out["error"] = "deadline reached"
+    wait_then(done, deadline, out, lambda: topic_stats(cfg))
     consumer.close()
     producer.close()
 
 
 def main():
-    cfg = json.loads(sys.argv[1])
-    if cfg["client"] == "gnsq":
-        from gevent import monkey
-        monkey.patch_all()
-    out = {"received": [], "publish_results": [], "identify": [], "stats": None, "error": None}
-    deadline = time.monotonic() + cfg["deadline"]
-    try:
-        {"pynsq": run_pynsq, "gnsq": run_gnsq}[cfg["client"]](cfg, out, deadline)
-    except Exception as exc:  # reported, not raised: the test shows it with the output
-        out["error"] = f"{type(exc).__name__}: {exc}"
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
+    client_scripts.main({"pynsq": run_pynsq, "gnsq": run_gnsq}, lambda cfg: (
+        {"received": [], "publish_results": [], "identify": [], "stats": None, "error": None},
+        ()))
 
 
 if __name__ == "__main__":
