@@ -65,3 +65,26 @@ class Actor:
                 self.after_batch()
             except Exception:
                 log.exception("%s: unexpected error handling %r", self.label, message and message[0])
+
+
+class MessageHolder(Actor):
+    """An actor that owns a ``queue`` (a MessageQueue) and can be paused: a topic or a
+    channel. Pause state is part of nsqd's metadata, so changing it schedules a write."""
+
+    paused = False
+
+    @property
+    def depth(self):
+        return len(self.queue)
+
+    @property
+    def backend_depth(self):
+        return self.queue.backend_depth
+
+    def on_pause(self):
+        self.paused = True
+        self.nsqd.metadata_changed()
+
+    def on_unpause(self):
+        self.paused = False
+        self.nsqd.metadata_changed()

@@ -13,8 +13,8 @@ import random
 import time
 from collections import OrderedDict
 
-from greensq.actors.actor import Actor
-from greensq.services.message_queue import HoldsMessages, MessageQueue
+from greensq.actors.actor import MessageHolder
+from greensq.services.message_queue import MessageQueue
 from greensq.services.names import is_ephemeral
 from greensq.services.wire import ClientError
 
@@ -46,7 +46,7 @@ class Consumer:
         return 0 if self.closing else self.ready_count - self.in_flight_count
 
 
-class Channel(HoldsMessages, Actor):
+class Channel(MessageHolder):
     """Mailbox messages: put, sub, unsub, rdy, fin, req, touch, cls, pause, unpause,
     empty, delete, close."""
 
@@ -145,14 +145,6 @@ class Channel(HoldsMessages, Actor):
         max_deadline = msg.delivered_at + self.nsqd.opts.max_msg_timeout
         msg.deadline = min(now() + msg_timeout, max_deadline)
         msg.timeout_bucket.move_to_end(msg.id)
-
-    def on_pause(self):
-        self.paused = True
-        self.nsqd.metadata_changed()
-
-    def on_unpause(self):
-        self.paused = False
-        self.nsqd.metadata_changed()
 
     def on_empty(self):
         """Drop every queued, in-flight and deferred message, as NSQ's channel empty does."""

@@ -9,15 +9,15 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Full
 
-from greensq.actors.actor import Actor
+from greensq.actors.actor import MessageHolder
 from greensq.actors.channel import Channel
-from greensq.services.message_queue import HoldsMessages, MessageQueue
+from greensq.services.message_queue import MessageQueue
 from greensq.services.names import is_ephemeral
 
 DRAIN_BATCH = 512
 
 
-class Topic(HoldsMessages, Actor):
+class Topic(MessageHolder):
     """Mailbox messages: pub, drain, pause, unpause, empty, delete, close."""
 
     # Publishers block once this many batches wait: backpressure, not unbounded memory.
@@ -100,13 +100,8 @@ class Topic(HoldsMessages, Actor):
             self._fan_out(msgs)
             gevent.sleep(0)
 
-    def on_pause(self):
-        self.paused = True
-        self.nsqd.metadata_changed()
-
     def on_unpause(self):
-        self.paused = False
-        self.nsqd.metadata_changed()
+        super().on_unpause()
         self.on_drain()
 
     def on_empty(self):

@@ -82,14 +82,3 @@ class MessageQueue:
             self.backend.put_many([msg.encode() for msg in held])
         self.backend.close()
 
-
-class HoldsMessages:
-    """For an actor that owns a ``queue`` (a MessageQueue): its depths as /stats shows them."""
-
-    @property
-    def depth(self):
-        return len(self.queue)
-
-    @property
-    def backend_depth(self):
-        return self.queue.backend_depth
