@@ -221,10 +221,10 @@ class Session:
             self._command_start = time.monotonic()   # the read deadline's clock starts
         self._flush_fins()
         if self._out:
-            if self._write_lock.locked():
-                self._wake.set()        # the writer is mid-send; it takes these next
-            else:
-                self._send_pending()    # one hop fewer than waking the writer
+            # The writer sends them. Sending from here would save a greenlet hop but let
+            # a flooding publisher outrun every other greenlet: its replies would leave
+            # without the hub ever taking a turn.
+            self._wake.set()
         # gevent's recv returns at once while data is waiting, without visiting the hub:
         # yield every few reads, so a client that keeps its socket full can neither
         # starve the other greenlets nor pile work (FIN batches, publishes) into the
