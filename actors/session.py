@@ -219,22 +219,23 @@ class Session:
         let the writer send the replies, and wait while too much output is pending."""
         if self._command_start is None:
             self._command_start = time.monotonic()   # the read deadline's clock starts
-        self._flush_fins()
+        fins_sent = self._flush_fins()
         if self._out:
             # The writer sends them. Sending from here would save a greenlet hop but let
             # a flooding publisher outrun every other greenlet: its replies would leave
             # without the hub ever taking a turn.
             self._wake.set()
         # gevent's recv returns at once while data is waiting, without visiting the hub:
-        # yield every few reads, so a client that keeps its socket full can neither
-        # starve the other greenlets nor pile work (FIN batches, publishes) into the
-        # actors' mailboxes faster than they run, and the errors/replies that work
-        # produces count against MAX_PENDING_OUTPUT below before it reads much more.
+        # yield after handing the channel a FIN batch, and every few reads, so a client
+        # that keeps its socket full can neither starve the other greenlets nor pile work
+        # (FIN batches, publishes) into the actors' mailboxes faster than they run, and
+        # the replies and errors that work produces count against MAX_PENDING_OUTPUT
+        # below before it reads much more.
         self._reads_since_yield += 1
-        if self._reads_since_yield >= 16:
+        if fins_sent or self._reads_since_yield >= 16:
             self._reads_since_yield = 0
             gevent.sleep(0)
-        if self._out_size > MAX_PENDING_OUTPUT:
+        while self._out_size > MAX_PENDING_OUTPUT and not self._closed:
             self._drained.clear()
             self._drained.wait()
         # A client trickling bytes must still finish a command within the read deadline.
@@ -308,16 +309,16 @@ class Session:
                 return
 
     def _send_pending(self):
-        """Send everything queued, in one write (from the writer, or from the reader when
-        the writer is idle). The lock keeps writes whole while an IDENTIFY upgrade swaps
-        the transport."""
+        """Send everything queued, in one write. The lock keeps writes whole while an
+        IDENTIFY upgrade swaps the transport. The bytes count as pending until they are
+        written, so a client that does not read stops being read."""
         try:
             with self._write_lock:
                 data = b"".join(self._out)
                 self._out.clear()
-                self._out_size = 0
                 if data:
                     self.transport.sendall(data)
+                self._out_size -= len(data)
         finally:
             self._drained.set()
 
@@ -596,10 +597,13 @@ class Session:
         return None
 
     def _flush_fins(self):
-        if self._pending_fins:
-            fins, self._pending_fins = self._pending_fins, []
-            if self.channel is not None:
-                self.channel.send("fin", self.consumer, fins)
+        """Hand the FINs read so far to the channel as one batch; True if there were any."""
+        if not self._pending_fins:
+            return False
+        fins, self._pending_fins = self._pending_fins, []
+        if self.channel is not None:
+            self.channel.send("fin", self.consumer, fins)
+        return True
 
     def cmd_req(self, params):
         msg_id = self._message_id(params, "REQ")

@@ -58,6 +58,7 @@ def read_magic(sock):
             data += chunk
     except OSError:
         return None
+    sock.settimeout(None)   # the protocol sets its own deadlines from here on
     return data
 
 

@@ -142,6 +142,18 @@ def test_connection_without_magic_is_closed(request, which):
         sock.close()
 
 
+def test_the_magic_deadline_ends_with_the_magic(nsqd):
+    """The (here 0.5 s) magic deadline must not outlive the handshake: a subscriber that
+    waits three times that long for its first message still gets it."""
+    consumer = V2Client(nsqd.tcp_port)
+    consumer.sub("after_magic", "ch", rdy=1)
+    assert not closed_within(consumer.sock, 1.5), "an idle subscriber was dropped"
+    assert nsqd.http("POST", "/pub?topic=after_magic", b"late")[0] == 200
+    consumer.sock.settimeout(5.0)
+    assert consumer.read_message().body == b"late"
+    consumer.close()
+
+
 def test_trickled_magic_is_closed(nsqd):
     """One deadline covers the whole magic: a byte every 0.3 s (each under the 0.5 s
     timeout) does not keep the connection in the handshake."""
