@@ -440,24 +440,21 @@ class Session:
         def invalid(what, value):
             return FatalClientError("E_BAD_BODY", f"IDENTIFY {what} ({value}) is invalid")
 
-        if heartbeat == -1:
-            heartbeat_s = 0.0
-        elif heartbeat == 0:
-            heartbeat_s = self.heartbeat_interval
-        elif 1000 <= heartbeat <= opts.max_heartbeat_interval * 1000:
-            heartbeat_s = heartbeat / 1000.0
-        else:
-            raise invalid("heartbeat interval", heartbeat)
+        def duration(value, what, current, low, high, can_disable=True):
+            """A client-chosen duration in ms, in seconds: 0 keeps ``current``, -1 turns
+            it off where allowed, anything else must lie within [low, high] seconds."""
+            if value == -1 and can_disable:
+                return 0.0
+            if value == 0:
+                return current
+            if low * 1000 <= value <= high * 1000:
+                return value / 1000.0
+            raise invalid(what, value)
 
-        if buffer_timeout == -1:
-            timeout_s = 0.0
-        elif buffer_timeout == 0:
-            timeout_s = self.output_buffer_timeout
-        elif (opts.min_output_buffer_timeout * 1000 <= buffer_timeout
-              <= opts.max_output_buffer_timeout * 1000):
-            timeout_s = buffer_timeout / 1000.0
-        else:
-            raise invalid("output buffer timeout", buffer_timeout)
+        heartbeat_s = duration(heartbeat, "heartbeat interval", self.heartbeat_interval,
+                               1.0, opts.max_heartbeat_interval)
+        timeout_s = duration(buffer_timeout, "output buffer timeout", self.output_buffer_timeout,
+                             opts.min_output_buffer_timeout, opts.max_output_buffer_timeout)
 
         if buffer_size == -1:
             size, timeout_s = 1, 0.0
@@ -471,12 +468,8 @@ class Session:
         if not 0 <= sample_rate <= 99:
             raise invalid("sample rate", sample_rate)
 
-        if msg_timeout == 0:
-            msg_timeout_s = self.msg_timeout
-        elif 1000 <= msg_timeout <= opts.max_msg_timeout * 1000:
-            msg_timeout_s = msg_timeout / 1000.0
-        else:
-            raise invalid("msg timeout", msg_timeout)
+        msg_timeout_s = duration(msg_timeout, "msg timeout", self.msg_timeout,
+                                 1.0, opts.max_msg_timeout, can_disable=False)
 
         self.client_id, self.hostname, self.user_agent = client_id, hostname, user_agent
         self.heartbeat_interval = heartbeat_s
