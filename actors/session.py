@@ -83,6 +83,7 @@ class Session:
 
     auth_secret = None   # what the client sent with AUTH (bytes)
     auth_state = None    # the auth server's answer (services.auth.AuthState)
+    _next_heartbeat = 0.0  # monotonic time of the next heartbeat (see tick)
     _command_start = None  # when the reader began waiting for the current command
     _reads_since_yield = 0
 
@@ -132,6 +133,7 @@ class Session:
 
     def run(self):
         """Serve the connection until it closes (called after the magic was read)."""
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
         writer = gevent.spawn(self._write_loop)
         try:
             self._read_loop()
@@ -168,13 +170,20 @@ class Session:
             self.channel.detach(self.consumer)
             self.channel = None
 
-    def check_read_deadline(self, now):
-        """NSQ's read deadline: a command (line and body) must arrive within two heartbeat
-        intervals of the reader starting to wait for it, or the client is gone. nsqd's
-        watchdog calls this for every session, so reads need no per-call timer."""
+    def tick(self, now):
+        """nsqd's watchdog calls this a few times a second for every session, so that no
+        read or write needs a timer of its own: it sends the heartbeat when one is due,
+        and enforces NSQ's read deadline (a command, line and body, must arrive within
+        two heartbeat intervals of the reader starting to wait for it)."""
+        interval = self.heartbeat_interval
+        if interval <= 0 or self._closed:
+            return
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + interval
+            self._queue(HEARTBEAT_FRAME)
+            self._wake.set()
         started = self._command_start
-        if (self.heartbeat_interval > 0 and started is not None
-                and now - started > self.heartbeat_interval * 2 and not self._closed):
+        if started is not None and now - started > interval * 2:
             log.info("[%s] heartbeat timeout, closing", self.remote_address)
             self.close()
 
@@ -285,19 +294,8 @@ class Session:
 
     def _write_loop(self):
         wake = self._wake
-        interval = self.heartbeat_interval
-        next_heartbeat = time.monotonic() + interval
         while True:
-            wait = None
-            if self.heartbeat_interval > 0:
-                wait = max(0.0, next_heartbeat - time.monotonic())
-            wake.wait(wait)
-            if self.heartbeat_interval != interval:  # IDENTIFY changed it: restart the ticker
-                interval = self.heartbeat_interval
-                next_heartbeat = time.monotonic() + interval
-            if self.heartbeat_interval > 0 and time.monotonic() >= next_heartbeat:
-                self._queue(HEARTBEAT_FRAME)
-                next_heartbeat = time.monotonic() + self.heartbeat_interval
+            wake.wait()
             wake.clear()
             if self._out:
                 try:
@@ -476,7 +474,7 @@ class Session:
         self.output_buffer_size, self.output_buffer_timeout = size, timeout_s
         self.sample_rate = sample_rate
         self.msg_timeout = msg_timeout_s
-        self._wake.set()  # the writer picks up the new heartbeat interval
+        self._next_heartbeat = time.monotonic() + heartbeat_s   # the ticker restarts
 
     def cmd_auth(self, params):
         if self.state != STATE_INIT:

@@ -54,16 +54,17 @@ class NSQD:
 
     def start(self):
         """Background work once the listeners serve: the lookupd peers and the watchdog
-        that enforces every session's read deadline."""
-        self._watchdog = gevent.spawn(self._enforce_read_deadlines)
+        that sends every session's heartbeats and enforces its read deadline."""
+        self._watchdog = gevent.spawn(self._tick_sessions)
         self.start_lookup()
 
-    def _enforce_read_deadlines(self, interval=0.25):
+    def _tick_sessions(self, interval=0.1):
+        """Heartbeats and read deadlines for every session, from one greenlet."""
         while True:
             gevent.sleep(interval)
             now = time.monotonic()
             for session in list(self.sessions):
-                session.check_read_deadline(now)
+                session.tick(now)
 
     def start_lookup(self):
         """Connect to every --lookupd-tcp-address (called once the ports are known)."""
