@@ -28,7 +28,8 @@ from greensq.services.transport import (
 from greensq.services.version import NSQ_VERSION
 from greensq.services.wire import (
     CLOSE_WAIT_FRAME, HEARTBEAT_FRAME, OK_FRAME, ClientError, ConnectionClosed,
-    FatalClientError, LineTooLong, StreamReader, message_frame_header, response_frame)
+    FatalClientError, LineTooLong, StreamReader, go_quote, message_frame_header,
+    parse_digits, raw_text, response_frame, split_mpub_body)
 
 log = logging.getLogger("greensq")
 
@@ -39,43 +40,6 @@ STATE_CLOSING = 4
 MAX_LINE = 16 * 1024            # NSQ's read buffer: a longer command line drops the client
 MAX_PENDING_OUTPUT = 1 << 20    # replies waiting before the reader stops reading
 DEFAULT_OUTPUT_BUFFER_SIZE = 16 * 1024
-
-
-_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f",
-               "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
-
-
-def raw_text(raw):
-    """Raw bytes as text that encodes back to the same bytes (see ClientError.frame)."""
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def go_quote(raw):
-    """``raw`` bytes quoted the way Go's ``%q`` prints them in NSQ's error texts."""
-    out = ['"']
-    for char in raw_text(raw):
-        code = ord(char)
-        if char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif 0xDC80 <= code <= 0xDCFF:      # an invalid UTF-8 byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif char.isprintable():
-            out.append(char)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def parse_digits(raw):
-    """NSQ's base-10 parse: digits only (so no sign; empty is 0), else None."""
-    if not raw:
-        return 0
-    return int(raw) if raw.isdigit() and raw.isascii() else None
 
 
 class Session:
@@ -675,31 +639,3 @@ class Session:
         body = self.reader.readexactly(size)
         return self._publish(topic_name, split_mpub_body(body, self.opts))
 
-
-def split_mpub_body(body, opts, prefix="MPUB"):
-    """The messages of an MPUB body (``[count][size][bytes]...``), or a FatalClientError
-    with NSQ's text. Shared by the TCP MPUB command and HTTP ``/mpub?binary=true``."""
-    view = memoryview(body)
-    if len(view) < 4:
-        raise FatalClientError("E_BAD_BODY", f"{prefix} failed to read message count")
-    count = int.from_bytes(view[:4], "big", signed=True)
-    if count <= 0 or count > (opts.max_body_size - 4) // 5:
-        raise FatalClientError("E_BAD_BODY", f"{prefix} invalid message count {count}")
-    bodies, pos, end = [], 4, len(view)
-    for index in range(count):
-        if pos + 4 > end:
-            raise FatalClientError(
-                "E_BAD_MESSAGE", f"{prefix} failed to read message({index}) body size")
-        size = int.from_bytes(view[pos:pos + 4], "big", signed=True)
-        pos += 4
-        if size <= 0:
-            raise FatalClientError(
-                "E_BAD_MESSAGE", f"{prefix} invalid message({index}) body size {size}")
-        if size > opts.max_msg_size:
-            raise FatalClientError(
-                "E_BAD_MESSAGE", f"{prefix} message too big {size} > {opts.max_msg_size}")
-        if pos + size > end:
-            raise FatalClientError("E_BAD_MESSAGE", f"{prefix} failed to read message body")
-        bodies.append(bytes(view[pos:pos + size]))
-        pos += size
-    return bodies

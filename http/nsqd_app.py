@@ -10,7 +10,6 @@ import re
 
 import ujson
 
-from greensq.actors.session import split_mpub_body
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json,
     respond_text)
@@ -19,7 +18,7 @@ from greensq.services.names import is_valid_name
 from greensq.services.nsqd_options import NSQD_FLAGSET
 from greensq.services.stats import format_text, nsqd_stats
 from greensq.services.version import NSQ_VERSION
-from greensq.services.wire import FatalClientError
+from greensq.services.wire import FatalClientError, split_mpub_body
 
 log = logging.getLogger("greensq")
 

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -314,13 +315,32 @@ def test_crashed_worker_is_restarted_on_the_same_ports_with_its_topics(nsqd):
     assert nsqd.channel_stats("crash_topic", "crash_ch")["depth"] == 1
 
 
+def read_listening_ports(stream, timeout=15.0):
+    """The TCP and HTTP ports from nsqd's startup lines, reading no further than them."""
+    ports, line = {}, b""
+    deadline = time.monotonic() + timeout
+    while len(ports) < 2:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, "nsqd did not log its listening ports"
+        byte = os.read(stream.fileno(), 1)
+        assert byte, "nsqd exited before listening"
+        line += byte
+        if byte == b"\n":
+            match = re.search(rb"(TCP|HTTP): listening on .*:(\d+)", line)
+            if match:
+                ports[match.group(1)] = int(match.group(2))
+            line = b""
+    return ports[b"TCP"], ports[b"HTTP"]
+
+
 def test_unread_stderr_pipe_does_not_freeze_the_broker(tmp_path):
-    tcp_port, http_port = free_port(), free_port()
+    # Port 0, and only the startup lines are read: from then on nobody reads the pipe.
     proc = subprocess.Popen(
-        [sys.executable, "-m", LAUNCHER, f"--tcp-address=127.0.0.1:{tcp_port}",
-         f"--http-address=127.0.0.1:{http_port}", f"--data-path={tmp_path}"],
+        [sys.executable, "-m", LAUNCHER, "--tcp-address=127.0.0.1:0",
+         "--http-address=127.0.0.1:0", f"--data-path={tmp_path}"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
+        tcp_port, http_port = read_listening_ports(proc.stderr)
         wait_until(lambda: ping(http_port), message="/ping")
         capacity = fcntl.fcntl(proc.stderr.fileno(), fcntl.F_GETPIPE_SZ)
 
