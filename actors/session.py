@@ -560,13 +560,17 @@ class Session:
             self.channel.send("fin", self.consumer, fins)
         return True
 
+    def _timeout_ms(self, verb, raw):
+        """A REQ/DPUB delay in ms (digits only, as NSQ parses it) and the largest allowed:
+        NSQ clamps REQ to it but rejects DPUB, so each command decides."""
+        value = parse_digits(raw)
+        if value is None:
+            raise FatalClientError("E_INVALID", f"{verb} could not parse timeout {raw_text(raw)}")
+        return value, int(self.opts.max_req_timeout * 1000)
+
     def cmd_req(self, params):
         msg_id = self._message_id(params, "REQ")
-        timeout_ms = parse_digits(params[2])
-        if timeout_ms is None:
-            raise FatalClientError(
-                "E_INVALID", f"REQ could not parse timeout {raw_text(params[2])}")
-        max_ms = int(self.opts.max_req_timeout * 1000)
+        timeout_ms, max_ms = self._timeout_ms("REQ", params[2])
         if timeout_ms > max_ms:
             log.info("[%s] REQ timeout %d out of range 0-%d. Setting to %d",
                      self.remote_address, timeout_ms, max_ms, max_ms)
@@ -609,11 +613,7 @@ class Session:
         if len(params) < 3:
             raise FatalClientError("E_INVALID", "DPUB insufficient number of parameters")
         topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "DPUB topic")
-        defer_ms = parse_digits(params[2])
-        if defer_ms is None:
-            raise FatalClientError(
-                "E_INVALID", f"DPUB could not parse timeout {raw_text(params[2])}")
-        max_ms = int(self.opts.max_req_timeout * 1000)
+        defer_ms, max_ms = self._timeout_ms("DPUB", params[2])
         if defer_ms > max_ms:
             raise FatalClientError("E_INVALID", f"DPUB timeout {defer_ms} out of range 0-{max_ms}")
         body = self._read_body("DPUB", "E_BAD_MESSAGE", "message body")

@@ -10,7 +10,7 @@ client parsed], "stats": /stats while the reader is connected, "error": null or 
 
 
 import client_scripts
-from client_scripts import reply_text, run_ioloop, topic_stats, wait_then
+from client_scripts import reply_text, run_ioloop, topic_stats, wait_then, when_connected
 
 N = 5
 
@@ -52,14 +52,11 @@ def run_pynsq(cfg, out, deadline):
     def on_response(conn, data):
         out["publish_results"].append(reply_text(data))
 
-    def publish_when_connected():
-        if not any(conn.connected() for conn in writer.conns.values()):
-            loop.call_later(0.005, publish_when_connected)
-            return
+    def publish():
         for i in range(N):
             writer.pub(cfg["topic"], f"m-{i}".encode(), callback=on_response)
 
-    loop.add_callback(publish_when_connected)
+    when_connected(loop, writer, publish)
     run_ioloop(loop, deadline, out)
     reader.close()
 

@@ -60,3 +60,14 @@ def main(runners, prepare):
         out["error"] = f"{type(exc).__name__}: {exc}"
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
+
+
+def when_connected(loop, writer, publish):
+    """Call ``publish()`` on tornado's loop once pynsq's Writer has a live connection."""
+    def poll():
+        if any(conn.connected() for conn in writer.conns.values()):
+            publish()
+        else:
+            loop.call_later(0.005, poll)
+
+    loop.add_callback(poll)

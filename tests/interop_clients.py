@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 import client_scripts
-from client_scripts import reply_text, run_ioloop, wait_then
+from client_scripts import reply_text, run_ioloop, wait_then, when_connected
 
 DEFER_MS = 1000
 N = 10
@@ -233,10 +233,7 @@ def run_pynsq(cfg, scen, out, deadline):
     def on_response(conn, data):
         out["publish_results"].append(reply_text(data))
 
-    def publish_when_connected():
-        if not any(conn.connected() for conn in writer.conns.values()):
-            loop.call_later(0.01, publish_when_connected)
-            return
+    def publish():
         scen.t0 = time.monotonic()
         for op in scen.publishes():
             if op[0] == "pub":
@@ -246,7 +243,7 @@ def run_pynsq(cfg, scen, out, deadline):
             else:
                 writer.dpub(cfg["topic"], op[2], op[1], callback=on_response)
 
-    loop.add_callback(publish_when_connected)
+    when_connected(loop, writer, publish)
     run_ioloop(loop, deadline, out)
     if out["error"] is None:
         out["stats"] = settled_stats(cfg, deadline)

@@ -19,7 +19,7 @@ snapshot taken while both connections are up, and an error text (or null).
 import ssl
 
 import client_scripts
-from client_scripts import reply_text, run_ioloop, topic_stats, wait_then
+from client_scripts import reply_text, run_ioloop, topic_stats, wait_then, when_connected
 
 BODIES = [f"msg-{i}" for i in range(6)]
 
@@ -70,15 +70,12 @@ def run_pynsq(cfg, out, deadline):
     def on_response(conn, data):
         out["publish_results"].append(reply_text(data))
 
-    def publish_when_connected():
-        if not any(conn.connected() for conn in writer.conns.values()):
-            loop.call_later(0.01, publish_when_connected)
-            return
+    def publish():
         for body in BODIES[:3]:
             writer.pub(cfg["topic"], body.encode(), callback=on_response)
         writer.mpub(cfg["topic"], [b.encode() for b in BODIES[3:]], callback=on_response)
 
-    loop.add_callback(publish_when_connected)
+    when_connected(loop, writer, publish)
     run_ioloop(loop, deadline, out)
     reader.close()
 
