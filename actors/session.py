@@ -176,7 +176,7 @@ class Session:
                 if handler is None:
                     raise FatalClientError(
                         "E_INVALID", f"invalid command {raw_text(params[0])}")
-                if params[0] != b"FIN":
+                if self._pending_fins and params[0] != b"FIN":
                     self._flush_fins()
                 reply = handler(params)
                 if reply is not None:
@@ -187,27 +187,35 @@ class Session:
                 if err.fatal:
                     return
 
-    def _on_idle(self):
+    def _on_idle(self, client_waiting):
         """Every command received so far is handled: hand batched FINs to the channel,
-        let the writer send the replies, and wait while too much output is pending."""
+        send the replies, and wait while too much output is pending."""
         if self._command_start is None:
             self._command_start = time.monotonic()   # the read deadline's clock starts
         fins_sent = self._flush_fins()
         if self._out:
-            # The writer sends them. Sending from here would save a greenlet hop but let
-            # a flooding publisher outrun every other greenlet: its replies would leave
-            # without the hub ever taking a turn.
-            self._wake.set()
+            if client_waiting and not self._write_lock.locked():
+                # Nothing more has arrived: the client is waiting for these replies, and
+                # the reader waits in the hub next, so sending them here saves the hop to
+                # the writer without letting anyone skip the hub's turn.
+                self._send_pending()
+            else:
+                # A client that keeps sending is answered by the writer: its replies
+                # wait for the hub's turn like everything else, which keeps a flooding
+                # publisher from outrunning the other greenlets.
+                self._wake.set()
         # gevent's recv returns at once while data is waiting, without visiting the hub:
         # yield after handing the channel a FIN batch, and every few reads, so a client
         # that keeps its socket full can neither starve the other greenlets nor pile work
         # (FIN batches, publishes) into the actors' mailboxes faster than they run, and
         # the replies and errors that work produces count against MAX_PENDING_OUTPUT
-        # below before it reads much more.
-        self._reads_since_yield += 1
-        if fins_sent or self._reads_since_yield >= 16:
-            self._reads_since_yield = 0
-            gevent.sleep(0)
+        # below before it reads much more. (A waiting client's reader visits the hub
+        # next anyway.)
+        if not client_waiting:
+            self._reads_since_yield += 1
+            if fins_sent or self._reads_since_yield >= 16:
+                self._reads_since_yield = 0
+                gevent.sleep(0)
         while self._out_size > MAX_PENDING_OUTPUT and not self._closed:
             self._drained.clear()
             self._drained.wait()
@@ -592,7 +600,7 @@ class Session:
 
     def _valid_name(self, raw, code, what, prefix=""):
         name = raw.decode("latin-1")
-        if not is_valid_name(name):
+        if name not in self.nsqd.topics and not is_valid_name(name):   # topics' are valid
             raise FatalClientError(code, f"{prefix}{what} name {go_quote(raw)} is not valid")
         return name
 

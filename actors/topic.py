@@ -38,11 +38,12 @@ class Topic(MessageHolder):
         self.message_bytes = 0
         self._drain_requested = False
 
-    # -- called synchronously by sessions and HTTP handlers (never switches) ------------
+    # -- called by sessions and HTTP handlers ------------------------------------------
 
     def publish(self, msgs):
-        """Queue a batch of new messages; blocks while the mailbox is full."""
-        self.send("pub", msgs)
+        """Take a batch of new messages: at once when the topic is idle, else through the
+        mailbox (blocking while it is full)."""
+        self.call("pub", msgs)
 
     def get_channel(self, name):
         """The named channel, created (and started) if it does not exist yet."""
@@ -71,12 +72,14 @@ class Topic(MessageHolder):
 
     def on_pub(self, msgs):
         self.message_count += len(msgs)
-        self.message_bytes += sum(len(msg.body) for msg in msgs)
-        if self._flowing() and not self.depth:
-            self._fan_out(msgs)
-        else:
-            self.queue.put_many(msgs)
+        self.message_bytes += sum([len(msg.body) for msg in msgs])
+        if not self._flowing():
+            self.queue.put_many(msgs)   # kept until a channel can take them
+        elif self.depth:
+            self.queue.put_many(msgs)   # behind the backlog
             self.on_drain()
+        else:
+            self._fan_out(msgs)
 
     def request_drain(self):
         """Called by a channel that has room: ask for more of the backlog (never blocks)."""

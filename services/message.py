@@ -77,6 +77,8 @@ class Message:
     def new_batch(cls, ids, bodies, defer_ms=0):
         """New messages for a publish: one timestamp for the whole batch."""
         timestamp = time.time_ns()
+        if len(bodies) == 1:
+            return [cls(ids[0], bodies[0], timestamp, 0, defer_ms)]
         return [cls(msg_id, body, timestamp, 0, defer_ms) for msg_id, body in zip(ids, bodies)]
 
     def __repr__(self):
@@ -99,7 +101,10 @@ class IdGenerator:
 
     def next_ids(self, count):
         """``count`` new IDs (bytes) in increasing order."""
-        base = ((int(time.time() * 1000) - self._EPOCH_MS) << 22) | self._node_bits
-        start = max(base, self._last + 1)
+        start = ((time.time_ns() // 1_000_000 - self._EPOCH_MS) << 22) | self._node_bits
+        if start <= self._last:
+            start = self._last + 1
         self._last = start + count - 1
+        if count == 1:
+            return [b"%016x" % start]
         return [b"%016x" % value for value in range(start, start + count)]

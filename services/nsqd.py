@@ -2,7 +2,9 @@
 
 One ``NSQD`` lives in the worker process and is shared by the TCP sessions and the HTTP
 resources, all greenlets of one hub. Creating or looking up a topic or channel is a plain
-call that never switches; everything else goes through the actors' mailboxes.
+call that never switches; everything else goes through the actors' mailboxes, except
+that a publish to an idle topic is handled at once in the publisher's greenlet (see
+``Actor.call``).
 """
 
 import logging
@@ -150,7 +152,7 @@ class NSQD:
     def publish(self, topic_name, bodies, defer_ms=0):
         """New messages for ``bodies`` into the named topic (created if need be); blocks
         only while the topic's mailbox is full."""
-        topic = self.get_topic(topic_name)
+        topic = self.topics.get(topic_name) or self.get_topic(topic_name)
         if bodies:
             topic.publish(Message.new_batch(self.ids.next_ids(len(bodies)), bodies, defer_ms))
         return topic

@@ -15,10 +15,14 @@ of the upgrade (a pipelined peer) are handed to a compressing transport as ``pen
 and decoded first.
 """
 
+import array
+import fcntl
 import ssl
+import termios
 import zlib
 
 import cramjam
+import gevent
 from gevent import ssl as gevent_ssl
 
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
@@ -42,9 +46,53 @@ class TransportError(Exception):
 
 
 class PlainTransport:
-    """A connected socket as it is."""
+    """A connected gevent socket as it is.
+
+    The hot path bypasses gevent's Python socket wrapper: sends go straight to the OS
+    socket (falling back to gevent's ``sendall`` only when the buffer is full), and a
+    reader can ask what has arrived without waiting (``recv_nowait``) and then wait for
+    readability itself (``wait_readable``), so a client waiting for each reply costs no
+    failed reads.
+    """
 
     name = "plain"
+
+    def __init__(self, sock):
+        self.sock = sock
+        self._os_socket = getattr(sock, "_sock", sock)   # the one under gevent's wrapper
+        self._unread = array.array("i", [0])
+        self._readable = None
+
+    def recv(self, size):
+        return self.sock.recv(size)
+
+    def recv_nowait(self, size):
+        """What has already arrived, or None when nothing has (nor has EOF)."""
+        fcntl.ioctl(self._os_socket, termios.FIONREAD, self._unread, True)
+        return self.sock.recv(size) if self._unread[0] else None
+
+    def wait_readable(self):
+        """Wait in the hub until the socket is readable (data or EOF)."""
+        if self._readable is None:
+            hub = gevent.get_hub()
+            self._readable = hub.loop.io(self.sock.fileno(), 1)
+            self._wait = hub.wait
+        self._wait(self._readable)
+
+    def sendall(self, data):
+        try:
+            sent = self._os_socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
+
+
+class TLSTransport:
+    """A socket after the TLS handshake (``sock`` is gevent's ``SSLSocket``). Bytes on
+    the socket are TLS records, not data, so it has no ``recv_nowait``."""
+
+    name = "tls"
 
     def __init__(self, sock):
         self.sock = sock
@@ -53,17 +101,7 @@ class PlainTransport:
         return self.sock.recv(size)
 
     def sendall(self, data):
-        # Most writes fit the socket buffer: one plain send, without the socket-buffer
-        # query and chunking gevent's sendall does on every call.
-        sent = self.sock.send(data)
-        if sent < len(data):
-            self.sock.sendall(memoryview(data)[sent:])
-
-
-class TLSTransport(PlainTransport):
-    """A socket after the TLS handshake (``sock`` is the ``SSLSocket``)."""
-
-    name = "tls"
+        self.sock.sendall(data)
 
     def stats(self):
         """NSQ's tls fields of a client's stats."""

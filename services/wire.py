@@ -83,22 +83,30 @@ class StreamReader:
     """Buffered reads of command lines and sized bodies from a socket (or a transport:
     anything with ``recv``).
 
-    ``on_idle`` is called just before the reader blocks on the socket: the moment every
-    pipelined command already received has been handled, which is when replies are worth
-    flushing and batched work is worth handing on.
+    ``on_idle(client_waiting)`` is called whenever every command already received has been
+    handled, which is when replies are worth flushing and batched work is worth handing on.
+    ``client_waiting`` is True when nothing more has arrived either, so the reader is about
+    to wait for the peer, which in turn is likely waiting for those replies. A source
+    that can tell cheaply has ``recv_nowait(n)`` (None when nothing has arrived) and
+    ``wait_readable()``; others, such as TLS, always report False.
     """
 
     def __init__(self, sock, on_idle=None, chunk_size=65536):
-        self.sock = sock
         self.on_idle = on_idle
         self.chunk_size = chunk_size
         self._buf = bytearray()
         self._pos = 0
+        self.switch_source(sock)
 
     def _fill(self):
+        recv_nowait = self._recv_nowait
+        data = recv_nowait(self.chunk_size) if recv_nowait is not None else None
         if self.on_idle is not None:
-            self.on_idle()
-        data = self.sock.recv(self.chunk_size)
+            self.on_idle(data is None and recv_nowait is not None)
+        if data is None:
+            if recv_nowait is not None:
+                self.sock.wait_readable()
+            data = self.sock.recv(self.chunk_size)
         if not data:
             raise ConnectionClosed()
         if self._pos:
@@ -128,6 +136,9 @@ class StreamReader:
 
     def read_size(self):
         """A big-endian int32, as every NSQ body and count is prefixed."""
+        if len(self._buf) - self._pos >= 4:
+            self._pos += 4
+            return SIZE.unpack_from(self._buf, self._pos - 4)[0]
         return SIZE.unpack(self.readexactly(4))[0]
 
     def take_buffered(self):
@@ -142,6 +153,7 @@ class StreamReader:
         """Read from ``source`` (anything with ``recv``, e.g. a TLS or compressing
         transport) from now on."""
         self.sock = source
+        self._recv_nowait = getattr(source, "recv_nowait", None)
 
 
 # -- parsing what V2 clients send --------------------------------------------------------
