@@ -192,7 +192,7 @@ class Session:
         send the replies, and wait while too much output is pending."""
         if self._command_start is None:
             self._command_start = time.monotonic()   # the read deadline's clock starts
-        fins_sent = self._flush_fins()
+        fins_sent = self._pending_fins and self._flush_fins()
         if self._out:
             if client_waiting and not self._write_lock.locked():
                 # Nothing more has arrived: the client is waiting for these replies, and

@@ -106,5 +106,7 @@ def bool_param(params, name, default):
 
 
 def read_body(req, limit):
-    """Up to ``limit + 1`` bytes of the request body (so callers can tell 'too big')."""
-    return req.bounded_stream.read(limit + 1)
+    """Up to ``limit + 1`` bytes of the request body (so callers can tell 'too big'). A
+    chunked body has no Content-Length: it comes from the server's de-chunking stream."""
+    stream = req.bounded_stream if req.content_length is not None else req.stream
+    return stream.read(limit + 1)

@@ -71,13 +71,18 @@ class PlainTransport:
         fcntl.ioctl(self._os_socket, termios.FIONREAD, self._unread, True)
         return self.sock.recv(size) if self._unread[0] else None
 
-    def wait_readable(self):
-        """Wait in the hub until the socket is readable (data or EOF)."""
+    def recv_when_readable(self, size):
+        """Wait in the hub until the socket is readable, then read (``b""`` at EOF)."""
         if self._readable is None:
             hub = gevent.get_hub()
             self._readable = hub.loop.io(self.sock.fileno(), 1)
             self._wait = hub.wait
-        self._wait(self._readable)
+        while True:
+            self._wait(self._readable)
+            try:
+                return self._os_socket.recv(size)
+            except BlockingIOError:
+                continue   # woken without data after all
 
     def sendall(self, data):
         try:

@@ -88,7 +88,7 @@ class StreamReader:
     ``client_waiting`` is True when nothing more has arrived either, so the reader is about
     to wait for the peer, which in turn is likely waiting for those replies. A source
     that can tell cheaply has ``recv_nowait(n)`` (None when nothing has arrived) and
-    ``wait_readable()``; others, such as TLS, always report False.
+    ``recv_when_readable(n)``; others, such as TLS, always report False.
     """
 
     def __init__(self, sock, on_idle=None, chunk_size=65536):
@@ -104,9 +104,8 @@ class StreamReader:
         if self.on_idle is not None:
             self.on_idle(data is None and recv_nowait is not None)
         if data is None:
-            if recv_nowait is not None:
-                self.sock.wait_readable()
-            data = self.sock.recv(self.chunk_size)
+            data = (self.sock.recv_when_readable(self.chunk_size) if recv_nowait is not None
+                    else self.sock.recv(self.chunk_size))
         if not data:
             raise ConnectionClosed()
         if self._pos:

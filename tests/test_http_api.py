@@ -12,6 +12,7 @@ import itertools
 import json
 import socket
 import struct
+import time
 import uuid
 
 import pytest
@@ -744,3 +745,61 @@ def test_pipelined_requests_on_one_socket(shared, name, clients):
     consumer.sub(topic, "ch", rdy=count)
     assert [m.body for m in consume(consumer, count)] == [f"p{i}".encode()
                                                           for i in range(count)]
+
+
+# -- request heads as clients write them -------------------------------------------------
+
+def raw_request(port, head, body=b""):
+    """One request written byte for byte (the head with ``Connection: close``); the
+    response's status, lower-cased headers and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"Connection: close\r\n\r\n" + body)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head_bytes, _, data = received.partition(b"\r\n\r\n")
+    status_line, *lines = head_bytes.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, data
+
+
+def test_request_headers_are_case_insensitive_and_folded_lines_accepted(shared, name,
+                                                                         clients):
+    topic = name()
+    status, headers, data = raw_request(
+        shared.http_port,
+        f"POST /pub?topic={topic} HTTP/1.1\r\nhOsT: 127.0.0.1\r\n"
+        "X-Folded: first part\r\n  second part\r\ncontent-LENGTH: 5\r\n".encode(),
+        b"hello")
+    assert (status, data) == (200, b"OK")
+    # An HTTP date (IMF-fixdate), as every response carries.
+    assert time.strptime(headers["date"], "%a, %d %b %Y %H:%M:%S GMT")
+    consumer = clients(shared.tcp_port)
+    consumer.sub(topic, "ch", rdy=1)
+    assert consumer.read_message().body == b"hello"
+
+
+def test_chunked_request_body_wins_over_content_length(shared, name, clients):
+    topic = name()
+    chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    status, _, data = raw_request(
+        shared.http_port,
+        f"POST /pub?topic={topic} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        "Transfer-Encoding: chunked\r\n".encode(), chunked)
+    assert (status, data) == (200, b"OK")
+    consumer = clients(shared.tcp_port)
+    consumer.sub(topic, "ch", rdy=1)
+    assert consumer.read_message().body == b"hello world"
+
+
+def test_request_head_with_a_line_that_is_no_header_still_works(shared, name):
+    topic = name()
+    status, _, data = raw_request(
+        shared.http_port,
+        f"POST /pub?topic={topic} HTTP/1.1\r\nHost: x\r\nnot a header\r\n"
+        "Content-Length: 2\r\n".encode(), b"ok")
+    assert (status, data) == (200, b"OK")
+    assert shared.topic_stats(topic)["message_count"] == 1

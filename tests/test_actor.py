@@ -1,0 +1,84 @@
+"""The actor base's promise, which topics and channels rely on: handlers run one at a
+time and in the order messages were sent, whether a message goes through the mailbox
+(``send``) or is handled at once in the caller's greenlet (``call`` on an idle actor).
+
+These run real actors on a gevent hub in the test process: the property is about
+greenlet interleaving, which no client of a daemon can observe directly.
+"""
+
+import gevent
+
+from greensq.actors.actor import Actor
+
+
+class Recorder(Actor):
+    """Logs when each handler starts and ends, in which greenlet, and any overlap."""
+
+    def __init__(self):
+        super().__init__("recorder")
+        self.log = []
+        self.running = 0
+        self.overlaps = 0
+        self.batches = 0
+
+    def on_work(self, tag, yields=0):
+        self.running += 1
+        if self.running > 1:
+            self.overlaps += 1
+        self.log.append(("start", tag, gevent.getcurrent()))
+        for _ in range(yields):
+            gevent.sleep(0)
+        self.log.append(("end", tag, gevent.getcurrent()))
+        self.running -= 1
+
+    def after_batch(self):
+        self.batches += 1
+
+
+def tags(actor):
+    return [(event, tag) for event, tag, _ in actor.log]
+
+
+def test_call_on_an_idle_actor_runs_in_the_callers_greenlet():
+    actor = Recorder().start()
+    gevent.sleep(0)
+    actor.call("work", "now")
+    assert tags(actor) == [("start", "now"), ("end", "now")]
+    assert actor.log[0][2] is gevent.getcurrent()
+    assert actor.batches == 1
+
+
+def test_call_while_a_handler_is_running_waits_its_turn_in_order():
+    actor = Recorder().start()
+    gevent.sleep(0)
+    first = gevent.spawn(actor.call, "work", "a", 5)    # runs inline and yields
+    gevent.sleep(0)
+    later = [gevent.spawn(actor.send, "work", "b"), gevent.spawn(actor.call, "work", "c"),
+             gevent.spawn(actor.send, "work", "d", 2), gevent.spawn(actor.call, "work", "e")]
+    gevent.joinall([first, *later], timeout=5, raise_error=True)
+    gevent.sleep(0.05)
+    assert actor.overlaps == 0
+    assert tags(actor) == [(event, tag) for tag in "abcde" for event in ("start", "end")]
+    # Only the first ran in its caller's greenlet; the rest went through the mailbox.
+    assert actor.log[0][2] is first
+    assert all(greenlet is actor.greenlet for _, tag, greenlet in actor.log if tag != "a")
+
+
+def test_call_behind_queued_messages_keeps_their_order():
+    actor = Recorder().start()
+    actor.send("work", "queued", 1)     # not handled yet: the actor has not run
+    actor.call("work", "called")
+    gevent.sleep(0.05)
+    assert tags(actor) == [("start", "queued"), ("end", "queued"),
+                           ("start", "called"), ("end", "called")]
+    assert actor.overlaps == 0
+
+
+def test_a_failing_inline_handler_is_logged_and_the_actor_goes_on(caplog):
+    actor = Recorder().start()
+    gevent.sleep(0)
+    actor.call("missing")                 # no on_missing: logged, not raised to the caller
+    assert "unexpected error handling 'missing'" in caplog.text
+    actor.call("work", "after")
+    assert tags(actor) == [("start", "after"), ("end", "after")]
+    assert not actor.turn.locked()

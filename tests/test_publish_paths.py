@@ -1,0 +1,121 @@
+"""Publishing along every path nsqd takes loses nothing and keeps replies in order.
+
+A publish reaches its topic in the publisher's own turn when the topic is idle, or
+through the topic's mailbox when it is busy (draining a backlog, say); a reply goes out
+from the session's reader when the client is waiting for it, or from its writer when the
+client keeps sending. These tests mix all of them against one topic and check what the
+clients see: every OK, every message delivered once, replies in command order.
+"""
+
+import struct
+import threading
+
+from support import FRAME_ERROR, FRAME_RESPONSE, V2Client, wait_until
+
+OK = (FRAME_RESPONSE, b"OK")
+
+
+def pub_command(topic, body):
+    return f"PUB {topic}\n".encode() + struct.pack(">i", len(body)) + body
+
+
+def consume(port, topic, expected, received, rdy=100):
+    """FIN messages into ``received`` until ``expected`` distinct bodies arrived."""
+    client = V2Client(port, timeout=30)
+    try:
+        client.identify(heartbeat_interval=2000)
+        client.sub(topic, "ch", rdy=rdy)
+        while len(received) < expected:
+            msg = client.read_message()
+            received[msg.body] = received.get(msg.body, 0) + 1
+            client.command(b"FIN " + msg.id)
+    finally:
+        client.close()
+
+
+def publish_waiting(port, topic, prefix, count, errors):
+    """One PUB at a time, each waiting for its OK."""
+    client = V2Client(port, timeout=30)
+    try:
+        for i in range(count):
+            frame = client.pub(topic, f"{prefix}-{i}".encode())
+            if frame != OK:
+                errors.append((prefix, i, frame))
+                return
+    finally:
+        client.close()
+
+
+def publish_pipelined(port, topic, prefix, count, errors):
+    """Every PUB in one write, then every OK."""
+    client = V2Client(port, timeout=30)
+    try:
+        client.send(b"".join(pub_command(topic, f"{prefix}-{i}".encode())
+                             for i in range(count)))
+        for i in range(count):
+            frame = client.read_frame()
+            if frame != OK:
+                errors.append((prefix, i, frame))
+                return
+    finally:
+        client.close()
+
+
+def publish_http(daemon, topic, prefix, count, errors):
+    for i in range(count):
+        status, _, body = daemon.http("POST", f"/pub?topic={topic}", f"{prefix}-{i}".encode())
+        if (status, body) != (200, b"OK"):
+            errors.append((prefix, i, status, body))
+            return
+
+
+def test_waiting_pipelining_and_http_publishers_lose_nothing(nsqd_factory):
+    # A small memory queue and a backlog published before the channel exists, so the
+    # topic is busy draining (and publishes queue in its mailbox) while new ones arrive.
+    daemon = nsqd_factory("--mem-queue-size=100")
+    topic = "paths"
+    backlog = [f"backlog-{i}".encode() for i in range(2000)]
+    client = V2Client(daemon.tcp_port)
+    for start in range(0, len(backlog), 500):
+        assert client.mpub(topic, backlog[start:start + 500]) == OK
+    client.close()
+
+    publishers = [(publish_waiting, f"wait{n}", 300) for n in range(3)]
+    publishers += [(publish_pipelined, "burst", 500)]
+    expected = len(backlog) + sum(count for _, _, count in publishers) + 100
+    received, errors = {}, []
+    consumer = threading.Thread(target=consume,
+                                args=(daemon.tcp_port, topic, expected, received))
+    consumer.start()
+    threads = [threading.Thread(target=publish, args=(daemon.tcp_port, topic, prefix,
+                                                      count, errors))
+               for publish, prefix, count in publishers]
+    threads.append(threading.Thread(target=publish_http,
+                                    args=(daemon, topic, "http", 100, errors)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    consumer.join(60)
+
+    assert errors == []
+    assert not consumer.is_alive(), f"consumer got {len(received)} of {expected}"
+    assert set(received) == set(backlog) | {
+        f"{prefix}-{i}".encode() for _, prefix, count in publishers for i in range(count)
+    } | {f"http-{i}".encode() for i in range(100)}
+    assert set(received.values()) == {1}
+    wait_until(lambda: daemon.channel_stats(topic, "ch")["in_flight_count"] == 0)
+    assert daemon.channel_stats(topic, "ch")["depth"] == 0
+    assert daemon.topic_stats(topic)["message_count"] == expected
+
+
+def test_replies_to_a_pipelined_burst_keep_command_order(nsqd):
+    client = V2Client(nsqd.tcp_port)
+    burst = b"".join(pub_command("ordered", b"m%d" % i) for i in range(50))
+    burst += b"PUB ordered\n" + struct.pack(">i", 0)   # fatal: invalid message body size
+    client.send(burst)
+    for _ in range(50):
+        assert client.read_frame() == OK
+    assert client.read_frame() == (FRAME_ERROR, b"E_BAD_MESSAGE PUB invalid message body size 0")
+    assert client.is_closed()
+    assert nsqd.topic_stats("ordered")["message_count"] == 50
