@@ -3,7 +3,8 @@
 A session is two greenlets: the reader (the connection's handler greenlet) parses commands
 and acts on them, and the writer sends whatever is queued for the client (replies,
 messages a channel delivered, heartbeats). Replies to pipelined commands go out together
-once every command already received has been handled; messages go out as soon as the
+once every command already received has been handled, sent by the reader itself when
+nothing more has arrived (the client is waiting for them); messages go out as soon as the
 writer runs, so a burst a channel delivers leaves in one write. The reader stops reading
 while too much output waits, so a client that never reads cannot make nsqd hold more than
 a bounded amount for it.
@@ -600,7 +601,7 @@ class Session:
 
     def _valid_name(self, raw, code, what, prefix=""):
         name = raw.decode("latin-1")
-        if name not in self.nsqd.topics and not is_valid_name(name):   # topics' are valid
+        if name not in self.nsqd.topics and not is_valid_name(name):   # (a topic's is valid)
             raise FatalClientError(code, f"{prefix}{what} name {go_quote(raw)} is not valid")
         return name
 

@@ -51,8 +51,8 @@ class PlainTransport:
     The hot path bypasses gevent's Python socket wrapper: sends go straight to the OS
     socket (falling back to gevent's ``sendall`` only when the buffer is full), and a
     reader can ask what has arrived without waiting (``recv_nowait``) and then wait for
-    readability itself (``wait_readable``), so a client waiting for each reply costs no
-    failed reads.
+    readability itself (``recv_when_readable``), so a client waiting for each reply costs
+    no failed reads.
     """
 
     name = "plain"
