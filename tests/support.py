@@ -113,7 +113,7 @@ class Daemon:
 
     def kill(self):
         """SIGKILL the arbiter and its worker (no chance to flush)."""
-        worker_pids = _children(self.proc.pid)
+        worker_pids = children(self.proc.pid)
         self.proc.kill()
         for pid in worker_pids:
             try:
@@ -159,7 +159,8 @@ class Daemon:
         return None
 
 
-def _children(pid):
+def children(pid):
+    """The PIDs of a process's children (a daemon's arbiter: its worker)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
             return [int(p) for p in fh.read().split()]

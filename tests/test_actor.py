@@ -9,6 +9,7 @@ greenlet interleaving, which no client of a daemon can observe directly.
 import gevent
 
 from greensq.actors.actor import Actor
+from support import gevent_wait_until
 
 
 class Recorder(Actor):
@@ -56,7 +57,7 @@ def test_call_while_a_handler_is_running_waits_its_turn_in_order():
     later = [gevent.spawn(actor.send, "work", "b"), gevent.spawn(actor.call, "work", "c"),
              gevent.spawn(actor.send, "work", "d", 2), gevent.spawn(actor.call, "work", "e")]
     gevent.joinall([first, *later], timeout=5, raise_error=True)
-    gevent.sleep(0.05)
+    gevent_wait_until(lambda: len(actor.log) == 10, message="five handlers")
     assert actor.overlaps == 0
     assert tags(actor) == [(event, tag) for tag in "abcde" for event in ("start", "end")]
     # Only the first ran in its caller's greenlet; the rest went through the mailbox.
@@ -68,7 +69,7 @@ def test_call_behind_queued_messages_keeps_their_order():
     actor = Recorder().start()
     actor.send("work", "queued", 1)     # not handled yet: the actor has not run
     actor.call("work", "called")
-    gevent.sleep(0.05)
+    gevent_wait_until(lambda: len(actor.log) == 4, message="both handlers")
     assert tags(actor) == [("start", "queued"), ("end", "queued"),
                            ("start", "called"), ("end", "called")]
     assert actor.overlaps == 0

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support import (FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, Daemon, V1Client, V2Client,
-                     _children, nsqlookupd_daemon)
+                     children, nsqlookupd_daemon)
 
 EXAMPLES = int(os.environ.get("GREENSQ_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -72,12 +72,12 @@ class Health:
 
     def __init__(self, daemon):
         self.daemon = daemon
-        self.workers = _children(daemon.proc.pid)
+        self.workers = children(daemon.proc.pid)
         assert len(self.workers) == 1, self.workers
 
     def check(self):
         assert self.daemon.proc.poll() is None, self.daemon.log_text()
-        assert _children(self.daemon.proc.pid) == self.workers, (
+        assert children(self.daemon.proc.pid) == self.workers, (
             "the worker was restarted (crashed?); log:\n" + self.daemon.log_text()[-4000:])
         conn = http.client.HTTPConnection("127.0.0.1", self.daemon.http_port, timeout=DEADLINE)
         try:

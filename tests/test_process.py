@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from greensq.services.version import __version__
-from support import FRAME_RESPONSE, Daemon, V2Client, wait_until
+from support import FRAME_RESPONSE, Daemon, V2Client, children, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = "greensq.http.nsqd_launcher"
@@ -86,14 +86,6 @@ def send_bad_magic(port):
             if not chunk:
                 return data
             data += chunk
-
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except OSError:
-        return []
 
 
 class Streams:
