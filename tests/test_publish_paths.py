@@ -33,27 +33,16 @@ def consume(port, topic, expected, received, rdy=100):
         client.close()
 
 
-def publish_waiting(port, topic, prefix, count, errors):
-    """One PUB at a time, each waiting for its OK."""
+def publish_tcp(port, topic, prefix, count, errors, pipelined=False):
+    """``count`` PUBs: one at a time, each waiting for its OK, or (``pipelined``) all in
+    one write, then every OK. The first reply that is not OK goes into ``errors``."""
     client = V2Client(port, timeout=30)
     try:
-        for i in range(count):
-            frame = client.pub(topic, f"{prefix}-{i}".encode())
-            if frame != OK:
-                errors.append((prefix, i, frame))
-                return
-    finally:
-        client.close()
-
-
-def publish_pipelined(port, topic, prefix, count, errors):
-    """Every PUB in one write, then every OK."""
-    client = V2Client(port, timeout=30)
-    try:
-        client.send(b"".join(pub_command(topic, f"{prefix}-{i}".encode())
-                             for i in range(count)))
-        for i in range(count):
-            frame = client.read_frame()
+        bodies = [f"{prefix}-{i}".encode() for i in range(count)]
+        if pipelined:
+            client.send(b"".join(pub_command(topic, body) for body in bodies))
+        for i, body in enumerate(bodies):
+            frame = client.read_frame() if pipelined else client.pub(topic, body)
             if frame != OK:
                 errors.append((prefix, i, frame))
                 return
@@ -80,16 +69,15 @@ def test_waiting_pipelining_and_http_publishers_lose_nothing(nsqd_factory):
         assert client.mpub(topic, backlog[start:start + 500]) == OK
     client.close()
 
-    publishers = [(publish_waiting, f"wait{n}", 300) for n in range(3)]
-    publishers += [(publish_pipelined, "burst", 500)]
+    publishers = [(False, f"wait{n}", 300) for n in range(3)] + [(True, "burst", 500)]
     expected = len(backlog) + sum(count for _, _, count in publishers) + 100
     received, errors = {}, []
     consumer = threading.Thread(target=consume,
                                 args=(daemon.tcp_port, topic, expected, received))
     consumer.start()
-    threads = [threading.Thread(target=publish, args=(daemon.tcp_port, topic, prefix,
-                                                      count, errors))
-               for publish, prefix, count in publishers]
+    threads = [threading.Thread(target=publish_tcp, args=(daemon.tcp_port, topic, prefix,
+                                                          count, errors, pipelined))
+               for pipelined, prefix, count in publishers]
     threads.append(threading.Thread(target=publish_http,
                                     args=(daemon, topic, "http", 100, errors)))
     for thread in threads:
