@@ -12,7 +12,8 @@ import os
 import shlex
 
 from greensq.http.launcher import (
-    ProtocolDaemonSpec, StartupError, bind_listener, daemon_main, options_or_exit)
+    ProtocolDaemonSpec, StartupError, bind_listener, daemon_main, die_with_parent,
+    options_or_exit)
 from greensq.services.nsqd_options import parse_nsqd_options
 
 log = logging.getLogger("greensq")
@@ -136,6 +137,7 @@ def standalone_app():
     ``NSQD_OPTS`` environment variable (``--tcp-address`` and ``--data-path`` matter most;
     ``--http-address`` is Gunicorn's ``--bind``).
     """
+    die_with_parent(os.getppid())   # the worker ends with the gunicorn arbiter
     opts = options_or_exit(parse_nsqd_options, shlex.split(os.environ.get("NSQD_OPTS", "")))
     spec = NsqdSpec(opts)
     try:
