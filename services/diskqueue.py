@@ -33,10 +33,12 @@ Rules shared with current go-diskqueue (v1.1 and later):
   not counted; like go-diskqueue, depth is forced back to 0, with an error log,
   whenever the reader reaches the tail of the queue with a non-zero depth.
 * On open, if the write segment on disk is longer than the metadata's write
-  offset (the metadata was not synced before a crash), writing continues in a
-  fresh segment and the reader salvages the records past the stale offset.
-  (greensq also does this when the segment is *shorter* than the offset, where
-  Go would leave a hole of zeros.)
+  offset, or later segments exist (the metadata was not synced before a crash,
+  perhaps not since a rotation), writing continues in a fresh segment after the
+  last one and the reader salvages the records past the stale offset and in the
+  later segments. (greensq also moves on when the segment is *shorter* than the
+  offset, where Go would leave a hole of zeros.) Temporary metadata files left
+  by a crash are removed.
 
 Durability and gevent: each ``put``/``put_many`` is one unbuffered ``write(2)``
 per segment touched, so what is on disk always matches the write offset, a
@@ -406,21 +408,46 @@ class DiskQueue:
             else:
                 self.log.error("DISKQUEUE(%s) failed to parse metadata %s: %r",
                                self.name, self.meta_path, text[:100])
-        try:
-            size = os.stat(self.segment_path(self._write_num)).st_size
-        except FileNotFoundError:
-            size = 0
-        if size != self._write_pos:
-            self.log.warning("DISKQUEUE(%s) %s metadata writePos %d != file size of %d,"
+        self._remove_stale_meta_files()
+        size = self._file_size(self._write_num)
+        later = []      # segments begun after the last metadata sync (rotated, then killed)
+        while os.path.exists(self.segment_path(self._write_num + len(later) + 1)):
+            later.append(self._write_num + len(later) + 1)
+        if size != self._write_pos or later:
+            self.log.warning("DISKQUEUE(%s) %s metadata writePos %d != file size of %d%s,"
                              " skipping to new file", self.name,
-                             self.segment_path(self._write_num), self._write_pos, size)
+                             self.segment_path(self._write_num), self._write_pos, size,
+                             " (and %d later segments)" % len(later) if later else "")
+            # Records written after the last metadata sync (a crash): count them in.
             if size > self._write_pos:
-                # Records written after the last metadata sync (a crash): count them in.
                 self._depth += self._count_records(
                     self.segment_path(self._write_num), self._write_pos, size)
-            self._write_num += 1
+            for num in later:
+                self._depth += self._count_records(
+                    self.segment_path(num), 0, self._file_size(num))
+            self._write_num = (later[-1] if later else self._write_num) + 1
             self._write_pos = 0
         self._check_tail()
+
+    def _file_size(self, num: int) -> int:
+        try:
+            return os.stat(self.segment_path(num)).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _remove_stale_meta_files(self) -> None:
+        """Temporary metadata files left by a crash in the middle of a metadata write."""
+        prefix = os.path.basename(self.meta_path) + "."
+        try:
+            names = os.listdir(self.data_path)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                try:
+                    os.remove(os.path.join(self.data_path, name))
+                except OSError:
+                    pass
 
     def _count_records(self, path: str, start: int, end: int) -> int:
         """How many whole records lie between ``start`` and ``end`` of a segment."""

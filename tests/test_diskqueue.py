@@ -170,6 +170,28 @@ def test_reopen_with_stale_metadata_salvages_unsynced_records(tmp_path):
     dq.close()
 
 
+def test_reopen_salvages_segments_begun_after_the_last_metadata_sync(tmp_path):
+    # A crash after a rotation but before the metadata recorded it: the metadata still
+    # names segment 0, yet segments 1 and 2 hold records. Nothing may be overwritten.
+    with open(seg(tmp_path, 0), "wb") as f:
+        f.write(rec(b"one") + rec(b"two"))
+    with open(seg(tmp_path, 1), "wb") as f:
+        f.write(rec(b"three"))
+    with open(seg(tmp_path, 2), "wb") as f:
+        f.write(rec(b"four") + rec(b"five"))
+    write_meta(tmp_path, 2, 0, 0, 0, len(rec(b"one") + rec(b"two")))
+    with open(meta(tmp_path) + ".123.tmp", "wb") as f:
+        f.write(b"half a metadata wri")
+    dq = make(tmp_path)
+    assert dq.depth == 5
+    assert not any(name.endswith(".tmp") for name in files(tmp_path))
+    dq.put(b"six")
+    assert os.path.getsize(seg(tmp_path, 3)) == len(rec(b"six"))
+    assert drain(dq) == [b"one", b"two", b"three", b"four", b"five", b"six"]
+    assert dq.depth == 0
+    dq.close()
+
+
 # ---------------------------------------------------------------- format pinning
 
 
