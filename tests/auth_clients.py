@@ -10,7 +10,7 @@ client parsed], "stats": /stats while the reader is connected, "error": null or 
 
 
 import client_scripts
-from client_scripts import reply_text, run_ioloop, topic_stats, wait_then, when_connected
+from client_scripts import finish_when, reply_text, run_ioloop, topic_stats, wait_then, when_connected
 
 N = 5
 
@@ -34,15 +34,17 @@ def run_pynsq(cfg, out, deadline):
     class Writer(Recording, nsq.Writer):
         pass
 
-    def handler(message):
-        out["received"].append(message.body.decode())
-        if len(out["received"]) >= N:
-            loop.add_callback(finish)
-        return True
-
     def finish():
         out["stats"] = topic_stats(cfg)
         loop.stop()
+
+    check = finish_when(loop, lambda: (len(out["received"]) >= N
+                                       and len(out["publish_results"]) >= N), finish)
+
+    def handler(message):
+        out["received"].append(message.body.decode())
+        check()
+        return True
 
     reader = Reader(topic=cfg["topic"], channel=cfg["channel"], message_handler=handler,
                     nsqd_tcp_addresses=[cfg["tcp"]], max_in_flight=N,
@@ -51,6 +53,7 @@ def run_pynsq(cfg, out, deadline):
 
     def on_response(conn, data):
         out["publish_results"].append(reply_text(data))
+        check()
 
     def publish():
         for i in range(N):

@@ -62,6 +62,21 @@ def main(runners, prepare):
     sys.stdout.flush()
 
 
+def finish_when(loop, ready, finish):
+    """A check for pynsq scenarios to call after every event they wait on (a message read,
+    a publish answered): the first time ``ready()`` holds, ``finish`` is scheduled on the
+    loop. A message can reach its reader before the publisher has read the OK, so a
+    scenario that checks both must wait for both."""
+    finished = []
+
+    def check():
+        if not finished and ready():
+            finished.append(True)
+            loop.add_callback(finish)
+
+    return check
+
+
 def when_connected(loop, writer, publish):
     """Call ``publish()`` on tornado's loop once pynsq's Writer has a live connection."""
     def poll():

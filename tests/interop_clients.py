@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 import client_scripts
-from client_scripts import reply_text, run_ioloop, wait_then, when_connected
+from client_scripts import finish_when, reply_text, run_ioloop, wait_then, when_connected
 
 DEFER_MS = 1000
 N = 10
@@ -38,7 +38,6 @@ class Scenario:
     def __init__(self):
         self.received = []      # dicts: reader, channel, body, attempts, t
         self.t0 = None
-        self.done = False
 
     def publishes(self):
         """A list of ("pub", body) / ("mpub", [bodies]) / ("dpub", body, ms)."""
@@ -204,14 +203,15 @@ def run_pynsq(cfg, scen, out, deadline):
             identify.append(data)
             return super()._on_connection_identify_response(conn, data, **kwargs)
 
+    check = finish_when(loop, lambda: scen.is_done() and (
+        len(out["publish_results"]) >= len(scen.publishes())), loop.stop)
+
     def handler_for(index, channel):
         def handler(message):
             msg = Msg(message.body, message.attempts, message.finish)
             scen.record(index, channel, msg)
             action = scen.on_message(index, channel, msg)
-            if scen.is_done() and not scen.done:
-                scen.done = True
-                loop.add_callback(loop.stop)   # after this handler's response is sent
+            check()   # stops the loop after this handler's response is sent
             if action == "finish":
                 return True
             if action == "fail":
@@ -232,6 +232,7 @@ def run_pynsq(cfg, scen, out, deadline):
 
     def on_response(conn, data):
         out["publish_results"].append(reply_text(data))
+        check()
 
     def publish():
         scen.t0 = time.monotonic()

@@ -19,7 +19,7 @@ snapshot taken while both connections are up, and an error text (or null).
 import ssl
 
 import client_scripts
-from client_scripts import reply_text, run_ioloop, topic_stats, wait_then, when_connected
+from client_scripts import finish_when, reply_text, run_ioloop, topic_stats, wait_then, when_connected
 
 BODIES = [f"msg-{i}" for i in range(6)]
 
@@ -53,15 +53,17 @@ def run_pynsq(cfg, out, deadline):
             out["identify"].append(data)
             return super()._on_connection_identify_response(conn, data, **kw)
 
-    def handler(message):
-        out["received"].append(message.body.decode())
-        if len(out["received"]) >= len(BODIES):
-            loop.add_callback(finish)
-        return True
-
     def finish():
         out["stats"] = topic_stats(cfg)
         loop.stop()
+
+    check = finish_when(loop, lambda: (len(out["received"]) >= len(BODIES)
+                                       and len(out["publish_results"]) >= 4), finish)
+
+    def handler(message):
+        out["received"].append(message.body.decode())
+        check()
+        return True
 
     reader = Reader(topic=cfg["topic"], channel="ch", message_handler=handler,
                     nsqd_tcp_addresses=[cfg["tcp"]], max_in_flight=10, **kwargs)
@@ -69,6 +71,7 @@ def run_pynsq(cfg, out, deadline):
 
     def on_response(conn, data):
         out["publish_results"].append(reply_text(data))
+        check()
 
     def publish():
         for body in BODIES[:3]:
