@@ -10,15 +10,72 @@ lock. ``call`` keeps that rule but skips the hand-off when the actor is idle: wi
 queued and no handler running, the message is handled at once in the caller's greenlet,
 which saves the two greenlet switches a mailbox costs (a single PUB waiting for its OK
 pays for each switch in latency).
+
+A sender that must know its message was handled (a publisher before it answers OK, an HTTP
+action before it answers 200) passes a ``Receipt`` and waits on it; ``ask`` does that for
+any handler. An actor that has stopped refuses what is still sent to it, failing the
+receipts, so nobody waits for an actor that is gone.
 """
 
 import logging
+import time
 
 import gevent
+from gevent.event import Event
 from gevent.lock import Semaphore
-from gevent.queue import Empty, Queue
+from gevent.queue import Empty, Full, Queue
 
 log = logging.getLogger("greensq")
+
+
+class Refused(Exception):
+    """The actor stopped (deleted, or nsqd is exiting) before it handled the message."""
+
+    def __init__(self, reason="exiting"):
+        super().__init__(reason)
+
+
+class StoreFailed(Exception):
+    """A published batch could not be written to a disk queue."""
+
+
+class Receipt:
+    """What a sender waits on until every actor its message concerns has handled it.
+
+    ``pending`` counts the handlers still to come: one to begin with, and an actor that
+    hands the work on (a topic to its channels) ``expect``s one more per recipient. Each
+    handler ends with ``done`` or ``fail``. The event exists only once somebody waits:
+    when everything happens inline, as it usually does, a receipt is a counter.
+    """
+
+    __slots__ = ("pending", "error", "_event")
+
+    def __init__(self):
+        self.pending = 1
+        self.error = None
+        self._event = None
+
+    def expect(self, count):
+        self.pending += count
+
+    def done(self):
+        self.pending -= 1
+        if not self.pending and self._event is not None:
+            self._event.set()
+
+    def fail(self, error):
+        """Done, unsuccessfully: ``wait`` raises the first error."""
+        if self.error is None:
+            self.error = error
+        self.done()
+
+    def wait(self):
+        if self.pending:
+            if self._event is None:
+                self._event = Event()
+            self._event.wait()
+        if self.error is not None:
+            raise self.error
 
 
 class Actor:
@@ -33,6 +90,7 @@ class Actor:
         self.turn = Semaphore()   # held while a handler runs, in whichever greenlet
         self.greenlet = None
         self.stopped = False
+        self._wake_at = float("inf")   # when the idle loop wakes for timed work (see call)
 
     def start(self):
         self.greenlet = gevent.spawn(self._run)
@@ -41,12 +99,15 @@ class Actor:
 
     def send(self, *message):
         """Post a message; blocks only when a bounded mailbox is full (backpressure)."""
-        self.mailbox.put(message)
+        if self.stopped:
+            self.refuse(message)
+        else:
+            self.mailbox.put(message)
 
     def call(self, kind, *args):
         """Handle a message now if the actor is idle, else post it like ``send``."""
         if self.stopped or self.turn.locked() or self.mailbox.qsize():
-            self.mailbox.put((kind, *args))
+            self.send(kind, *args)
             return
         # Only this message: anything posted meanwhile may have been taken by the actor's
         # own greenlet, which waits for the turn and keeps the order.
@@ -57,6 +118,38 @@ class Actor:
                     self.after_batch()
             except Exception:
                 log.exception("%s: unexpected error handling %r", self.label, kind)
+        # The idle loop sleeps until the timed work it knew of; if this message brought
+        # earlier work (a delivery's timeout, a deferred message), wake it to re-arm.
+        due = self.wakeup_in()
+        if due is not None and time.monotonic() + due < self._wake_at:
+            try:
+                self.mailbox.put_nowait(("tick",))
+            except Full:
+                pass   # the loop has messages to handle, and re-arms after them
+
+    def on_tick(self):
+        """A wake-up with no work of its own: the loop runs ``after_batch`` and re-arms."""
+
+    def ask(self, kind, *args):
+        """Have the message handled (at once if the actor is idle) and wait until it has
+        been; the handler's exception, or ``Refused``, is raised here."""
+        receipt = Receipt()
+        self.call("answer", receipt, kind, args)
+        receipt.wait()
+
+    def on_answer(self, receipt, kind, args):
+        try:
+            getattr(self, "on_" + kind)(*args)
+        except Exception as exc:
+            receipt.fail(exc)
+            raise
+        receipt.done()
+
+    def refuse(self, message):
+        """A message sent after the actor stopped: fail the receipts it carries."""
+        for arg in message[1:]:
+            if isinstance(arg, Receipt):
+                arg.fail(Refused())
 
     def wakeup_in(self):
         """Seconds until the actor must run even with an empty mailbox (None: never)."""
@@ -72,12 +165,17 @@ class Actor:
     def _run(self):
         mailbox = self.mailbox
         while not self.stopped:
+            timeout = self.wakeup_in()
+            self._wake_at = float("inf") if timeout is None else time.monotonic() + timeout
             try:
-                message = mailbox.get(timeout=self.wakeup_in())
+                message = mailbox.get(timeout=timeout)
             except Empty:
                 message = None
+            self._wake_at = float("-inf")   # awake: anything new is seen before it sleeps
             with self.turn:
                 self._handle_burst(message)
+        while self.mailbox.qsize():
+            self.refuse(self.mailbox.get_nowait())
 
     def _handle_burst(self, message):
         """Handle ``message`` and whatever else waits (up to ``burst``), then after_batch."""
@@ -109,6 +207,21 @@ class MessageHolder(Actor):
     @property
     def backend_depth(self):
         return self.queue.backend_depth
+
+    def store(self, msgs, receipt):
+        """Put a published batch into the queue (memory, then disk). On a disk error the
+        publisher is told (NSQ's ``PUB failed <error>``) and nsqd's health says so.
+        True if stored."""
+        try:
+            self.queue.put_many(msgs)
+        except (OSError, ValueError) as exc:
+            log.error("%s: failed to write messages to backend - %s", self.label, exc)
+            self.nsqd.set_health(exc)
+            if receipt is not None:
+                receipt.fail(StoreFailed(str(exc)))
+            return False
+        self.nsqd.set_health(None)
+        return True
 
     def on_pause(self):
         self.paused = True

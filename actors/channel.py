@@ -91,14 +91,26 @@ class Channel(MessageHolder):
 
     # -- mailbox handlers -----------------------------------------------------------
 
-    def on_put(self, msgs):
-        self.message_count += len(msgs)
+    def on_put(self, receipt, msgs):
+        """A batch from the topic; with a ``receipt`` (a publish, not a backlog drain) the
+        publisher waits until it is stored."""
         if msgs[0].defer_ms:
             for msg in msgs:
                 self._defer(msg, msg.defer_ms / 1000.0)
                 msg.defer_ms = 0
+        elif not self.store(msgs, receipt):
+            return
+        self.message_count += len(msgs)
+        if receipt is not None:
+            receipt.done()
+
+    def refuse(self, message):
+        """A deleted channel no longer holds the topic's messages: a publish waiting on
+        its copy is not failed for it."""
+        if message[0] == "put" and message[1] is not None:
+            message[1].done()
         else:
-            self.queue.put_many(msgs)
+            super().refuse(message)
 
     def on_sub(self, consumer):
         self.consumers.append(consumer)

@@ -19,6 +19,7 @@ import ujson
 from gevent.event import Event
 from gevent.lock import Semaphore
 
+from greensq.actors.actor import Refused, StoreFailed
 from greensq.actors.channel import Consumer
 from greensq.services.auth import AuthError, query_any_auth_server
 from greensq.services.message import ID_LENGTH
@@ -605,8 +606,13 @@ class Session:
             raise FatalClientError(code, f"{prefix}{what} name {go_quote(raw)} is not valid")
         return name
 
-    def _publish(self, topic_name, bodies, defer_ms=0):
-        self.nsqd.publish(topic_name, bodies, defer_ms)
+    def _publish(self, verb, topic_name, bodies, defer_ms=0):
+        """Publish and answer OK once the messages are stored (see NSQD.publish); a
+        refusal (nsqd exiting) or a failed disk write is NSQ's fatal ``E_<VERB>_FAILED``."""
+        try:
+            self.nsqd.publish(topic_name, bodies, defer_ms)
+        except (Refused, StoreFailed) as err:
+            raise FatalClientError(f"E_{verb}_FAILED", f"{verb} failed {err}") from None
         self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
         return OK_FRAME
 
@@ -616,7 +622,7 @@ class Session:
         topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "PUB topic")
         body = self._read_body("PUB", "E_BAD_MESSAGE", "message body")
         self._check_auth("PUB", topic_name)
-        return self._publish(topic_name, [body])
+        return self._publish("PUB", topic_name, [body])
 
     def cmd_dpub(self, params):
         if len(params) < 3:
@@ -627,7 +633,7 @@ class Session:
             raise FatalClientError("E_INVALID", f"DPUB timeout {defer_ms} out of range 0-{max_ms}")
         body = self._read_body("DPUB", "E_BAD_MESSAGE", "message body")
         self._check_auth("DPUB", topic_name)
-        return self._publish(topic_name, [body], defer_ms)
+        return self._publish("DPUB", topic_name, [body], defer_ms)
 
     def cmd_mpub(self, params):
         if len(params) < 2:
@@ -635,7 +641,8 @@ class Session:
         # NSQ's text repeats the code here; clients match on the first word either way.
         topic_name = self._valid_name(params[1], "E_BAD_TOPIC", "MPUB topic", "E_BAD_TOPIC ")
         self._check_auth("MPUB", topic_name)
-        self.nsqd.get_topic(topic_name)  # NSQ creates the topic before reading the body
+        if not self.nsqd.exiting:
+            self.nsqd.get_topic(topic_name)  # NSQ creates the topic before reading the body
         try:
             size = self.reader.read_size()
         except ConnectionClosed:
@@ -646,5 +653,5 @@ class Session:
             raise FatalClientError(
                 "E_BAD_BODY", f"MPUB body too big {size} > {self.opts.max_body_size}")
         body = self.reader.readexactly(size)
-        return self._publish(topic_name, split_mpub_body(body, self.opts))
+        return self._publish("MPUB", topic_name, split_mpub_body(body, self.opts))
 

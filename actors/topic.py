@@ -3,6 +3,9 @@
 While a topic has no channel, or is paused, it keeps what is published: in memory up to
 ``--mem-queue-size``, then in its own disk queue. Each channel gets its own ``Message``
 objects, handed over as one mailbox message per batch.
+
+A publish carries a ``Receipt``: the publisher answers OK only once the batch is in every
+queue it belongs to (the topic's own, or every channel's), in memory or written to disk.
 """
 
 import gevent
@@ -40,10 +43,10 @@ class Topic(MessageHolder):
 
     # -- called by sessions and HTTP handlers ------------------------------------------
 
-    def publish(self, msgs):
+    def publish(self, receipt, msgs):
         """Take a batch of new messages: at once when the topic is idle, else through the
-        mailbox (blocking while it is full)."""
-        self.call("pub", msgs)
+        mailbox (blocking while it is full). ``receipt`` is done once they are stored."""
+        self.call("pub", receipt, msgs)
 
     def get_channel(self, name):
         """The named channel, created (and started) if it does not exist yet."""
@@ -61,25 +64,25 @@ class Topic(MessageHolder):
         if channel is None:
             return False
         channel.deleted = True
-        channel.send("delete")
         self.nsqd.channel_deleted(self, channel)
         if self.ephemeral and not self.channels and not self.deleted:
             self.nsqd.delete_topic(self.name)
+        channel.ask("delete")
         return True
 
 
     # -- mailbox handlers -----------------------------------------------------------------
 
-    def on_pub(self, msgs):
+    def on_pub(self, receipt, msgs):
+        if self._flowing() and not self.depth:
+            self._fan_out(msgs, receipt)
+        elif not self.store(msgs, receipt):
+            return
         self.message_count += len(msgs)
         self.message_bytes += sum([len(msg.body) for msg in msgs])
-        if not self._flowing():
-            self.queue.put_many(msgs)   # kept until a channel can take them
-        elif self.depth:
-            self.queue.put_many(msgs)   # behind the backlog
-            self.on_drain()
-        else:
-            self._fan_out(msgs)
+        receipt.done()
+        if self._flowing():
+            self.on_drain()             # the batch waited behind a backlog
 
     def request_drain(self):
         """Called by a channel that has room: ask for more of the backlog (never blocks)."""
@@ -136,8 +139,13 @@ class Topic(MessageHolder):
     def _flowing(self):
         return bool(self.channels) and not self.paused
 
-    def _fan_out(self, msgs):
+    def _fan_out(self, msgs, receipt=None):
+        """Every channel gets the batch, each its own copy; with a ``receipt``, each
+        channel answers for its copy."""
         channels = list(self.channels.values())
-        channels[0].send("put", msgs)
+        if receipt is not None:
+            receipt.expect(len(channels))
+        channels[0].call("put", receipt, msgs)
         for channel in channels[1:]:
-            channel.send("put", [msg.copy() for msg in msgs])
+            channel.call("put", receipt, [msg.copy() for msg in msgs])
+

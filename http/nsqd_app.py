@@ -10,6 +10,7 @@ import re
 
 import ujson
 
+from greensq.actors.actor import Refused, StoreFailed
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json,
     respond_text)
@@ -51,13 +52,18 @@ class Resource:
         self.opts = nsqd.opts
 
     def publish(self, topic_name, bodies, defer_ms=0):
-        if self.nsqd.exiting:
-            raise NsqHTTPError(503, "EXITING")
-        self.nsqd.publish(topic_name, bodies, defer_ms)
+        """Publish; answered once stored. Any failure is NSQ's 503 ``EXITING``."""
+        try:
+            self.nsqd.publish(topic_name, bodies, defer_ms)
+        except (Refused, StoreFailed):
+            raise NsqHTTPError(503, "EXITING") from None
 
 
 class Ping(Resource):
     def on_get(self, req, resp):
+        """``OK``; NSQ's 500 with the health text after a failed disk-queue write."""
+        if self.nsqd.health_error is not None:
+            raise NsqHTTPError(500, self.nsqd.health)
         respond_text(resp, "OK")
 
 
@@ -166,19 +172,27 @@ class TopicAction(Resource):
             self._act(topic, action)
         else:
             raise NsqHTTPError(404, "NOT_FOUND")
-        resp.status = 200
-        resp.data = b""
+        self._answer(resp, action)
 
     @staticmethod
     def _act(actor, action):
-        if action == "pause":
-            actor.paused = True      # visible at once in /stats; the actor persists it
-        elif action == "unpause":
-            actor.paused = False
-        actor.send(action)
+        """Empty, pause or unpause a topic or channel, and wait until it is done."""
+        try:
+            actor.ask(action)
+        except Refused:
+            raise NsqHTTPError(404, "CHANNEL_NOT_FOUND" if hasattr(actor, "topic")
+                               else "TOPIC_NOT_FOUND") from None
+
+    def _answer(self, resp, action):
+        """200 once the action is done: what it changed in the topics and channels (and
+        their pause state) is in nsqd.dat too, so a crash right after cannot undo it."""
+        if action != "empty":
+            self.nsqd.persist_metadata()
+        resp.status = 200
+        resp.data = b""
 
 
-class ChannelAction(Resource):
+class ChannelAction(TopicAction):
     """POST /channel/create|delete|empty|pause|unpause?topic=...&channel=..."""
 
     def on_post(self, req, resp, action):
@@ -199,9 +213,8 @@ class ChannelAction(Resource):
             channel = topic.channels.get(channel_name)
             if channel is None:
                 raise NsqHTTPError(404, "CHANNEL_NOT_FOUND")
-            TopicAction._act(channel, action)
-        resp.status = 200
-        resp.data = b""
+            self._act(channel, action)
+        self._answer(resp, action)
 
 
 class Config(Resource):

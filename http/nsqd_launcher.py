@@ -85,6 +85,8 @@ class NsqdSpec(ProtocolDaemonSpec):
         nsqd = self.core
 
         def serve_v2(sock, address):
+            if nsqd.exiting:
+                return   # a connection that starts during shutdown is closed
             session = Session(nsqd, sock, address)
             nsqd.sessions.add(session)
             try:

@@ -16,6 +16,7 @@ import gevent
 import ujson
 from gevent.event import Event
 
+from greensq.actors.actor import Receipt, Refused
 from greensq.actors.topic import Topic
 from greensq.services.message import HEADER_SIZE, IdGenerator, Message
 from greensq.services.names import backend_name, is_ephemeral, is_valid_name
@@ -39,6 +40,7 @@ class NSQD:
         self.tcp_port = 0          # the bound ports, once listening
         self.http_port = 0
         self.exiting = False
+        self.health_error = None   # the last disk-queue write error, until a write works
         self._loading = False
         self._metadata_writer = None
         self._metadata_dirty = False
@@ -150,12 +152,28 @@ class NSQD:
         return topic
 
     def publish(self, topic_name, bodies, defer_ms=0):
-        """New messages for ``bodies`` into the named topic (created if need be); blocks
-        only while the topic's mailbox is full."""
+        """New messages for ``bodies`` into the named topic (created if need be). Returns
+        once they are in every queue they belong to, in memory or written to disk, as an
+        OK promises; raises ``Refused`` once nsqd is exiting (or the topic was deleted
+        meanwhile) and ``StoreFailed`` when a disk queue cannot be written."""
+        if self.exiting:
+            raise Refused()
         topic = self.topics.get(topic_name) or self.get_topic(topic_name)
         if bodies:
-            topic.publish(Message.new_batch(self.ids.next_ids(len(bodies)), bodies, defer_ms))
+            receipt = Receipt()
+            topic.publish(receipt, Message.new_batch(
+                self.ids.next_ids(len(bodies)), bodies, defer_ms))
+            receipt.wait()
         return topic
+
+    def set_health(self, error):
+        """Record a disk-queue write error (None: writes work again), as NSQ's health."""
+        self.health_error = error
+
+    @property
+    def health(self):
+        """``OK``, or NSQ's ``NOK - <error>`` after a failed disk-queue write."""
+        return "OK" if self.health_error is None else f"NOK - {self.health_error}"
 
     def get_existing_topic(self, name):
         return self.topics.get(name)
@@ -166,10 +184,10 @@ class NSQD:
         if topic is None:
             return False
         topic.deleted = True
-        topic.send("delete")
         log.info("TOPIC(%s): deleting", name)
         self.metadata_changed()
         self.notify_lookupd(f"UNREGISTER {name}")
+        topic.ask("delete")
         return True
 
     def channel_created(self, topic, channel):
@@ -213,6 +231,13 @@ class NSQD:
         self._metadata_dirty = True
         if self._metadata_writer is None:
             self._metadata_writer = gevent.spawn(self._write_metadata_while_dirty)
+
+    def persist_metadata(self):
+        """Write ``nsqd.dat`` now and wait until it is on disk."""
+        self.metadata_changed()
+        writer = self._metadata_writer
+        if writer is not None:
+            writer.join()
 
     def _write_metadata_while_dirty(self):
         try:

@@ -38,7 +38,7 @@ class Daemon:
 
     def __init__(self, data_path, args=(), module="greensq.http.nsqd_launcher",
                  tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", env=None,
-                 data_path_flag=True):
+                 data_path_flag=True, new_session=False):
         self.data_path = str(data_path)
         self.data_path_flag = data_path_flag   # False for daemons without --data-path
         self.args = list(args)
@@ -46,6 +46,7 @@ class Daemon:
         self.tcp_address = tcp_address
         self.http_address = http_address
         self.env = env
+        self.new_session = new_session   # its own process group, for os.killpg
         self.proc = None
         self.lines = []
         self._cond = threading.Condition()
@@ -60,7 +61,8 @@ class Daemon:
         self.lines = []
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=self.new_session)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         if wait:
             self.tcp_port = int(self.wait_for_log(r"TCP: listening on .*:(\d+)").group(1))
@@ -266,6 +268,33 @@ class V2Client(RawClient):
         assert kind == FRAME_MESSAGE, (kind, data)
         timestamp, attempts, msg_id = struct.unpack(">qH16s", data[:26])
         return Message(msg_id, attempts, timestamp, data[26:])
+
+def consume_expected(port, topic, channel, expected, timeout=60):
+    """Subscribe and FIN until every body in ``expected`` has arrived (duplicates and
+    other messages are fine); fails naming how many never came."""
+    client = V2Client(port)
+    client.sub(topic, channel, rdy=500)
+    missing = set(expected)
+
+    def more():
+        try:
+            kind, data = client.read_frame()
+        except socket.timeout:
+            return False
+        if kind == FRAME_MESSAGE:
+            missing.discard(data[26:])
+            client.command(b"FIN " + data[10:26])
+        return not missing
+
+    client.sock.settimeout(1.0)
+    try:
+        wait_until(more, timeout=timeout, interval=0, message="every expected message")
+    except AssertionError:
+        raise AssertionError(f"{len(missing)} of {len(expected)} expected messages never "
+                             f"came, e.g. {sorted(missing)[:5]}") from None
+    finally:
+        client.close()
+
 
 class Message:
     def __init__(self, msg_id, attempts, timestamp, body):

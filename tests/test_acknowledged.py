@@ -1,0 +1,92 @@
+"""An OK means the message is stored: with ``--mem-queue-size=0`` every acknowledged
+message is on disk before its OK, so it survives a SIGKILL of the whole daemon or of only
+its worker, killed while publishers are mid-stream.
+
+Publishers record every body whose PUB or MPUB was answered OK; after the kill and the
+restart a consumer reads the channel (and the channel-less topic, through a channel made
+afterwards) and every acknowledged body must be there. Duplicates are allowed (reads are
+at least once across a crash); losses are not.
+"""
+
+import os
+import signal
+import threading
+
+import pytest
+
+from support import (
+    FRAME_RESPONSE, Daemon, V2Client, children, consume_expected, wait_until)
+
+ROUNDS = 4
+PUBLISHERS = 3
+BATCH = 20
+FLAGS = ("--mem-queue-size=0", "--sync-every=1")
+
+
+class Publisher(threading.Thread):
+    """Publishes unique bodies (MPUB, with a single PUB every few batches) until its
+    connection breaks; ``acked`` holds every body answered OK."""
+
+    def __init__(self, port, topic, tag):
+        super().__init__(daemon=True)
+        self.client = V2Client(port)
+        self.topic, self.tag = topic, tag
+        self.acked = []
+
+    def run(self):
+        sequence = 0
+        try:
+            while True:
+                count = 1 if sequence % 5 == 0 else BATCH
+                bodies = [f"{self.tag}-{sequence + i}".encode() for i in range(count)]
+                sequence += count
+                reply = (self.client.pub(self.topic, bodies[0]) if count == 1
+                         else self.client.mpub(self.topic, bodies))
+                if reply != (FRAME_RESPONSE, b"OK"):
+                    return
+                self.acked.extend(bodies)
+        except (OSError, ConnectionError):
+            return
+
+
+def kill_process_group(daemon):
+    os.killpg(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait()
+
+
+def kill_worker(daemon):
+    (worker,) = children(daemon.proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: [p for p in children(daemon.proc.pid) if p != worker],
+               message="the arbiter to start a new worker")
+
+
+@pytest.mark.parametrize("kill", [kill_process_group, kill_worker])
+def test_every_acknowledged_message_survives_sigkill(tmp_path, kill):
+    daemon = Daemon(tmp_path / "data", FLAGS, new_session=True)
+    daemon.start()
+    try:
+        assert daemon.http("POST", "/topic/create?topic=acked")[0] == 200
+        assert daemon.http("POST", "/channel/create?topic=acked&channel=ch")[0] == 200
+        assert daemon.http("POST", "/topic/create?topic=held")[0] == 200   # no channel
+        acked = {"acked": [], "held": []}
+        for round_number in range(ROUNDS):
+            publishers = [Publisher(daemon.tcp_port, topic, f"r{round_number}p{i}{topic}")
+                          for i in range(PUBLISHERS) for topic in acked]
+            for publisher in publishers:
+                publisher.start()
+            wait_until(lambda: all(len(p.acked) >= 200 for p in publishers),
+                       message="publishers well under way")
+            kill(daemon)
+            if daemon.proc.poll() is not None:
+                daemon.start()
+            for publisher in publishers:
+                publisher.client.close()
+                publisher.join(10)
+                acked[publisher.topic].extend(publisher.acked)
+            wait_until(lambda: daemon.http("GET", "/ping")[0] == 200, message="/ping")
+        consume_expected(daemon.tcp_port, "acked", "ch", acked["acked"])
+        consume_expected(daemon.tcp_port, "held", "late", acked["held"])
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
