@@ -81,8 +81,6 @@ class Info(Resource):
             "max_output_buffer_size": opts.max_output_buffer_size,
             "max_output_buffer_timeout": int(opts.max_output_buffer_timeout * NS),
             "max_deflate_level": opts.max_deflate_level,
-            "topology_zone": opts.topology_zone,
-            "topology_region": opts.topology_region,
         })
 
 

@@ -14,6 +14,11 @@ import time
 
 from greensq.services.version import NSQ_VERSION
 
+
+# What Go's zero time.Time gives for UnixNano(): /debug's tombstoned_at of a producer
+# that was never tombstoned.
+GO_ZERO_TIME_NS = -6795364578871345152
+
 log = logging.getLogger("greensq")
 
 CLIENT = ("client", "", "")
@@ -254,6 +259,7 @@ class NSQLookupd:
                 producer.tombstone()
 
     def debug(self):
+        """``/debug``: every registration and its producers, in Go's shape."""
         data = {}
         for reg, producers in self.db.registrations.items():
             key = ":".join(reg)
@@ -268,6 +274,7 @@ class NSQLookupd:
                     "version": peer.version,
                     "last_update": int(peer.last_update * 1e9),
                     "tombstoned": producer.tombstoned_at is not None,
-                    "tombstoned_at": int((producer.tombstoned_at or 0) * 1e9),
+                    "tombstoned_at": (GO_ZERO_TIME_NS if producer.tombstoned_at is None
+                                      else int(producer.tombstoned_at * 1e9)),
                 })
-        return data
+        return dict(sorted(data.items()))   # Go writes a map's keys sorted

@@ -54,7 +54,7 @@ def client_stats(session, topic_filter=None):
 
 def channel_stats(channel, include_clients):
     clients = ([client_stats(c.session) for c in channel.consumers]
-               if include_clients else [])
+               if include_clients else None)
     return {
         "channel_name": channel.name,
         "depth": channel.depth,
@@ -109,25 +109,33 @@ def memory_stats():
 
 def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
                include_clients=True, include_mem=True):
-    """The ``/stats?format=json`` document."""
-    topics = [topic_stats(nsqd.topics[name], channel_filter, include_clients)
-              for name in sorted(nsqd.topics)
-              if (topic_filter is None or name == topic_filter)
-              and (channel_filter is None or channel_filter in nsqd.topics[name].channels)]
+    """The ``/stats?format=json`` document.
+
+    Go's encoder writes an empty list it never made as ``null``, and dashboards pass that
+    on, so the nulls are Go's: ``topics`` for a topic filter that matches nothing,
+    ``clients`` without include_clients, ``producers`` when there are none. An empty
+    filter means no filter, as in Go."""
+    topic_filter, channel_filter = topic_filter or None, channel_filter or None
+    if topic_filter is not None and topic_filter not in nsqd.topics:
+        topics = None
+    else:
+        topics = [topic_stats(nsqd.topics[name], channel_filter, include_clients)
+                  for name in sorted(nsqd.topics)
+                  if (topic_filter is None or name == topic_filter)
+                  and (channel_filter is None or channel_filter in nsqd.topics[name].channels)]
     stats = {
         "version": NSQ_VERSION,
-        "health": "OK",
+        "health": nsqd.health,
         "start_time": nsqd.start_time,
         "topics": topics,
     }
     if include_mem:
         stats["memory"] = memory_stats()
-    producers = []
+    producers = None
     if include_clients:
-        for session in nsqd.sessions:
-            if session.pub_counts and (
-                    topic_filter is None or topic_filter in session.pub_counts):
-                producers.append(client_stats(session, topic_filter))
+        producers = [client_stats(session, topic_filter) for session in nsqd.sessions
+                     if session.pub_counts and (
+                         topic_filter is None or topic_filter in session.pub_counts)] or None
     stats["producers"] = producers
     return stats
 
@@ -162,7 +170,7 @@ def format_text(stats):
         lines += ["", "Topics: None"]
     else:
         lines += ["", "Topics:"]
-    for topic in stats["topics"]:
+    for topic in stats["topics"] or ():
         prefix = "*P " if topic["paused"] else "   "
         lines.append(
             f"{prefix}[{topic['topic_name']:<15}] depth: {topic['depth']:<5} "
@@ -175,7 +183,7 @@ def format_text(stats):
                 f"inflt: {channel['in_flight_count']:<4} def: {channel['deferred_count']:<4} "
                 f"re-q: {channel['requeue_count']:<5} timeout: {channel['timeout_count']:<5} "
                 f"msgs: {channel['message_count']:<8} e2e%: ")
-            lines += ["        " + _client_line(c, now) for c in channel["clients"]]
+            lines += ["        " + _client_line(c, now) for c in channel["clients"] or ()]
     producers = stats.get("producers") or []
     lines += ["", "Producers:" if producers else "Producers: None"]
     lines += ["   " + _client_line(p, now) for p in producers]
