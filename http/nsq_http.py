@@ -58,6 +58,13 @@ def _falcon_error(req, resp, ex, params):
         resp.set_header(name, value)
 
 
+def _connection_error(req, resp, ex, params):
+    """The client reset or went away mid-request: one line, no traceback."""
+    log.debug("HTTP %s %s: connection error - %s", req.method, req.path, ex)
+    _render_error(resp, 400, "INVALID_REQUEST")
+    resp.set_header("Connection", "close")
+
+
 def _unexpected_error(req, resp, ex, params):
     log.exception("HTTP %s %s: internal error", req.method, req.path)
     _render_error(resp, 500, "INTERNAL_ERROR")
@@ -79,6 +86,7 @@ def create_api(plain_paths=("/ping",)):
     app = falcon.App(middleware=[NsqHeaders(plain_paths)])
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected_error)
+    app.add_error_handler(OSError, _connection_error)
     app.add_error_handler(falcon.HTTPError, _falcon_error)
     app.add_error_handler(NsqHTTPError, _nsq_error)
     return app

@@ -12,18 +12,25 @@ even with logging off, so the handler does not log requests; and the Date header
 formatted once a second instead of once a request.
 
 pywsgi bounds the request line (8 KiB, else 414); ``RequestHeaders`` bounds each header
-line (64 KiB) and the header count (100), else 400. A connection that sends nothing for ``IDLE_TIMEOUT``
+line (64 KiB) and the header count (100), else 400. A malformed request gets its 400 and
+at most a debug line, and a client that resets or goes away mid-request is a debug line
+too, never a traceback (Go's HTTP server logs neither). A connection that sends nothing for ``IDLE_TIMEOUT``
 seconds (300; ``GREENSQ_HTTP_IDLE_TIMEOUT`` in the environment at start overrides it) is
 closed, so idle keep-alive connections and stalled requests are not held forever.
 """
 
+import logging
 import os
+import re
 import socket
 import time
 
 from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
 
 IDLE_TIMEOUT = float(os.environ.get("GREENSQ_HTTP_IDLE_TIMEOUT") or 300.0)
+HTTP_VERSION = re.compile(r"HTTP/(\d{1,3})\.(\d{1,3})")
+
+log = logging.getLogger("greensq")
 
 
 MAX_HEADER_LINE = 65536
@@ -134,7 +141,31 @@ class CoalescingHandler(WSGIHandler):
         super().finalize_headers()
 
     def _check_http_version(self):
-        return self.request_version == "HTTP/1.1" or super()._check_http_version()
+        """HTTP/0.9 up to HTTP/1.x; anything else (``HTTP/1``, ``HTTP/x.y``) is a 400."""
+        if self.request_version == "HTTP/1.1":
+            return True
+        match = HTTP_VERSION.fullmatch(self.request_version)
+        return match is not None and (0, 9) <= (int(match[1]), int(match[2])) < (2, 0)
+
+    def handle(self):
+        try:
+            super().handle()
+        except OSError as exc:          # the client reset or went away
+            log.debug("HTTP: [%s] connection error - %s", self._client(), exc)
+
+    def _handle_client_error(self, ex):
+        if not isinstance(ex, (ValueError, OSError)):   # pywsgi prints a traceback for these
+            ex = ValueError(f"{type(ex).__name__}: {ex}")
+        return super()._handle_client_error(ex)
+
+    def log_error(self, msg, *args):
+        """pywsgi's own complaints about a connection: one debug line."""
+        text = msg % args if args else msg
+        log.debug("HTTP: [%s] %s", self._client(), ascii(text)[:200])
+
+    def _client(self):
+        address = self.client_address
+        return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else address
 
 
 _date_cache = [0, b""]

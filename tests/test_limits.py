@@ -324,3 +324,48 @@ def test_idle_http_connection_is_closed(nsqd, data):
         assert status == 200
     else:
         assert status in (None, 400)
+
+
+def reset(sock):
+    """Close with a TCP RST (SO_LINGER 0), as a crashing client does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+HOSTILE = [
+    b"GET /ping HTTP/1\r\n\r\n",
+    b"GET /ping HTTP/x.y\r\n\r\n",
+    b"\x00\xff" * 40 + b"\r\n\r\n",
+    b"POST /pub?topic=hostile HTTP/1.1\r\nContent-Length: 100\r\n\r\npartial",
+    b"POST /mpub?topic=hostile HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"  V2PUB hostile\n\x00\x00\x03\xe8partial",
+    b"  V2" + bytes(range(256)),
+    b"  V2IDENTIFY\n\x00\x00\x00\x05{{{{{",
+    b"  V2SUB hostile ch\nRDY 5\n",
+    b"  V1" + b"\xde\xad" * 30,
+]
+
+
+@pytest.mark.parametrize("which", ["nsqd", "lookupd"])
+def test_hostile_connections_log_one_line_never_a_traceback(request, which):
+    daemon = request.getfixturevalue(which)
+    start = len(daemon.lines)
+    for round_number in range(10):
+        for payload in HOSTILE:
+            for port in (daemon.tcp_port, daemon.http_port):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                try:
+                    sock.sendall(payload)
+                except OSError:
+                    pass
+                if round_number % 2:
+                    reset(sock)
+                else:
+                    sock.close()
+    sock = socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5)
+    sock.sendall(b"GET /ping HTTP/1\r\n\r\n")
+    assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    sock.close()
+    assert daemon.http("GET", "/ping")[0] == 200
+    log = "\n".join(daemon.lines[start:])
+    assert "Traceback" not in log and "IndexError" not in log, log[-3000:]
