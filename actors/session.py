@@ -49,7 +49,7 @@ class Session:
 
     auth_secret = None   # what the client sent with AUTH (bytes)
     auth_state = None    # the auth server's answer (services.auth.AuthState)
-    _next_heartbeat = 0.0  # monotonic time of the next heartbeat (see tick)
+    next_heartbeat = None  # monotonic time of the next heartbeat (see heartbeat)
     _command_start = None  # when the reader began waiting for the current command
     _reads_since_yield = 0
 
@@ -99,7 +99,7 @@ class Session:
 
     def run(self):
         """Serve the connection until it closes (called after the magic was read)."""
-        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        self._schedule_heartbeats()
         writer = gevent.spawn(self._write_loop)
         try:
             self._read_loop()
@@ -136,20 +136,34 @@ class Session:
             self.channel.detach(self.consumer)
             self.channel = None
 
-    def tick(self, now):
-        """nsqd's watchdog calls this a few times a second for every session, so that no
-        read or write needs a timer of its own: it sends the heartbeat when one is due,
-        and enforces NSQ's read deadline (a command, line and body, must arrive within
-        two heartbeat intervals of the reader starting to wait for it)."""
-        interval = self.heartbeat_interval
-        if interval <= 0 or self._closed:
-            return
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + interval
-            self._queue(HEARTBEAT_FRAME)
-            self._wake.set()
+    # -- timed work, done by nsqd's watchdog (services/watchdog.py) -----------------------
+
+    def _schedule_heartbeats(self):
+        """The first heartbeat one interval from now (at the start, and after IDENTIFY)."""
+        if self.heartbeat_interval > 0:
+            self.next_heartbeat = time.monotonic() + self.heartbeat_interval
+            self.nsqd.watchdog.schedule(self, self.next_heartbeat)
+        else:
+            self.next_heartbeat = None
+
+    def heartbeat(self, now):
+        """Send the heartbeat that is due; the time of the next one (None: no more)."""
+        if self._closed:
+            self.next_heartbeat = None
+            return None
+        self._queue(HEARTBEAT_FRAME)
+        self._wake.set()
+        # Every interval from the first, unless the watchdog fell behind.
+        self.next_heartbeat = max(self.next_heartbeat + self.heartbeat_interval, now)
+        return self.next_heartbeat
+
+    def check_read_deadline(self, now):
+        """NSQ's read deadline: a command, line and body, must arrive within two heartbeat
+        intervals of the reader starting to wait for it."""
         started = self._command_start
-        if started is not None and now - started > interval * 2:
+        interval = self.heartbeat_interval
+        if (started is not None and interval > 0 and not self._closed
+                and now - started > interval * 2):
             log.info("[%s] heartbeat timeout, closing", self.remote_address)
             self.close()
 
@@ -448,7 +462,7 @@ class Session:
         self.output_buffer_size, self.output_buffer_timeout = size, timeout_s
         self.sample_rate = sample_rate
         self.msg_timeout = msg_timeout_s
-        self._next_heartbeat = time.monotonic() + heartbeat_s   # the ticker restarts
+        self._schedule_heartbeats()   # the ticker restarts
 
     def cmd_auth(self, params):
         if self.state != STATE_INIT:

@@ -21,6 +21,7 @@ from greensq.actors.topic import Topic
 from greensq.services.message import HEADER_SIZE, IdGenerator, Message
 from greensq.services.names import backend_name, is_ephemeral, is_valid_name
 from greensq.services.version import NSQ_VERSION
+from greensq.services.watchdog import Watchdog
 
 log = logging.getLogger("greensq")
 
@@ -44,7 +45,7 @@ class NSQD:
         self._loading = False
         self._metadata_writer = None
         self._metadata_dirty = False
-        self._watchdog = None
+        self.watchdog = Watchdog(self.sessions)
         self.lookup_peers = {}     # lookupd TCP address -> LookupPeer (while started)
         self.lookup_started = False
 
@@ -59,16 +60,8 @@ class NSQD:
     def start(self):
         """Background work once the listeners serve: the lookupd peers and the watchdog
         that sends every session's heartbeats and enforces its read deadline."""
-        self._watchdog = gevent.spawn(self._tick_sessions)
+        self.watchdog.start()
         self.start_lookup()
-
-    def _tick_sessions(self, interval=0.1):
-        """Heartbeats and read deadlines for every session, from one greenlet."""
-        while True:
-            gevent.sleep(interval)
-            now = time.monotonic()
-            for session in list(self.sessions):
-                session.tick(now)
 
     def start_lookup(self):
         """Connect to every --lookupd-tcp-address (called once the ports are known)."""
@@ -296,8 +289,7 @@ class NSQD:
     def close(self):
         """Stop every session and actor, flush every queue to disk, write metadata."""
         self.exiting = True
-        if self._watchdog is not None:
-            self._watchdog.kill()
+        self.watchdog.stop()
         for session in list(self.sessions):
             session.close()
         self.write_metadata()

@@ -820,6 +820,22 @@ def test_heartbeat_frames_arrive_and_answering_keeps_the_connection(server):
     assert client.pub(unique(), b"x") == OK
 
 
+def test_heartbeats_leave_when_due(server):
+    # Clients time them: ansq expects exactly one heartbeat 1.1 s after an IDENTIFY with
+    # heartbeat_interval 1000. Each of three heartbeats is measured from the IDENTIFY
+    # answer; one late outlier on a busy machine is tolerated, a coarse timer is not.
+    client = connect(server)
+    assert client.identify(heartbeat_interval=1000) == b"OK"
+    start = time.monotonic()
+    lateness = []
+    for beat in range(1, 4):
+        assert client.read_frame(skip_heartbeats=False) == (FRAME_RESPONSE, b"_heartbeat_")
+        lateness.append(time.monotonic() - start - beat)
+        client.command("NOP")
+    assert min(lateness) > -0.005, lateness
+    assert sorted(lateness)[1] < 0.03, lateness
+
+
 def test_silent_client_is_disconnected(server):
     client = connect(server)
     # Let the session's writer start on the default interval before IDENTIFY changes it.
