@@ -96,8 +96,13 @@ class LookupPeer(Actor):
 
     def on_command(self, line):
         if self.sock is not None:
-            log.info("LOOKUPD(%s): %s", self, line)
+            self._log_registration(line)
             self._command(line)
+
+    def _log_registration(self, line):
+        """NSQ's line: ``topic REGISTER t`` or ``channel UNREGISTER t c``."""
+        kind = "channel" if line.count(" ") == 2 else "topic"
+        log.info("LOOKUPD(%s): %s %s", self, kind, line)
 
     def on_disconnected(self, sock):
         if sock is self.sock:
@@ -119,6 +124,7 @@ class LookupPeer(Actor):
                 "hostname": opts.hostname, "broadcast_address": opts.broadcast_address}
 
     def _connect(self):
+        log.info("LOOKUP connecting to %s", self)
         try:
             sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         except OSError as exc:
@@ -152,12 +158,14 @@ class LookupPeer(Actor):
             self._drop()
             return
         self.info = info
-        log.info("LOOKUPD(%s): peer info %s", self, info)
+        log.info("LOOKUPD(%s): peer info {TCPPort:%s HTTPPort:%s Version:%s BroadcastAddress:%s}",
+                 self, info.get("tcp_port"), info.get("http_port"), info.get("version"),
+                 info.get("broadcast_address"))
         if not info.get("broadcast_address"):
             log.error("LOOKUPD(%s): no broadcast address", self)
         self.backoff = min(1.0, self.max_backoff)
         for line in self.nsqd.lookup_registrations():
-            log.info("LOOKUPD(%s): %s", self, line)
+            self._log_registration(line)
             if self._command(line) is None:
                 return
 

@@ -81,10 +81,12 @@ class LookupSession:
                     break
                 if response is not None:
                     self._send(response)
-        except (EOFError, OSError):
+        except EOFError:
             pass
+        except OSError as exc:
+            log.error("client(%s) - %s", self.remote, exc)
         finally:
-            log.info("CLIENT(%s): closing", self.remote)
+            log.info("PROTOCOL(V1): [%s] exiting ioloop", self.remote)
             if self.peer is not None:
                 self.lookupd.disconnect(self.peer)
 

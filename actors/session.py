@@ -103,13 +103,16 @@ class Session:
         writer = gevent.spawn(self._write_loop)
         try:
             self._read_loop()
-        except (ConnectionClosed, OSError):
+        except ConnectionClosed:
             pass
-        except TransportError as err:
-            log.error("[%s] failed to read command - %s", self.remote_address, err)
+        except (OSError, TransportError) as err:
+            if not self._closed:
+                log.error("client(%s) - failed to read command - %s", self.remote_address, err)
         except LineTooLong:
-            log.error("[%s] failed to read command - line too long", self.remote_address)
+            log.error("client(%s) - failed to read command - line too long",
+                      self.remote_address)
         finally:
+            log.info("PROTOCOL(V2): [%s] exiting ioloop", self.remote_address)
             self._closed = True
             self._wake.set()
             self._release_subscription()

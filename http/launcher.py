@@ -291,6 +291,8 @@ class DaemonWorker(GeventWorker):
                 self.notify()
                 self._stop.wait(1.0)
             for server in servers:
+                logging.getLogger("greensq").info(
+                    "HTTP: closing %s", format_sockname(server.socket))
                 server.close()
             deadline = time.monotonic() + self.drain_timeout
             while time.monotonic() < deadline and any(

@@ -69,6 +69,7 @@ class NSQD:
         self._sync_lookup_peers()
 
     def stop_lookup(self):
+        log.info("LOOKUP: closing")
         self.lookup_started = False
         for peer in self.lookup_peers.values():
             peer.stop()
@@ -189,7 +190,8 @@ class NSQD:
         self.notify_lookupd(f"REGISTER {topic.name} {channel.name}")
 
     def channel_deleted(self, topic, channel):
-        log.info("CHANNEL(%s:%s): deleting", topic.name, channel.name)
+        log.info("TOPIC(%s): deleting channel %s", topic.name, channel.name)
+        log.info("CHANNEL(%s): deleting", channel.name)
         self.metadata_changed()
         if not topic.deleted:   # a deleted topic's UNREGISTER covers its channels
             self.notify_lookupd(f"UNREGISTER {topic.name} {channel.name}")
@@ -243,6 +245,7 @@ class NSQD:
     def write_metadata(self):
         """Write ``nsqd.dat`` atomically: temp file, fsync, rename."""
         path = os.path.join(self.data_path, METADATA_FILE)
+        log.info("NSQ: persisting topic/channel metadata to %s", path)
         tmp = f"{path}.{random.getrandbits(31)}.tmp"
         data = ujson.dumps(self.metadata()).encode()
         try:
@@ -293,6 +296,7 @@ class NSQD:
         for session in list(self.sessions):
             session.close()
         self.write_metadata()
+        log.info("NSQ: closing topics")
         events = []
         for topic in list(self.topics.values()):
             done = Event()
@@ -300,4 +304,4 @@ class NSQD:
             events.append(done)
         for done in events:
             done.wait()
-        log.info("NSQ: stopped")
+        log.info("NSQ: bye")

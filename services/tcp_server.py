@@ -86,11 +86,11 @@ class ProtocolServer(StreamServer):
             sock.close()
             return
         serve = self.protocols.get(magic)
+        client = _format_address(address)
+        log.info("CLIENT(%s): desired protocol magic '%s'", client, magic.decode("latin-1"))
         try:
             if serve is None:
-                text = (f"E_BAD_PROTOCOL client({_format_address(address)}) "
-                        f"bad protocol magic '{magic.decode('latin-1')}'")
-                log.error("%s", text)
+                log.error("client(%s) bad protocol magic '%s'", client, magic.decode("latin-1"))
                 try:
                     sock.sendall(error_frame(b"E_BAD_PROTOCOL"))  # NSQ's frame: the code only
                 except OSError:

@@ -425,3 +425,25 @@ def test_import_http_client_from_repo_root_gets_the_standard_library():
     assert http_init == stdlib / "http" / "__init__.py"
     assert http_client == stdlib / "http" / "client.py"
     assert app_file == REPO / "http" / "nsqd_app.py"
+
+
+def test_log_lines_read_like_nsqs(nsqd_factory, lookupd_factory):
+    lookupd = lookupd_factory()
+    nsqd = nsqd_factory(f"--lookupd-tcp-address=127.0.0.1:{lookupd.tcp_port}")
+    nsqd.wait_for_log(r"LOOKUPD\(127\.0\.0\.1:\d+\): peer info \{TCPPort:%d HTTPPort:%d "
+                      r"Version:1\.3\.0 BroadcastAddress:\S+\}$" % (lookupd.tcp_port,
+                                                                     lookupd.http_port))
+    assert post(nsqd.http_port, "/topic/create?topic=logged") == 200
+    assert post(nsqd.http_port, "/channel/create?topic=logged&channel=ch") == 200
+    nsqd.wait_for_log(r"INFO: LOOKUPD\(127\.0\.0\.1:\d+\): topic REGISTER logged$")
+    nsqd.wait_for_log(r"INFO: LOOKUPD\(127\.0\.0\.1:\d+\): channel REGISTER logged ch$")
+    send_bad_magic(nsqd.tcp_port)
+    nsqd.wait_for_log(r"INFO: CLIENT\(127\.0\.0\.1:\d+\): desired protocol magic 'XXXX'$")
+    nsqd.wait_for_log(r"ERROR: client\(127\.0\.0\.1:\d+\) bad protocol magic 'XXXX'$")
+    assert post(nsqd.http_port, "/channel/delete?topic=logged&channel=ch") == 200
+    nsqd.wait_for_log(r"INFO: TOPIC\(logged\): deleting channel ch$")
+    nsqd.wait_for_log(r"INFO: LOOKUPD\(127\.0\.0\.1:\d+\): channel UNREGISTER logged ch$")
+    lookupd.wait_for_log(r"INFO: CLIENT\(127\.0\.0\.1:\d+\): IDENTIFY Address:\S+ "
+                         r"TCP:%d HTTP:%d Version:1\.3\.0$" % (nsqd.tcp_port, nsqd.http_port))
+    assert nsqd.stop() == 0
+    nsqd.wait_for_log(r"INFO: NSQ: bye$")

@@ -122,7 +122,7 @@ def test_publishes_racing_sigterm_are_flushed_or_refused(tmp_path):
     # flushed everything and is about to exit: the sharpest races.
     daemon.wait_for_log(r"TCP: closing")
     closing.set()
-    daemon.wait_for_log(r"NSQ: stopped")
+    daemon.wait_for_log(r"NSQ: bye")
     stopped.set()
     assert daemon.proc.wait(30) == 0, daemon.log_text()
     for thread in threads:
