@@ -334,9 +334,13 @@ class DaemonApplication(BaseApplication):
             "errorlog": "-",
             "accesslog": None,
             "proc_name": self.spec.name,
+            # Gunicorn 25.1+ opens a control socket (one path per user, shared by every
+            # daemon) served by an asyncio thread in the arbiter: nothing nsqd needs.
+            "control_socket_disable": True,
         }
         for key, value in settings.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
 
     def load(self):
         return self.spec.build_app(self.sockets)
