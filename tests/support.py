@@ -39,11 +39,11 @@ class Daemon:
     def __init__(self, data_path, args=(), module="greensq.http.nsqd_launcher",
                  tcp_address="127.0.0.1:0", http_address="127.0.0.1:0", env=None,
                  data_path_flag=True, new_session=False):
-        self.data_path = str(data_path)
+        self.data_path = str(data_path) if data_path is not None else None
         self.data_path_flag = data_path_flag   # False for daemons without --data-path
         self.args = list(args)
         self.module = module
-        self.tcp_address = tcp_address
+        self.tcp_address = tcp_address         # None for daemons without a TCP port
         self.http_address = http_address
         self.env = env
         self.new_session = new_session   # its own process group, for os.killpg
@@ -53,11 +53,13 @@ class Daemon:
 
     def command(self):
         data_path = [f"--data-path={self.data_path}"] if self.data_path_flag else []
-        return [sys.executable, "-m", self.module, f"--tcp-address={self.tcp_address}",
+        tcp = [f"--tcp-address={self.tcp_address}"] if self.tcp_address else []
+        return [sys.executable, "-m", self.module, *tcp,
                 f"--http-address={self.http_address}", *data_path, *self.args]
 
     def start(self, wait=True):
-        os.makedirs(self.data_path, exist_ok=True)
+        if self.data_path is not None:
+            os.makedirs(self.data_path, exist_ok=True)
         self.lines = []
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
@@ -65,10 +67,11 @@ class Daemon:
                                      start_new_session=self.new_session)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         if wait:
-            self.tcp_port = int(self.wait_for_log(r"TCP: listening on .*:(\d+)").group(1))
+            if self.tcp_address:
+                self.tcp_port = int(self.wait_for_log(r"TCP: listening on .*:(\d+)").group(1))
+                # Keep the same ports across restarts.
+                self.tcp_address = f"127.0.0.1:{self.tcp_port}"
             self.http_port = int(self.wait_for_log(r"HTTP: listening on .*:(\d+)").group(1))
-            # Keep the same ports across restarts.
-            self.tcp_address = f"127.0.0.1:{self.tcp_port}"
             self.http_address = f"127.0.0.1:{self.http_port}"
         return self
 
@@ -334,6 +337,17 @@ class V1Client(RawClient):
         body = json.dumps(info).encode()
         self.sock.sendall(b"IDENTIFY\n" + struct.pack(">i", len(body)) + body)
         return json.loads(self.read_response())
+
+
+# -- nsqadmin -----------------------------------------------------------------------------
+
+NSQADMIN_MODULE = "greensq.http.nsqadmin_launcher"
+
+
+def nsqadmin_daemon(args=(), **kwargs):
+    """An (unstarted) nsqadmin Daemon: HTTP only, no data directory."""
+    return Daemon(None, args, module=NSQADMIN_MODULE, tcp_address=None, data_path_flag=False,
+                  **kwargs)
 
 
 # -- greensq.client tests ------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""``nsqadmin``: the command that starts greensq's nsqadmin with NSQ's flags.
+
+nsqadmin is a daemon like nsqd and nsqlookupd: a Gunicorn arbiter with one gevent worker
+(see ``launcher.py``). It has no TCP protocol port and keeps no data; the worker serves the
+Falcon app and runs the cluster poller behind the live graphs and the notification sender.
+"""
+
+import logging
+
+from greensq.http.launcher import DaemonSpec, StartupError, daemon_main
+from greensq.services.nsqadmin_options import InvalidOptions, parse_nsqadmin_options, validate
+
+
+class NsqadminSpec(DaemonSpec):
+    name = "nsqadmin"
+    graceful_timeout = 5
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.core = None
+        self.log_handler = None
+
+    def log_prefix(self):
+        return self.opts.log_prefix
+
+    def listen_addresses(self):
+        # Asked for before anything is bound: the place to refuse a bad configuration
+        # with NSQ's "FATAL: failed to instantiate nsqadmin - ..." line.
+        try:
+            validate(self.opts)
+        except InvalidOptions as exc:
+            raise StartupError(str(exc)) from None
+        return {"HTTP": self.opts.http_address}
+
+    def build_app(self, sockets):
+        from greensq.http.nsqadmin_app import create_app
+        from greensq.services.logs import setup_logging
+        from greensq.services.nsqadmin import NSQAdmin
+        from greensq.services.version import version_banner
+
+        self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
+        logging.getLogger("greensq").info("%s", version_banner(self.name))
+        self.core = NSQAdmin(self.opts)
+        return create_app(self.core)
+
+    def start(self, sockets):
+        log = logging.getLogger("greensq")
+        self.core.start()
+        log.info("HTTP: listening on %s", (self.bound or {}).get("HTTP"))
+
+    def stop(self):
+        if self.core is not None:
+            self.core.stop()
+        if self.log_handler is not None:
+            self.log_handler.flush_pending()
+
+
+def main(argv=None):
+    daemon_main(NsqadminSpec, parse_nsqadmin_options, argv)
+
+
+if __name__ == "__main__":
+    main()
