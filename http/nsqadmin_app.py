@@ -375,3 +375,13 @@ def create_app(admin):
         route("/render", GraphiteProxy(admin))
     add_pages(app, admin, base, static)
     return app
+
+
+def __getattr__(name):
+    # ``gunicorn greensq.http.nsqadmin_app:app`` resolves ``app`` lazily, inside the worker.
+    if name == "app":
+        from greensq.http.nsqadmin_launcher import standalone_app
+
+        globals()["app"] = standalone_app()
+        return globals()["app"]
+    raise AttributeError(name)

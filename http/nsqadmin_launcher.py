@@ -5,9 +5,12 @@ nsqadmin is a daemon like nsqd and nsqlookupd: a Gunicorn arbiter with one geven
 Falcon app and runs the cluster poller behind the live graphs and the notification sender.
 """
 
+import atexit
 import logging
+import os
+import shlex
 
-from greensq.http.launcher import DaemonSpec, StartupError, daemon_main
+from greensq.http.launcher import DaemonSpec, StartupError, daemon_main, options_or_exit
 from greensq.services.nsqadmin_options import InvalidOptions, parse_nsqadmin_options, validate
 
 
@@ -57,6 +60,23 @@ class NsqadminSpec(DaemonSpec):
 
 def main(argv=None):
     daemon_main(NsqadminSpec, parse_nsqadmin_options, argv)
+
+
+def standalone_app():
+    """The WSGI app for ``gunicorn -k gevent 'greensq.http.nsqadmin_app:app'``: built in
+    Gunicorn's worker from the flags in ``NSQADMIN_OPTS`` (``--http-address`` is Gunicorn's
+    ``--bind``)."""
+    opts = options_or_exit(parse_nsqadmin_options,
+                           shlex.split(os.environ.get("NSQADMIN_OPTS", "")))
+    spec = NsqadminSpec(opts)
+    try:
+        spec.listen_addresses()
+    except StartupError as exc:
+        raise RuntimeError(str(exc)) from None
+    app = spec.build_app({})
+    spec.core.start()
+    atexit.register(spec.stop)
+    return app
 
 
 if __name__ == "__main__":
