@@ -16,12 +16,12 @@ import mimetypes
 import os
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import falcon
 import ujson
 
 from greensq.http.nsq_http import NsqHTTPError, create_api, query_params, read_body, respond_json
 from greensq.http.nsqadmin_pages import add_pages
 from greensq.services.cluster_http import UpstreamError
+from greensq.services.cluster_stats import join_host_port
 from greensq.services.graphite import GraphiteError
 from greensq.services.nsqadmin import ApiError
 
@@ -34,8 +34,9 @@ UNSAFE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
 
 # -- request helpers ---------------------------------------------------------------------
 
-def request_host(req):
-    return req.get_header("X-Forwarded-Host") or req.get_header("Host") or ""
+def request_hosts(req):
+    """The names this request was sent to: its Host, and a proxy's X-Forwarded-Host."""
+    return {req.get_header("Host"), req.get_header("X-Forwarded-Host")} - {None}
 
 
 def basic_auth_user(req):
@@ -55,39 +56,46 @@ def actor(req):
     url = f"{'https' if secure else 'http'}://{req.get_header('Host') or ''}{quote(req.path)}"
     if req.query_string:
         url += "?" + req.query_string
+    port = req.env.get("REMOTE_PORT")
     return {"user": basic_auth_user(req),
-            "remote_ip": f"{req.remote_addr}:{req.env.get('REMOTE_PORT', '')}".rstrip(":"),
+            "remote_ip": join_host_port(req.remote_addr, port) if port else req.remote_addr,
             "user_agent": req.user_agent or "",
             "url": url}
 
 
-def json_body(req, fields, invalid=None):
-    """Decode the body as Go's ``json.Decoder`` into a struct of string ``fields``; the
-    400 error text is Go's, or ``invalid`` for every decoding error when given."""
-    raw = read_body(req, MAX_BODY)
-    text = raw[:MAX_BODY].decode("utf-8", "replace").strip()
-    message = None
+def _json_kind(value):
+    """A JSON value's kind as Go's decoder names it in its errors."""
+    return {dict: "object", list: "array", str: "string", bool: "bool"}.get(type(value), "number")
+
+
+def _go_decode(text, fields):
+    """``(document, None)`` or ``(None, Go's error text)`` for a JSON object of string
+    ``fields``, as Go's ``json.Decoder`` reads it into a struct."""
     if not text:
-        message = "EOF"
-    else:
-        try:
-            doc = ujson.loads(text)
-        except ValueError:
-            message = f"invalid character {text[0]!r} looking for beginning of value"
-        else:
-            if doc is None:
-                doc = {}
-            if not isinstance(doc, dict):
-                kind = {list: "array", str: "string", bool: "bool"}.get(type(doc), "number")
-                message = f"json: cannot unmarshal {kind} into Go value of type struct"
-            else:
-                for name in fields:
-                    if doc.get(name) is not None and not isinstance(doc[name], str):
-                        message = (f"json: cannot unmarshal {type(doc[name]).__name__} into Go "
-                                   f"struct field .{name} of type string")
-    if message is not None:
-        raise NsqHTTPError(400, invalid or message)
-    return {name: doc.get(name) or "" for name in fields}
+        return None, "EOF"
+    try:
+        doc = ujson.loads(text)
+    except ValueError:
+        return None, f"invalid character {text[0]!r} looking for beginning of value"
+    doc = {} if doc is None else doc
+    if not isinstance(doc, dict):
+        return None, f"json: cannot unmarshal {_json_kind(doc)} into Go value of type struct"
+    for name in fields:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            return None, (f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+                          f".{name} of type string")
+    return {name: doc.get(name) or "" for name in fields}, None
+
+
+def json_body(req, fields, invalid=None):
+    """The request's JSON body (see ``_go_decode``); a 400 with Go's error text, or with
+    ``invalid`` for every decoding error when given."""
+    text = read_body(req, MAX_BODY)[:MAX_BODY].decode("utf-8", "replace").strip()
+    doc, error = _go_decode(text, fields)
+    if error is not None:
+        raise NsqHTTPError(400, invalid or error)
+    return doc
 
 
 # -- middleware --------------------------------------------------------------------------
@@ -103,7 +111,7 @@ class SameOrigin:
         source = req.get_header("Origin") or req.get_header("Referer")
         if source is None:
             return
-        if source == "null" or urlsplit(source).netloc != request_host(req):
+        if source == "null" or urlsplit(source).netloc not in request_hosts(req):
             raise NsqHTTPError(403, "FORBIDDEN")
 
 

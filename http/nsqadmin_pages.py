@@ -100,12 +100,16 @@ class Page:
         return self.section
 
 
-class TopicsPage(Page):
+def _path(*segments):
+    """URL path segments, each quoted whole (``#`` of ephemeral names included)."""
+    return "".join("/" + quote(segment, safe="") for segment in segments)
 
+
+class TopicsPage(Page):
     def show(self, req, resp):
         topics, warnings = self.admin.topics_overview()
         self.render(req, resp, "topics.html", graphs=f"/topics?points={SPARK_POINTS}",
-                          title=self.section, topics=topics, warnings=warnings.errors())
+                    title=self.section, topics=topics, warnings=warnings.errors())
 
 
 class TopicPage(Page):
@@ -114,10 +118,9 @@ class TopicPage(Page):
 
     def show(self, req, resp, topic):
         doc, warnings = self.admin.topic(topic)
-        self.render(req, resp, "topic.html", graphs=f"/topics/{quote(topic, safe='')}", title=topic,
-                          topic=doc, channels=sorted(items(doc["channels"]),
-                                                     key=lambda c: c["channel_name"]),
-                          warnings=warnings.errors())
+        channels = sorted(items(doc["channels"]), key=lambda c: c["channel_name"])
+        self.render(req, resp, "topic.html", graphs=_path("topics", topic), title=topic,
+                    topic=doc, channels=channels, warnings=warnings.errors())
 
 
 class ChannelPage(Page):
@@ -126,10 +129,9 @@ class ChannelPage(Page):
 
     def show(self, req, resp, topic, channel):
         doc, warnings = self.admin.channel(topic, channel)
-        self.render(req, resp, "channel.html", graphs=f"/topics/{quote(topic, safe='')}/{quote(channel, safe='')}",
-                          title=self.title(topic, channel), topic_name=topic,
-                          channel_name=channel, channel=doc, now=time.time(),
-                          warnings=warnings.errors())
+        self.render(req, resp, "channel.html", graphs=_path("topics", topic, channel),
+                    title=self.title(topic, channel), topic_name=topic, channel_name=channel,
+                    channel=doc, warnings=warnings.errors())
 
 
 class NodesPage(Page):
@@ -138,9 +140,9 @@ class NodesPage(Page):
     def show(self, req, resp):
         doc, warnings = self.admin.nodes()
         self.render(req, resp, "nodes.html", graphs=f"/nodes?points={SPARK_POINTS}",
-                          title=self.section, nodes=doc["nodes"] or [], http_address=http_address,
-                          lookupd_count=len(self.admin.opts.lookupd_http_address),
-                          warnings=warnings.errors())
+                    title=self.section, nodes=doc["nodes"] or [], http_address=http_address,
+                    lookupd_count=len(self.admin.opts.lookupd_http_address),
+                    warnings=warnings.errors())
 
 
 class NodePage(Page):
@@ -153,9 +155,8 @@ class NodePage(Page):
         doc, warnings, producer, meta = self.admin.node(node)
         start_time = meta.get("start_time")
         uptime = time.time() - start_time if isinstance(start_time, (int, float)) else None
-        self.render(req, resp, "node.html", graphs=f"/nodes/{quote(node, safe='')}", title=node,
-                          node=doc, producer=producer, uptime=uptime,
-                          warnings=warnings.errors())
+        self.render(req, resp, "node.html", graphs=_path("nodes", node), title=node, node=doc,
+                    producer=producer, uptime=uptime, warnings=warnings.errors())
 
 
 class CounterPage(Page):
@@ -169,8 +170,7 @@ class CounterPage(Page):
         else:
             total = sum(entry["message_count"] for entry in doc["stats"].values())
             errors = warnings.errors()
-        self.render(req, resp, "counter.html", title=self.section, total=total,
-                          warnings=errors)
+        self.render(req, resp, "counter.html", title=self.section, total=total, warnings=errors)
 
 
 class LookupPage(Page):
@@ -184,7 +184,7 @@ class LookupPage(Page):
             lookups = self.admin.lookups(doc["topics"] or [])
             topics = [(name, lookups[name]) for name in doc["topics"] or []]
         self.render(req, resp, "lookup.html", title=self.section, topics=topics,
-                          lookupds=self.admin.opts.lookupd_http_address, warnings=warnings)
+                    lookupds=self.admin.opts.lookupd_http_address, warnings=warnings)
 
 
 def add_pages(app, admin, base, static):

@@ -146,6 +146,12 @@ class ClusterHTTP:
                 except socket.gaierror:
                     raise UpstreamError(f'{verb} "{url}": dial tcp: lookup {host}: no such host',
                                         address) from None
+                except stdlib_ssl.SSLCertVerificationError as exc:
+                    raise UpstreamError(f'{verb} "{url}": tls: failed to verify certificate: '
+                                        f"{exc.verify_message}", address) from None
+                except stdlib_ssl.SSLError as exc:
+                    raise UpstreamError(f'{verb} "{url}": tls: {exc.reason or exc}',
+                                        address) from None
                 except OSError as exc:
                     reason = (exc.strerror or str(exc)).lower()
                     raise UpstreamError(

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from admin_cluster import ADMIN, ADMIN_HEADERS, FAST_GRAPHS, AdminCluster
-from support import V2Client, nsqadmin_daemon, wait_until
+from certs import Certs
+from support import Daemon, V2Client, nsqadmin_daemon, wait_until
 
 HOSTILE = "<script>window.pwned=1</script><b>agent</b>"
 
@@ -204,6 +205,9 @@ def test_cross_site_requests_are_refused(cluster):
     ("POST", "/api/topics/t/c", '{"action": "delete"}', "INVALID_ACTION"),
     ("POST", "/api/topics", '{"topic": "bad topic!"}', "INVALID_TOPIC"),
     ("POST", "/api/topics", '{"topic": "ok", "channel": "bad/ch"}', "INVALID_CHANNEL"),
+    ("POST", "/api/topics", '["t"]', "json: cannot unmarshal array into Go value of type struct"),
+    ("POST", "/api/topics/t", '{"action": 7}',
+     "json: cannot unmarshal number into Go struct field .action of type string"),
     ("DELETE", "/api/nodes/127.0.0.1:1", "nonsense", "INVALID_BODY"),
     ("DELETE", "/api/nodes/127.0.0.1:1", '{"topic": "no way"}', "INVALID_TOPIC"),
 ])
@@ -249,7 +253,8 @@ def test_graphs_follow_the_messages(cluster):
         return series and any(rate for rate in series["rate"] if rate) and doc
 
     doc = wait_until(rising, timeout=20, message="a message rate")
-    assert doc["interval"] == 0.5 and len(doc["times"]) == len(doc["series"]["topic/flowing"]["rate"])
+    assert doc["interval"] == 0.5
+    assert len(doc["times"]) == len(doc["series"]["topic/flowing"]["rate"])
     assert doc["series"]["channel/flowing/drain"]["depth"][-1] > 0
     status, topics = cluster.api("GET", "/api/graphs/topics?points=3")
     assert len(topics["times"]) <= 3 and "topic/flowing" in topics["series"]
@@ -323,3 +328,29 @@ def test_a_node_that_is_down(cluster):
             "down"], message="the poller notices the dead node")
     finally:
         admin.stop()
+
+
+def test_nodes_that_require_tls(tmp_path):
+    """An nsqd with --tls-required answers plain HTTP with 403 and its HTTPS port; nsqadmin
+    asks again over HTTPS with its --http-client-tls-* settings, as Go's does."""
+    certs = Certs(tmp_path / "certs")
+    nsqd = Daemon(tmp_path / "nsqd", [*certs.server_flags("--tls-required=true"),
+                                       "--tls-client-auth-policy=require-verify",
+                                       f"--tls-root-ca-file={certs.ca}"]).start()
+    trusted = nsqadmin_daemon([f"--nsqd-http-address={nsqd.http_address}",
+                               f"--http-client-tls-root-ca-file={certs.ca}",
+                               f"--http-client-tls-cert={certs.client_cert}",
+                               f"--http-client-tls-key={certs.client_key}"]).start()
+    untrusted = nsqadmin_daemon([f"--nsqd-http-address={nsqd.http_address}"]).start()
+    try:
+        status, _, body = trusted.http("GET", "/api/nodes")
+        [node] = json.loads(body)["nodes"]
+        assert status == 200 and node["http_port"] == nsqd.http_port
+        status, _, body = untrusted.http("GET", "/api/nodes")
+        message = json.loads(body)["message"]
+        assert status == 502 and message.startswith("UPSTREAM_ERROR: failed to query any nsqd: ")
+        assert f'"https://{nsqd.http_address.split(":")[0]}:' in message
+        assert "tls: failed to verify certificate: " in message
+    finally:
+        for daemon in (trusted, untrusted, nsqd):
+            daemon.stop()

@@ -152,5 +152,5 @@ def test_graph_history_reads_go_documents(setup):
                          if len(_get(admin, "/api/graphs/topics/orders")[1]["times"]) >= 2
                          else None, message="two samples")
         assert f"node-topic/{subs['NSQD0']}/orders" in doc["series"]
-        assert f"channel/orders/billing" in doc["series"]
+        assert "channel/orders/billing" in doc["series"]
         assert doc["series"]["channel/orders/billing"]["depth"][-1] == 14
