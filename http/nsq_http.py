@@ -118,3 +118,15 @@ def read_body(req, limit):
     chunked body has no Content-Length: it comes from the server's de-chunking stream."""
     stream = req.bounded_stream if req.content_length is not None else req.stream
     return stream.read(limit + 1)
+
+
+def lazy_app(namespace, build):
+    """A module ``__getattr__`` that builds the module's ``app`` on first use, so that
+    ``gunicorn 'module:app'`` builds it inside Gunicorn's worker."""
+    def __getattr__(name):
+        if name != "app":
+            raise AttributeError(name)
+        namespace["app"] = build()
+        return namespace["app"]
+
+    return __getattr__

@@ -18,7 +18,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import ujson
 
-from greensq.http.nsq_http import NsqHTTPError, create_api, query_params, read_body, respond_json
+from greensq.http.nsq_http import (
+    NsqHTTPError, create_api, lazy_app, query_params, read_body, respond_json)
 from greensq.http.nsqadmin_pages import add_pages
 from greensq.services.cluster_http import UpstreamError
 from greensq.services.cluster_stats import join_host_port
@@ -385,11 +386,11 @@ def create_app(admin):
     return app
 
 
-def __getattr__(name):
-    # ``gunicorn greensq.http.nsqadmin_app:app`` resolves ``app`` lazily, inside the worker.
-    if name == "app":
-        from greensq.http.nsqadmin_launcher import standalone_app
 
-        globals()["app"] = standalone_app()
-        return globals()["app"]
-    raise AttributeError(name)
+def _standalone_app():
+    from greensq.http.nsqadmin_launcher import standalone_app
+
+    return standalone_app()
+
+
+__getattr__ = lazy_app(globals(), _standalone_app)

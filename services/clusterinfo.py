@@ -244,18 +244,15 @@ class ClusterInfo:
                 nsqds, f"/channel/create?{_qs(topic=topic, channel=channel)}")
         return failures
 
-    def delete_topic(self, topic, lookupds, nsqds):
+    def delete(self, topic, channel, lookupds, nsqds):
+        """Delete the topic (or, given ``channel``, the channel) from every lookupd and
+        from every nsqd that has the topic (found first, before it is gone)."""
         failures = Failures()
         addresses = self._topic_producer_addresses(topic, lookupds, nsqds, failures)
-        path = f"/topic/delete?{_qs(topic=topic)}"
-        failures += self._post_all(lookupds, path)
-        failures += self._post_all(addresses, path)
-        return failures
-
-    def delete_channel(self, topic, channel, lookupds, nsqds):
-        failures = Failures()
-        addresses = self._topic_producer_addresses(topic, lookupds, nsqds, failures)
-        path = f"/channel/delete?{_qs(topic=topic, channel=channel)}"
+        if channel:
+            path = f"/channel/delete?{_qs(topic=topic, channel=channel)}"
+        else:
+            path = f"/topic/delete?{_qs(topic=topic)}"
         failures += self._post_all(lookupds, path)
         failures += self._post_all(addresses, path)
         return failures

@@ -148,30 +148,29 @@ class NSQAdmin:
             warnings.add(Failures([exc]))
         return [totals[name] for name in sorted(totals)], warnings
 
-    def topic(self, topic):
-        """``GET /api/topics/:topic``."""
+    def _topic_stats(self, topic, channel=""):
+        """Stats of the topic (or channel) from every nsqd that has it, and the Warnings."""
         lookupds, nsqds = self.sources()
         warnings = Warnings()
         producers, failures = _upstream("get topic producers", self.cluster.topic_producers,
                                         topic, lookupds, nsqds)
         warnings.add(failures)
-        stats = _upstream("get topic metadata", self.cluster.stats, producers, topic,
-                          include_clients=False)
+        stats = _upstream(f"get {'channel' if channel else 'topic'} metadata",
+                          self.cluster.stats, producers, topic, channel,
+                          include_clients=bool(channel))
         warnings.add(stats.failures)
+        return stats, warnings
+
+    def topic(self, topic):
+        """``GET /api/topics/:topic``."""
+        stats, warnings = self._topic_stats(topic)
         doc = shapes.aggregate_topic(topic, stats.topics)
         doc["message"] = warnings.message()
         return doc, warnings
 
     def channel(self, topic, channel):
         """``GET /api/topics/:topic/:channel`` (only ``message`` for an unknown channel)."""
-        lookupds, nsqds = self.sources()
-        warnings = Warnings()
-        producers, failures = _upstream("get topic producers", self.cluster.topic_producers,
-                                        topic, lookupds, nsqds)
-        warnings.add(failures)
-        stats = _upstream("get channel metadata", self.cluster.stats, producers, topic,
-                          channel, include_clients=True)
-        warnings.add(stats.failures)
+        stats, warnings = self._topic_stats(topic, channel)
         doc = dict(stats.channels.get(channel) or {})
         doc["message"] = warnings.message()
         return doc, warnings
@@ -225,11 +224,10 @@ class NSQAdmin:
         self.notifier.notify(admin_action(action, topic, channel, node, **(actor or {})))
 
     @staticmethod
-    def _answer(failures, what):
+    def _answer(failures):
+        """An action's answer: Go's ``{"message": ...}`` naming the nodes that failed."""
         warnings = Warnings()
         warnings.add(failures)
-        if failures:
-            log.warning("failed to %s - partial errors", what)
         return {"message": warnings.message()}, warnings
 
     def create(self, topic, channel="", actor=None):
@@ -244,7 +242,7 @@ class NSQAdmin:
         self._notify("create_topic", topic, actor=actor)
         if channel:
             self._notify("create_channel", topic, channel, actor=actor)
-        return self._answer(failures, "create topic/channel")
+        return self._answer(failures)
 
     def act(self, action, topic, channel="", actor=None):
         """``POST /api/topics/:topic[/:channel]`` with ``{"action": ...}``."""
@@ -255,20 +253,16 @@ class NSQAdmin:
         failures = _upstream(f"{action} topic/channel", self.cluster.node_action,
                              f"{kind}/{action}", topic, channel, lookupds, nsqds)
         self._notify(f"{action}_{kind}", topic, channel, actor=actor)
-        return self._answer(failures, f"{action} {kind}")
+        return self._answer(failures)
 
     def delete(self, topic, channel="", actor=None):
         """``DELETE /api/topics/:topic[/:channel]``."""
         lookupds, nsqds = self.sources()
-        if channel:
-            failures = _upstream("delete channel", self.cluster.delete_channel,
-                                 topic, channel, lookupds, nsqds)
-            self._notify("delete_channel", topic, channel, actor=actor)
-        else:
-            failures = _upstream("delete topic", self.cluster.delete_topic,
-                                 topic, lookupds, nsqds)
-            self._notify("delete_topic", topic, actor=actor)
-        return self._answer(failures, "delete")
+        kind = "channel" if channel else "topic"
+        failures = _upstream(f"delete {kind}", self.cluster.delete, topic, channel,
+                             lookupds, nsqds)
+        self._notify(f"delete_{kind}", topic, channel, actor=actor)
+        return self._answer(failures)
 
     def tombstone(self, topic, node, actor=None):
         """``DELETE /api/nodes/:node`` with ``{"topic": ...}``."""
@@ -277,7 +271,7 @@ class NSQAdmin:
         failures = _upstream("tombstone node for topic", self.cluster.tombstone_topic_producer,
                              topic, node, self.opts.lookupd_http_address)
         self._notify("tombstone_topic_producer", topic, node=node, actor=actor)
-        return self._answer(failures, "tombstone node for topic")
+        return self._answer(failures)
 
     # -- live graphs ------------------------------------------------------------------
 

@@ -7,15 +7,10 @@ import socket
 from urllib.parse import urlsplit
 
 from greensq.services.goflags import Flag, FlagSet
-from greensq.services.nsqd_options import LOG_LEVELS
+from greensq.services.nsqd_options import daemon_flags
 
 NSQADMIN_FLAGS = [
-    Flag("config", "str", "", "path to config file"),
-    Flag("version", "bool", False, "print version string"),
-    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
-         choices=LOG_LEVELS),
-    Flag("log-prefix", "str", "[nsqadmin] ", "log message prefix"),
-    Flag("verbose", "bool", False, "[deprecated] has no effect, use --log-level", deprecated=True),
+    *daemon_flags("nsqadmin"),
     Flag("http-address", "str", "0.0.0.0:4171", "<addr>:<port> to listen on for HTTP clients"),
     Flag("base-path", "str", "/", "URL base path"),
     Flag("dev-static-dir", "str", "", "(development use only)"),

@@ -26,13 +26,22 @@ def default_node_id(hostname=None):
     return zlib.crc32(digest) % 1024
 
 
+def daemon_flags(daemon):
+    """The flags every NSQ daemon has: ``--config``, ``--version``, ``--log-level``,
+    ``--log-prefix`` (``[daemon] ``) and the deprecated ``--verbose``."""
+    return [
+        Flag("config", "str", "", "path to config file"),
+        Flag("version", "bool", False, "print version string"),
+        Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
+             choices=LOG_LEVELS),
+        Flag("log-prefix", "str", f"[{daemon}] ", "log message prefix"),
+        Flag("verbose", "bool", False, "[deprecated] has no effect, use --log-level",
+             deprecated=True),
+    ]
+
+
 NSQD_FLAGS = [
-    Flag("config", "str", "", "path to config file"),
-    Flag("version", "bool", False, "print version string"),
-    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
-         choices=LOG_LEVELS),
-    Flag("log-prefix", "str", "[nsqd] ", "log message prefix"),
-    Flag("verbose", "bool", False, "[deprecated] has no effect, use --log-level", deprecated=True),
+    *daemon_flags("nsqd"),
     Flag("node-id", "int", None, "unique part for message IDs, (int) in range [0,1024)",
          config_key="id"),
     Flag("worker-id", "int", None, "[deprecated] use --node-id", deprecated=True,

@@ -3,15 +3,10 @@
 import socket
 
 from greensq.services.goflags import Flag, FlagSet
-from greensq.services.nsqd_options import LOG_LEVELS
+from greensq.services.nsqd_options import daemon_flags
 
 NSQLOOKUPD_FLAGS = [
-    Flag("config", "str", "", "path to config file"),
-    Flag("version", "bool", False, "print version string"),
-    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
-         choices=LOG_LEVELS),
-    Flag("log-prefix", "str", "[nsqlookupd] ", "log message prefix"),
-    Flag("verbose", "bool", False, "[deprecated] has no effect, use --log-level", deprecated=True),
+    *daemon_flags("nsqlookupd"),
     Flag("tcp-address", "str", "0.0.0.0:4160", "<addr>:<port> to listen on for TCP clients"),
     Flag("http-address", "str", "0.0.0.0:4161", "<addr>:<port> to listen on for HTTP clients"),
     Flag("broadcast-address", "str", "", "address of this lookupd node, "
