@@ -20,7 +20,7 @@ import ujson
 
 from greensq.http.nsq_http import (
     NsqHTTPError, create_api, lazy_app, query_params, read_body, respond_json)
-from greensq.http.nsqadmin_pages import add_pages
+from greensq.http.nsqadmin_pages import add_pages, is_admin_request
 from greensq.services.cluster_http import UpstreamError
 from greensq.services.cluster_stats import join_host_port
 from greensq.services.graphite import GraphiteError
@@ -158,7 +158,7 @@ class Resource:
         self.admin = admin
 
     def require_admin(self, req):
-        if not self.admin.is_admin(req.get_header(self.admin.opts.acl_http_header) or ""):
+        if not is_admin_request(self.admin, req):
             raise NsqHTTPError(403, "FORBIDDEN")
 
 

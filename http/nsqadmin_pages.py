@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from greensq.services.cluster_stats import http_address, items
 from greensq.services.goflags import format_duration
-from greensq.services.nsqadmin import ApiError
+from greensq.services.nsqadmin import POLL_INTERVAL, ApiError
 from greensq.services.version import NSQ_VERSION, __version__
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsqadmin_assets",
@@ -44,6 +44,11 @@ def make_environment():
     return env
 
 
+def is_admin_request(admin, req):
+    """True if the user named by ``--acl-http-header`` may act (see NSQAdmin.is_admin)."""
+    return admin.is_admin(req.get_header(admin.opts.acl_http_header) or "")
+
+
 class Pages:
     """Renders a template with what every page needs (base path, admin or not, ...)."""
 
@@ -55,17 +60,17 @@ class Pages:
 
     def render(self, req, resp, template, graphs=None, status=200, section="", **context):
         opts = self.admin.opts
-        user = req.get_header(opts.acl_http_header) or ""
         context.update(
             base=self.base,
             asset=lambda name: self.static.url(self.base, name),
             version=NSQ_VERSION,
             greensq_version=__version__,
-            is_admin=self.admin.is_admin(user),
+            is_admin=is_admin_request(self.admin, req),
             has_lookupd=bool(opts.lookupd_http_address),
             graphite=self.admin.graphite if self.admin.graphite.enabled else None,
             graphs_url=f"{self.base}/api/graphs{graphs}" if graphs is not None else "",
             spark_points=SPARK_POINTS,
+            spark_span=human_duration(SPARK_POINTS * POLL_INTERVAL),
             section=section,
         )
         context.setdefault("warnings", [])

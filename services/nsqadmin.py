@@ -35,11 +35,12 @@ HISTORY_SECONDS = float(os.environ.get("GREENSQ_NSQADMIN_HISTORY") or 600.0)
 
 ACTIONS = ("pause", "unpause", "empty")
 LOG_LEVEL_NUMBERS = {"debug": 1, "info": 2, "warn": 3, "error": 4, "fatal": 5}
-CONFIG_SETTABLE = ("nsqlookupd_http_addresses", "log_level")
 _NOT_OPTIONS = ("config", "version", "verbose")
 
 
 class ApiError(Exception):
+    """A request the API refuses: HTTP status and Go's message text."""
+
     def __init__(self, status, message):
         super().__init__(status, message)
         self.status = status

@@ -78,23 +78,6 @@ class RateHistory:
             if series.empty():
                 del self.series[key]
 
-    def keys(self, node=None, topic=None, channel=None, channels=None):
-        """The keys that match; ``channels`` True for channel series only, False for
-        topic series only, None for both."""
-        found = []
-        for key in self.series:
-            key_node, key_topic, key_channel = key
-            if node is not None and key_node != node:
-                continue
-            if topic is not None and key_topic != topic:
-                continue
-            if channel is not None and key_channel != channel:
-                continue
-            if channels is not None and (key_channel is not None) != channels:
-                continue
-            found.append(key)
-        return found
-
     def combined(self, rate_keys, depth_keys=None, last=None):
         """``{"rate": [...], "depth": [...]}``: rates summed over ``rate_keys``, depths
         over ``depth_keys`` (the same keys by default), for the ``last`` steps."""

@@ -40,7 +40,7 @@ def test_sums_across_nodes_keep_a_missing_node_out():
     history.record(1, {(A, "t", None): (10, 1), (B, "t", None): (5, 2)})
     history.record(2, {(A, "t", None): (20, 1)})                      # B did not answer
     history.record(3, {(A, "t", None): (30, 1), (B, "t", None): (20, 4)})
-    keys = history.keys(topic="t")
+    keys = [(A, "t", None), (B, "t", None)]
     assert history.combined(keys) == {"rate": [None, 15.0, 10.0, 17.5], "depth": [2, 3, 1, 5]}
     assert history.combined(keys, last=2)["rate"] == [10.0, 17.5]
 
@@ -53,9 +53,7 @@ def test_series_are_aligned_bounded_and_forgotten():
     for when in (2, 3, 4):
         history.record(when, {(A, "new", "c"): (0, 7)})
     assert len(history.step_times()) == 3
-    assert (A, "old", None) not in history.series       # no sample for a whole window
-    assert history.keys(channels=True) == [(A, "new", "c")]
-    assert history.keys(channels=False) == []
+    assert list(history.series) == [(A, "new", "c")]   # "old": no sample for a whole window
 
 
 # -- node documents ----------------------------------------------------------------------
