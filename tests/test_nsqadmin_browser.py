@@ -62,22 +62,59 @@ class Browser:
         assert len(found) == 1, (selector, len(found))
         return found[0]
 
-    def cells(self, row_selector):
-        return [cell.text for cell in self.one(row_selector).find_elements("css selector", "td")]
+    def js(self, script, *args):
+        """Run ``script`` in the page; None while a page is being replaced."""
+        from selenium.common.exceptions import WebDriverException
 
-    def confirm(self, button_text):
-        """Click an action button, check the question, confirm it."""
-        [button] = [b for b in self.css("button[data-action]") if b.text == button_text]
-        button.click()
-        dialog = wait_until(lambda: self.one("dialog#confirm").is_displayed()
-                            and self.one("dialog#confirm"), message="the confirmation")
-        question = dialog.find_element("css selector", ".question").text
-        assert question == button.get_attribute("data-confirm")
-        dialog.find_element("css selector", "#confirm-ok").click()
+        try:
+            return self.driver.execute_script(script, *args)
+        except WebDriverException:
+            return None
+
+    def texts(self, selector):
+        """The visible text of every match, read at once (the live graphs keep
+        redrawing parts of the page, so elements found earlier may be gone)."""
+        return self.js("return Array.from(document.querySelectorAll(arguments[0]),"
+                       " e => e.innerText.trim())", selector) or []
+
+    def cells(self, row_selector):
+        return self.texts(f"{row_selector} > td")
+
+    def attribute(self, selector, name):
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       " return e && e.getAttribute(arguments[1]);", selector, name)
+
+    def confirm(self, button_selector=None, text=None, reloads=True):
+        """Click an action button (by CSS selector or by its text), check that the
+        confirmation asks the button's question, confirm; with ``reloads``, wait until
+        the page that the action loads is there."""
+        from selenium.common.exceptions import WebDriverException
+
+        def button():
+            try:
+                for candidate in self.css(button_selector or "button[data-action]"):
+                    if text is None or candidate.text == text:
+                        return candidate
+            except WebDriverException:      # the previous page is still being replaced
+                pass
+            return None
+
+        found = wait_until(button, message=f"the {text or button_selector} button")
+        question = found.get_attribute("data-confirm")
+        self.js("window.oldPage = true")
+        found.click()
+        wait_until(lambda: self.js("return document.getElementById('confirm').open"),
+                   message="the confirmation")
+        assert self.texts("dialog#confirm .question") == [question]
+        self.one("#confirm-ok").click()
+        if reloads:
+            wait_until(lambda: self.js("return window.oldPage === undefined"
+                                       " && document.readyState === 'complete'"),
+                       message="the page after the action")
         return question
 
     def wait_for_text(self, selector, text):
-        wait_until(lambda: any(text in e.text for e in self.css(selector)),
+        wait_until(lambda: any(text in found for found in self.texts(selector)),
                    message=f"{text!r} in {selector}")
 
 
@@ -164,7 +201,7 @@ def test_topics_page(cluster, browser):
 
 def test_topic_page(cluster, browser):
     browser.open("/topics/orders")
-    assert browser.one("h1").text == "Topic orders"
+    assert browser.texts("h1") == ["Topic orders"]
     for index in range(2):
         stats = cluster.nsqds[index].topic_stats("orders")
         row = browser.cells(f'#topic-nodes tr[data-node="{cluster.node_address(index)}"]')
@@ -183,12 +220,11 @@ def test_channel_page_shows_clients_as_text(cluster, browser, hostile_consumer):
     browser.open("/topics/orders/billing")
     row = browser.cells(f'#channel-nodes tr[data-node="{cluster.node_address(0)}"]')
     assert _number(row[1]) == 30 and row[8] == "1"
-    client = browser.one("#clients tr.client")
-    assert client.find_element("css selector", ".user-agent").text == HOSTILE_AGENT
-    assert client.find_element("css selector", ".client-id").text == HOSTILE_ID
+    assert browser.texts("#clients tr.client .user-agent") == [HOSTILE_AGENT]
+    assert browser.texts("#clients tr.client .client-id") == [HOSTILE_ID]
     assert browser.css("#clients b, #clients img, #clients script") == []
     assert browser.driver.execute_script("return window.pwned === undefined")
-    cells = [c.text for c in client.find_elements("css selector", "td")]
+    cells = browser.cells("#clients tr.client")
     assert cells[3] == cluster.node_address(0)
     assert cells[4:9] == ["0", "0", "0", "0", "0"]     # ready, in flight, fin, req, msgs
     browser.shot("channel")
@@ -203,8 +239,7 @@ def test_nodes_and_node_pages(cluster, browser):
     browser.shot("nodes")
     node = cluster.node_address(0)
     browser.open(f"/nodes/{node}")
-    facts = dict(zip([e.text for e in browser.css("#node-facts dt")],
-                     [e.text for e in browser.css("#node-facts dd")]))
+    facts = dict(zip(browser.texts("#node-facts dt"), browser.texts("#node-facts dd")))
     assert facts["Version"] == "1.3.0"
     assert facts["Uptime"] != "unknown"
     topics = cluster.nsqds[0].stats()["topics"]
@@ -228,15 +263,14 @@ def test_graphs_move_while_a_publisher_runs(cluster, browser):
     publisher.start()
     try:
         def path():
-            found = browser.css(spark + " path")
-            return found[0].get_attribute("d") if found else None
+            return browser.attribute(spark + " path", "d")
 
-        wait_until(lambda: browser.one('#topic-nodes tfoot [data-rate="topic/orders"]').text
-                   not in ("–", "0"), timeout=20, message="a rate in the total row")
+        wait_until(lambda: browser.texts('#topic-nodes tfoot [data-rate="topic/orders"]')
+                   not in ([], ["–"], ["0"]), timeout=20, message="a rate in the total row")
         first = path()
         wait_until(lambda: path() != first, timeout=20, message="the sparkline to move")
-        chart = browser.one('[data-chart="topic/orders"] svg[data-kind="rate"]')
-        assert float(chart.get_attribute("data-last")) > 0
+        last = browser.attribute('[data-chart="topic/orders"] svg[data-kind="rate"]', "data-last")
+        assert float(last) > 0
         browser.shot("topic-live-graphs")
     finally:
         stop.set()
@@ -245,25 +279,27 @@ def test_graphs_move_while_a_publisher_runs(cluster, browser):
 
 def test_counter_counts_live(cluster, browser):
     browser.open("/counter")
-    shown = lambda: int(browser.one("#counter").get_attribute("data-shown") or -1)  # noqa: E731
-    start = wait_until(lambda: shown() >= 0 and shown(), message="the counter") or 0
+    def shown():
+        return browser.attribute("#counter", "data-shown")    # a string, once counting
+
+    start = int(wait_until(shown, message="the counter"))
     cluster.publish(0, "orders", 200)
-    wait_until(lambda: shown() >= start + 200, timeout=15, message="the counter to count")
+    wait_until(lambda: int(shown()) >= start + 200, timeout=15, message="the counter to count")
     browser.shot("counter")
 
 
 def test_channel_actions_from_the_browser(cluster, browser):
     nsqd = cluster.nsqds[0]
     browser.open("/topics/orders/audit")
-    browser.confirm("Pause Channel")
+    browser.confirm(text="Pause Channel")
     wait_until(lambda: nsqd.channel_stats("orders", "audit")["paused"], message="paused")
     browser.wait_for_text("h1 .tag", "paused")
-    browser.confirm("Unpause Channel")
+    browser.confirm(text="Unpause Channel")
     wait_until(lambda: not nsqd.channel_stats("orders", "audit")["paused"], message="unpaused")
     browser.wait_for_text("button[data-action]", "Pause Channel")
-    browser.confirm("Empty Queue")
+    browser.confirm(text="Empty Queue")
     wait_until(lambda: nsqd.channel_stats("orders", "audit")["depth"] == 0, message="emptied")
-    browser.confirm("Delete Channel")
+    browser.confirm(text="Delete Channel")
     wait_until(lambda: nsqd.channel_stats("orders", "audit") is None, message="deleted")
     wait_until(lambda: browser.driver.current_url.endswith("/topics/orders"),
                message="back on the topic page")
@@ -275,24 +311,22 @@ def test_topic_actions_from_the_browser(cluster, browser):
         cluster.publish(index, "scratch", 5)
     cluster.wait_registered("scratch", nodes=2)
     browser.open("/topics/scratch")
-    browser.confirm("Pause Topic")
+    browser.confirm(text="Pause Topic")
     wait_until(lambda: all(n.topic_stats("scratch")["paused"] for n in cluster.nsqds),
                message="paused on every nsqd")
     browser.wait_for_text("button[data-action]", "Unpause Topic")
-    browser.confirm("Unpause Topic")
+    browser.confirm(text="Unpause Topic")
     wait_until(lambda: not any(n.topic_stats("scratch")["paused"] for n in cluster.nsqds),
                message="unpaused")
     browser.wait_for_text("button[data-action]", "Pause Topic")
-    browser.confirm("Empty Queue")
+    browser.confirm(text="Empty Queue")
     wait_until(lambda: _stats_sum(cluster, "depth", "scratch") == 0, message="emptied")
     browser.wait_for_text("button[data-action]", "Empty Queue")
-    browser.one(f'#topic-nodes tr[data-node="{cluster.node_address(1)}"] button').click()
-    assert browser.one("dialog#confirm .question").text.startswith(
-        f"Tombstone {cluster.node_address(1)} for topic scratch")
-    browser.one("#confirm-ok").click()
+    question = browser.confirm(f'#topic-nodes tr[data-node="{cluster.node_address(1)}"] button')
+    assert question.startswith(f"Tombstone {cluster.node_address(1)} for topic scratch")
     wait_until(lambda: cluster.nsqds[1].topic_stats("scratch") is None, message="tombstoned")
     browser.wait_for_text("h1", "scratch")
-    browser.confirm("Delete Topic")
+    browser.confirm(text="Delete Topic")
     wait_until(lambda: cluster.nsqds[0].topic_stats("scratch") is None, message="deleted")
     wait_until(lambda: browser.driver.current_url.endswith("/topics"), message="on /topics")
     assert browser.css('#topics tr[data-topic="scratch"]') == []
@@ -304,7 +338,7 @@ def test_create_from_the_lookup_page(cluster, browser):
     browser.shot("lookup")
     browser.one('#create input[name="topic"]').send_keys("born")
     browser.one('#create button[type="submit"]').click()
-    assert browser.one("dialog#confirm .question").text == "Create topic born?"
+    assert browser.texts("dialog#confirm .question") == ["Create topic born?"]
     browser.one("#confirm-ok").click()
     wait_until(lambda: browser.driver.current_url.endswith("/topics/born"),
                message="the new topic's page")
@@ -340,7 +374,7 @@ def test_a_node_that_is_down_is_named(cluster, browser):
     try:
         url = f"http://127.0.0.1:{admin.http_port}"
         browser.open("/nodes", base_url=url)
-        assert browser.one("#down-nodes").text == dead
+        assert browser.texts("#down-nodes") == [dead]
         assert browser.css(f'#nodes tr[data-node="{cluster.node_address(0)}"]')
         browser.shot("down-node")
         browser.open("/topics/orders", base_url=url)
@@ -348,7 +382,7 @@ def test_a_node_that_is_down_is_named(cluster, browser):
         assert _number(browser.cells("#topic-nodes tfoot tr")[3]) == \
             cluster.nsqds[0].topic_stats("orders")["message_count"]
         # An action reaches the nsqd that answers and names the one that does not.
-        browser.confirm("Pause Topic")
+        browser.confirm(text="Pause Topic", reloads=False)
         browser.wait_for_text("#messages .alert.warn", f'WARNING: Get "http://{dead}/stats')
         assert cluster.nsqds[0].topic_stats("orders")["paused"]
         browser.shot("down-node-action")
