@@ -1,9 +1,12 @@
 """nsqadmin as it ships: its templates and assets inside the built wheel and found from an
-installed copy (not the source tree), and the app served by a plain ``gunicorn`` command."""
+installed copy (not the source tree), the app served by a plain ``gunicorn`` command, and
+a daemon that is gone at once when its PID is killed."""
 
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -11,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from go_nsq_fakes import FakeNsqd, load_fixture
-from support import wait_until
+from support import children, nsqadmin_daemon, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = ("static/nsqadmin.css", "static/nsqadmin.js", "templates/base.html",
@@ -96,3 +99,21 @@ def test_plain_gunicorn_serves_the_app(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         nsqd.stop()
+
+
+def test_killing_the_pid_ends_nsqadmin(tmp_path):
+    admin = nsqadmin_daemon(["--nsqd-http-address=127.0.0.1:1"]).start()
+    [worker] = wait_until(lambda: children(admin.proc.pid), message="the worker")
+    admin.proc.send_signal(signal.SIGKILL)
+    admin.proc.wait()
+
+    def gone():
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(gone, message="the worker to die with its arbiter")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", admin.http_port))      # the port is free again
