@@ -91,6 +91,8 @@ class Actor:
         self.greenlet = None
         self.stopped = False
         self._wake_at = float("inf")   # when the idle loop wakes for timed work (see call)
+        self._timed = type(self).wakeup_in is not Actor.wakeup_in
+        self._handlers = {}
 
     def start(self):
         self.greenlet = gevent.spawn(self._run)
@@ -106,26 +108,36 @@ class Actor:
 
     def call(self, kind, *args):
         """Handle a message now if the actor is idle, else post it like ``send``."""
-        if self.stopped or self.turn.locked() or self.mailbox.qsize():
+        turn = self.turn
+        if self.stopped or turn.locked() or self.mailbox.qsize():
             self.send(kind, *args)
             return
         # Only this message: anything posted meanwhile may have been taken by the actor's
         # own greenlet, which waits for the turn and keeps the order.
-        with self.turn:
-            try:
-                getattr(self, "on_" + kind)(*args)
-                if not self.stopped:
-                    self.after_batch()
-            except Exception:
-                log.exception("%s: unexpected error handling %r", self.label, kind)
-        # The idle loop sleeps until the timed work it knew of; if this message brought
-        # earlier work (a delivery's timeout, a deferred message), wake it to re-arm.
-        due = self.wakeup_in()
-        if due is not None and time.monotonic() + due < self._wake_at:
-            try:
-                self.mailbox.put_nowait(("tick",))
-            except Full:
-                pass   # the loop has messages to handle, and re-arms after them
+        turn.acquire()
+        try:
+            handler = self._handlers.get(kind) or self._handler(kind)
+            handler(*args)
+            if not self.stopped:
+                self.after_batch()
+        except Exception:
+            log.exception("%s: unexpected error handling %r", self.label, kind)
+        finally:
+            turn.release()
+        if self._timed:
+            # The idle loop sleeps until the timed work it knew of; if this message brought
+            # earlier work (a delivery's timeout, a deferred message), wake it to re-arm.
+            due = self.wakeup_in()
+            if due is not None and time.monotonic() + due < self._wake_at:
+                try:
+                    self.mailbox.put_nowait(("tick",))
+                except Full:
+                    pass   # the loop has messages to handle, and re-arms after them
+
+    def _handler(self, kind):
+        """The bound ``on_<kind>`` method, looked up once per actor and kind."""
+        handler = self._handlers[kind] = getattr(self, "on_" + kind)
+        return handler
 
     def on_tick(self):
         """A wake-up with no work of its own: the loop runs ``after_batch`` and re-arms."""
@@ -182,8 +194,10 @@ class Actor:
         mailbox = self.mailbox
         try:
             handled = 0
+            handlers = self._handlers
             while message is not None:
-                getattr(self, "on_" + message[0])(*message[1:])
+                kind = message[0]
+                (handlers.get(kind) or self._handler(kind))(*message[1:])
                 if self.stopped:
                     return
                 handled += 1
@@ -220,7 +234,8 @@ class MessageHolder(Actor):
             if receipt is not None:
                 receipt.fail(StoreFailed(str(exc)))
             return False
-        self.nsqd.set_health(None)
+        if self.nsqd.health_error is not None:
+            self.nsqd.set_health(None)
         return True
 
     def on_pause(self):

@@ -74,14 +74,16 @@ class Topic(MessageHolder):
     # -- mailbox handlers -----------------------------------------------------------------
 
     def on_pub(self, receipt, msgs):
-        if self._flowing() and not self.depth:
+        flowing = self._flowing()
+        if flowing and not self.depth:
             self._fan_out(msgs, receipt)
         elif not self.store(msgs, receipt):
             return
         self.message_count += len(msgs)
-        self.message_bytes += sum([len(msg.body) for msg in msgs])
+        self.message_bytes += (len(msgs[0].body) if len(msgs) == 1
+                               else sum([len(msg.body) for msg in msgs]))
         receipt.done()
-        if self._flowing():
+        if flowing and self.depth:
             self.on_drain()             # the batch waited behind a backlog
 
     def request_drain(self):

@@ -60,6 +60,10 @@ class DaemonSpec:
     def log_prefix(self):
         return f"[{self.name}] "
 
+    def http_max_body(self):
+        """The largest request body the HTTP server buffers for the app."""
+        return 1 << 20
+
     def build_app(self, sockets):
         raise NotImplementedError
 
@@ -251,8 +255,8 @@ def die_with_parent(parent_pid):
 
 
 class DaemonWorker(GeventWorker):
-    """The single gevent worker: the Falcon app on pywsgi (see wsgi_server.py), and the
-    spec's protocol servers beside it.
+    """The single gevent worker: the Falcon app on the HTTP server in wsgi_server.py, and
+    the spec's protocol servers beside it.
 
     Its run loop wakes as soon as a stop signal arrives (Gunicorn's polls once a second),
     then stops accepting, gives requests under way a moment, and lets the spec flush.
@@ -271,8 +275,15 @@ class DaemonWorker(GeventWorker):
         # Sockets bound in the arbiter predate monkey-patching: re-wrap them for the hub.
         sockets = {label: socket.socket(sock.family, sock.type, fileno=sock.detach())
                    for label, sock in self.app.sockets.items() if label != "HTTP"}
+        servers = []
         try:
             spec.start(sockets)
+            for listener in self.sockets:
+                listener.setblocking(1)
+                server = ApiServer(listener, self.wsgi, spawn=Pool(self.worker_connections),
+                                   max_body=spec.http_max_body())
+                server.start()
+                servers.append(server)
         except Exception:
             self.log.exception("%s failed to start", spec.name)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
@@ -280,12 +291,6 @@ class DaemonWorker(GeventWorker):
         # rescan what startup allocated, so it cannot pause the hub under load.
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        servers = []
-        for listener in self.sockets:
-            listener.setblocking(1)
-            server = ApiServer(listener, self.wsgi, spawn=Pool(self.worker_connections))
-            server.start()
-            servers.append(server)
         try:
             while self.alive:
                 self.notify()
@@ -293,10 +298,9 @@ class DaemonWorker(GeventWorker):
             for server in servers:
                 logging.getLogger("greensq").info(
                     "HTTP: closing %s", format_sockname(server.socket))
-                server.close()
+                server.close_idle()
             deadline = time.monotonic() + self.drain_timeout
-            while time.monotonic() < deadline and any(
-                    server.pool.free_count() != server.pool.size for server in servers):
+            while time.monotonic() < deadline and any(server.active for server in servers):
                 gevent.sleep(0.05)
         finally:
             spec.stop()

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import ujson
 
 from greensq.http.nsq_http import (
-    NsqHTTPError, create_api, lazy_app, query_params, read_body, respond_json)
+    NsqHTTPError, create_api, lazy_app, query_params, read_body, respond_json, respond_ping)
 from greensq.http.nsqadmin_pages import add_pages, is_admin_request
 from greensq.services.cluster_http import UpstreamError
 from greensq.services.cluster_stats import join_host_port
@@ -172,8 +172,7 @@ def api_call(call, *args, **kwargs):
 
 class Ping(Resource):
     def on_get(self, req, resp):
-        resp.content_type = "text/plain; charset=utf-8"
-        resp.data = b"OK"
+        respond_ping(resp)
 
 
 class Topics(Resource):
@@ -357,7 +356,7 @@ def create_app(admin):
     """The nsqadmin WSGI app over a core (``services.nsqadmin.NSQAdmin``)."""
     opts = admin.opts
     base = opts.base_path.rstrip("/")
-    app = create_api(plain_paths=(base + "/ping",))
+    app = create_api()
     app.add_middleware([SameOrigin(), SecurityHeaders(opts.graphite_url), Compress()])
     static = Static(opts.dev_static_dir or STATIC)
 

@@ -12,7 +12,7 @@ import ujson
 
 from greensq.actors.actor import Refused, StoreFailed
 from greensq.http.nsq_http import (
-    NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json,
+    NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
     respond_text)
 from greensq.services.logs import LEVELS
 from greensq.services.names import is_valid_name
@@ -51,6 +51,13 @@ class Resource:
         self.nsqd = nsqd
         self.opts = nsqd.opts
 
+    def topic_arg(self, params, invalid="INVALID_TOPIC"):
+        """The ``topic`` parameter, checked (an existing topic's name is valid)."""
+        name = params.get("topic")
+        if name is not None and name in self.nsqd.topics:
+            return name
+        return _topic_arg(params, invalid)
+
     def publish(self, topic_name, bodies, defer_ms=0):
         """Publish; answered once stored. Any failure is NSQ's 503 ``EXITING``."""
         try:
@@ -64,7 +71,7 @@ class Ping(Resource):
         """``OK``; NSQ's 500 with the health text after a failed disk-queue write."""
         if self.nsqd.health_error is not None:
             raise NsqHTTPError(500, self.nsqd.health)
-        respond_text(resp, "OK")
+        respond_ping(resp)
 
 
 class Info(Resource):
@@ -95,7 +102,7 @@ class Pub(Resource):
         if not body:
             raise NsqHTTPError(400, "MSG_EMPTY")
         params = query_params(req)
-        topic_name = _topic_arg(params)
+        topic_name = self.topic_arg(params)
         if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
             self.nsqd.get_topic(topic_name)
         defer_ms = 0
@@ -116,7 +123,7 @@ class Mpub(Resource):
             raise NsqHTTPError(413, "BODY_TOO_BIG")
         body = read_body(req, limit)     # first: a form content type must not eat it
         params = query_params(req)
-        topic_name = _topic_arg(params)
+        topic_name = self.topic_arg(params)
         if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
             self.nsqd.get_topic(topic_name)
         if len(body) > limit:

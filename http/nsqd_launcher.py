@@ -65,16 +65,22 @@ class NsqdSpec(ProtocolDaemonSpec):
             return tls_required_app(int(https.rpartition(":")[2]))
         return app
 
+    def http_max_body(self):
+        # /mpub takes --max-body-size, /pub --max-msg-size; one byte more says "too big".
+        return max(self.opts.max_body_size, self.opts.max_msg_size) + 1
+
     def start(self, sockets):
         super().start(sockets)
         if "HTTPS" in sockets:
-            from gevent.pywsgi import WSGIServer
+            from gevent.pool import Pool
 
             from greensq.http.launcher import format_sockname
+            from greensq.http.wsgi_server import ApiServer
 
             listener = sockets["HTTPS"]
-            self.https_server = WSGIServer(listener, self.https_app, log=None,
-                                           ssl_context=self.core.tls_context)
+            self.https_server = ApiServer(listener, self.https_app, Pool(10000),
+                                          max_body=self.http_max_body(),
+                                          ssl_context=self.core.tls_context)
             self.https_server.start()
             log.info("HTTPS: listening on %s", format_sockname(listener))
 

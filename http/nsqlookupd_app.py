@@ -4,7 +4,8 @@
 GET, administrative ones POST; responses are bare JSON with ``{"message": ...}`` errors.
 """
 
-from greensq.http.nsq_http import NsqHTTPError, create_api, query_params, respond_json, respond_text
+from greensq.http.nsq_http import (
+    NsqHTTPError, create_api, query_params, respond_json, respond_ping, respond_text)
 from greensq.services.names import is_valid_name
 from greensq.services.version import NSQ_VERSION
 
@@ -37,7 +38,7 @@ class Resource:
 
 class Ping(Resource):
     def on_get(self, req, resp):
-        respond_text(resp, "OK")
+        respond_ping(resp)
 
 
 class Info(Resource):

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from support import (
-    FRAME_RESPONSE, Daemon, V2Client, children, consume_expected, wait_until)
+    FRAME_RESPONSE, V2Client, children, consume_expected, wait_until)
 
 ROUNDS = 4
 PUBLISHERS = 3
@@ -62,31 +62,26 @@ def kill_worker(daemon):
 
 
 @pytest.mark.parametrize("kill", [kill_process_group, kill_worker])
-def test_every_acknowledged_message_survives_sigkill(tmp_path, kill):
-    daemon = Daemon(tmp_path / "data", FLAGS, new_session=True)
-    daemon.start()
-    try:
-        assert daemon.http("POST", "/topic/create?topic=acked")[0] == 200
-        assert daemon.http("POST", "/channel/create?topic=acked&channel=ch")[0] == 200
-        assert daemon.http("POST", "/topic/create?topic=held")[0] == 200   # no channel
-        acked = {"acked": [], "held": []}
-        for round_number in range(ROUNDS):
-            publishers = [Publisher(daemon.tcp_port, topic, f"r{round_number}p{i}{topic}")
-                          for i in range(PUBLISHERS) for topic in acked]
-            for publisher in publishers:
-                publisher.start()
-            wait_until(lambda: all(len(p.acked) >= 200 for p in publishers),
-                       message="publishers well under way")
-            kill(daemon)
-            if daemon.proc.poll() is not None:
-                daemon.start()
-            for publisher in publishers:
-                publisher.client.close()
-                publisher.join(10)
-                acked[publisher.topic].extend(publisher.acked)
-            wait_until(lambda: daemon.http("GET", "/ping")[0] == 200, message="/ping")
-        consume_expected(daemon.tcp_port, "acked", "ch", acked["acked"])
-        consume_expected(daemon.tcp_port, "held", "late", acked["held"])
-    finally:
-        if daemon.proc.poll() is None:
-            daemon.stop()
+def test_every_acknowledged_message_survives_sigkill(nsqd_factory, kill):
+    daemon = nsqd_factory(*FLAGS, new_session=True)
+    assert daemon.http("POST", "/topic/create?topic=acked")[0] == 200
+    assert daemon.http("POST", "/channel/create?topic=acked&channel=ch")[0] == 200
+    assert daemon.http("POST", "/topic/create?topic=held")[0] == 200   # no channel
+    acked = {"acked": [], "held": []}
+    for round_number in range(ROUNDS):
+        publishers = [Publisher(daemon.tcp_port, topic, f"r{round_number}p{i}{topic}")
+                      for i in range(PUBLISHERS) for topic in acked]
+        for publisher in publishers:
+            publisher.start()
+        wait_until(lambda: all(len(p.acked) >= 200 for p in publishers),
+                   message="publishers well under way")
+        kill(daemon)
+        if daemon.proc.poll() is not None:
+            daemon.start()
+        for publisher in publishers:
+            publisher.client.close()
+            publisher.join(10)
+            acked[publisher.topic].extend(publisher.acked)
+        wait_until(lambda: daemon.http("GET", "/ping")[0] == 200, message="/ping")
+    consume_expected(daemon.tcp_port, "acked", "ch", acked["acked"])
+    consume_expected(daemon.tcp_port, "held", "late", acked["held"])

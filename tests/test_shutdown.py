@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 
-from support import FRAME_RESPONSE, Daemon, V2Client, consume_expected, wait_until
+from support import FRAME_RESPONSE, V2Client, consume_expected, wait_until
 
 LATE_CONNECTIONS = 80
 
@@ -95,9 +95,8 @@ def steady_http_publisher(port, tag, outcomes):
             return
 
 
-def test_publishes_racing_sigterm_are_flushed_or_refused(tmp_path):
-    daemon = Daemon(tmp_path / "data", ["--mem-queue-size=100"])
-    daemon.start()
+def test_publishes_racing_sigterm_are_flushed_or_refused(nsqd_factory):
+    daemon = nsqd_factory("--mem-queue-size=100")
     assert daemon.http("POST", "/topic/create?topic=racing")[0] == 200
     assert daemon.http("POST", "/channel/create?topic=racing&channel=ch")[0] == 200
     outcomes = Outcomes()
@@ -133,4 +132,3 @@ def test_publishes_racing_sigterm_are_flushed_or_refused(tmp_path):
     assert not unexpected, unexpected
     daemon.start()
     consume_expected(daemon.tcp_port, "racing", "ch", outcomes.acked, timeout=30)
-    daemon.stop()
