@@ -125,7 +125,11 @@ class Consumer:
     ``requeue_delay`` (90), ``max_requeue_delay`` (900)
         a failed message is requeued after ``requeue_delay * attempts`` (capped).
     ``backoff`` (1), ``max_backoff`` (120)
-        the first backoff wait, and its cap (it doubles per consecutive failure).
+        the first backoff wait, and its cap (it doubles per consecutive failure);
+        ``max_backoff=0`` turns backoff off (go-nsq's ``max_backoff_duration,0``).
+    ``concurrency`` (``max_in_flight``)
+        handlers running at once; fewer than ``max_in_flight`` makes the rest of the
+        messages held wait their turn (go-nsq's ``AddConcurrentHandlers``).
     ``lookupd_poll_interval`` (60), ``lookupd_poll_jitter`` (0.3)
         how often lookupd is asked, each wait varied by up to this fraction.
     ``rdy_redistribute_interval`` (5), ``low_rdy_idle_timeout`` (10)
@@ -147,7 +151,7 @@ class Consumer:
                  lookupd_poll_jitter=0.3, rdy_redistribute_interval=5.0,
                  low_rdy_idle_timeout=10.0, reconnect_interval=1.0,
                  max_reconnect_interval=30.0, connect_timeout=5.0, on_command=None,
-                 **connection_options):
+                 concurrency=None, **connection_options):
         if isinstance(nsqd_tcp_addresses, str):
             nsqd_tcp_addresses = [nsqd_tcp_addresses]
         if isinstance(lookupd_http_addresses, str):
@@ -184,7 +188,8 @@ class Consumer:
         self._backoff_counter = 0
         self._backoff_timer = None
         self._handlers = 0
-        self._pool = WorkerPool(self._handle, max_in_flight)
+        self.concurrency = concurrency
+        self._pool = WorkerPool(self._handle, concurrency or max_in_flight)
         self._handlers_idle = Event()
         self._handlers_idle.set()
         self._started = False
@@ -263,7 +268,8 @@ class Consumer:
     def set_max_in_flight(self, count):
         """Change ``max_in_flight``; 0 pauses consumption on every connection."""
         self.max_in_flight = count
-        self._pool.resize(count)
+        if not self.concurrency:
+            self._pool.resize(count)
         self._update_rdy()
 
     @property
@@ -455,7 +461,7 @@ class Consumer:
     def _message_done(self, state, outcome, success):
         if outcome is not None:
             self.stats[outcome] += 1
-        if success is None or self._closing:
+        if success is None or self._closing or not self.max_backoff:
             return
         if self._backoff_timer is not None:
             return   # results during a backoff wait do not count

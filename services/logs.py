@@ -90,13 +90,14 @@ class BackgroundStreamHandler(logging.Handler):
             sleep(0.005)
 
 
-def setup_logging(prefix, level_name):
-    """Route the ``greensq`` logger through a background writer, in NSQ's format."""
+def setup_logging(prefix, level_name, formatter=None):
+    """Route the ``greensq`` logger through a background writer, in NSQ's format
+    (or ``formatter``'s)."""
     logger = logging.getLogger("greensq")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     handler = BackgroundStreamHandler()
-    handler.setFormatter(NsqFormatter(prefix))
+    handler.setFormatter(formatter or NsqFormatter(prefix))
     logger.addHandler(handler)
     logger.setLevel(LEVELS.get(level_name, logging.INFO))
     logger.propagate = False

@@ -1,0 +1,235 @@
+"""The tools' consumers and producers, configured with go-nsq's option names.
+
+NSQ's tools pass ``--consumer-opt`` / ``--producer-opt`` values (``name,value``; a bare
+``name`` means true) to go-nsq's ``Config.Set``, so scripts carry go-nsq's option names
+and units: ``max_backoff_duration,0s``, ``max_attempts,10``, ``tls_v1,true``. This
+module checks them the way go-nsq does (the type, then the option's min and max, with
+go-nsq's error text) and turns them into :class:`~greensq.client.Consumer` and
+:class:`~greensq.client.Producer` keyword arguments.
+
+Two options mean something slightly different in the client and are converted:
+go-nsq's backoff waits ``backoff_multiplier * 2**level``, the client's first wait is
+``backoff``, so ``backoff = 2 * backoff_multiplier``; and ``max_backoff_duration,0``
+turns backoff off in both. Options with no counterpart in greensq.client (socket read and
+write deadlines, ``local_addr``, the lookupd poll timeout, ``low_rdy_timeout``, the
+full-jitter strategy, lookupd authorization) are accepted and reported by
+:meth:`GoNsqConfig.ignored` so the tool can say they have no effect.
+"""
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+from greensq.client import Consumer, Producer
+from greensq.client.connection import tls_client_context
+from greensq.services.goflags import FlagError, format_duration, parse_bool, parse_duration
+from greensq.services.goflags import _quote
+
+from .options import user_agent
+
+log = logging.getLogger("greensq.tools")
+
+
+def _go_int(text):
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise ValueError(f"strconv.ParseInt: parsing {_quote(text)}: invalid syntax") from None
+
+
+def _go_float(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"strconv.ParseFloat: parsing {_quote(text)}: invalid syntax") from None
+
+
+_PARSERS = {"duration": parse_duration, "int": _go_int, "float": _go_float,
+            "bool": parse_bool, "str": str}
+
+# Where an option goes: the IDENTIFY/transport options of every connection, or the
+# consumer's own; None = accepted, no effect in greensq.client.
+CONNECTION, CONSUMER = "connection", "consumer"
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str
+    target: str | None
+    keyword: str | None = None
+    min: object = None
+    max: object = None
+
+    def convert(self, raw):
+        """The option's value from a command-line string (True for a bare name), or a
+        FlagError with go-nsq's message."""
+        try:
+            if raw is True and self.kind != "bool":
+                raise ValueError("invalid value type")
+            value = True if raw is True else _PARSERS[self.kind](raw)
+        except ValueError as exc:
+            raise FlagError(f"failed to coerce option {self.name} "
+                            f"({'true' if raw is True else raw}) - {exc}") from None
+        show = format_duration if self.kind == "duration" else str
+        if self.min is not None and value < self.min:
+            raise FlagError(f"invalid {self.name} ! {show(value)} < {show(self.min)}")
+        if self.max is not None and value > self.max:
+            raise FlagError(f"invalid {self.name} ! {show(value)} > {show(self.max)}")
+        return value
+
+
+_MINUTE = 60.0
+OPTIONS = {option.name: option for option in (
+    Option("dial_timeout", "duration", CONNECTION, "connect_timeout"),
+    Option("read_timeout", "duration", None, min=0.1, max=5 * _MINUTE),
+    Option("write_timeout", "duration", None, min=0.1, max=5 * _MINUTE),
+    Option("local_addr", "str", None),
+    Option("lookupd_poll_interval", "duration", CONSUMER, min=0.01, max=5 * _MINUTE),
+    Option("lookupd_poll_jitter", "float", CONSUMER, min=0.0, max=1.0),
+    Option("lookupd_poll_timeout", "duration", None),
+    Option("max_requeue_delay", "duration", CONSUMER, min=0.0, max=60 * _MINUTE),
+    Option("default_requeue_delay", "duration", CONSUMER, "requeue_delay",
+           min=0.0, max=60 * _MINUTE),
+    Option("backoff_strategy", "str", CONSUMER),
+    Option("max_backoff_duration", "duration", CONSUMER, "max_backoff",
+           min=0.0, max=60 * _MINUTE),
+    Option("backoff_multiplier", "duration", CONSUMER, "backoff", min=0.0, max=60 * _MINUTE),
+    Option("max_attempts", "int", CONSUMER, min=0, max=65535),
+    Option("low_rdy_idle_timeout", "duration", CONSUMER, min=1.0, max=5 * _MINUTE),
+    Option("low_rdy_timeout", "duration", None, min=1.0, max=5 * _MINUTE),
+    Option("rdy_redistribute_interval", "duration", CONSUMER, min=0.001, max=5.0),
+    Option("client_id", "str", CONNECTION),
+    Option("hostname", "str", CONNECTION),
+    Option("user_agent", "str", CONNECTION),
+    Option("heartbeat_interval", "duration", CONNECTION),
+    Option("sample_rate", "int", CONNECTION, min=0, max=99),
+    Option("tls_v1", "bool", CONNECTION),
+    Option("tls_root_ca_file", "str", CONNECTION),
+    Option("tls_insecure_skip_verify", "bool", CONNECTION),
+    Option("tls_cert", "str", CONNECTION),
+    Option("tls_key", "str", CONNECTION),
+    Option("tls_min_version", "str", CONNECTION),
+    Option("deflate", "bool", CONNECTION),
+    Option("deflate_level", "int", CONNECTION, min=1, max=9),
+    Option("snappy", "bool", CONNECTION),
+    Option("output_buffer_size", "int", CONNECTION),
+    Option("output_buffer_timeout", "duration", CONNECTION),
+    Option("max_in_flight", "int", CONSUMER, min=0),
+    Option("msg_timeout", "duration", CONNECTION, min=0.0),
+    Option("auth_secret", "str", CONNECTION),
+    Option("skip_lookupd_authorization", "bool", None),
+)}
+
+BACKOFF_STRATEGIES = ("exponential", "full_jitter")
+TLS_VERSIONS = {"ssl3.0": ssl.TLSVersion.SSLv3, "tls1.0": ssl.TLSVersion.TLSv1,
+                "tls1.1": ssl.TLSVersion.TLSv1_1, "tls1.2": ssl.TLSVersion.TLSv1_2}
+_TLS_OPTIONS = ("tls_root_ca_file", "tls_insecure_skip_verify", "tls_cert", "tls_key",
+                "tls_min_version")
+
+# go-nsq's defaults where they differ from greensq.client's (backoff_multiplier 1s).
+GO_NSQ_CONSUMER_DEFAULTS = {"backoff": 2.0}
+
+
+class GoNsqConfig:
+    """The go-nsq options given with one repeatable flag (``consumer-opt``, ...)."""
+
+    def __init__(self, pairs, flag="consumer-opt"):
+        self.flag = flag
+        self.values = {}
+        for pair in pairs:
+            self.set(pair)
+
+    def set(self, pair):
+        name, comma, raw = pair.partition(",")
+        name = name.replace("-", "_")
+        try:
+            option = OPTIONS.get(name)
+            if option is None:
+                raise FlagError(f"invalid option {name}")
+            value = option.convert(raw if comma else True)
+            if name == "backoff_strategy" and value not in BACKOFF_STRATEGIES:
+                raise FlagError(f"invalid backoff strategy '{value}'")
+            if name == "tls_min_version" and value not in TLS_VERSIONS:
+                raise FlagError(f"ERROR: {value} is not a tls version")
+        except FlagError as exc:
+            raise FlagError(f"invalid value {_quote(pair)} for flag -{self.flag}: {exc}") from None
+        self.values[name] = value
+
+    def ignored(self):
+        """The options given that greensq.client has no use for."""
+        ignored = [n for n in self.values if OPTIONS[n].target is None]
+        if self.values.get("backoff_strategy") == "full_jitter":
+            ignored.append("backoff_strategy")
+        return ignored
+
+    def _keywords(self, targets):
+        kwargs = {}
+        for name, value in self.values.items():
+            option = OPTIONS[name]
+            if option.target not in targets or name in _TLS_OPTIONS:
+                continue
+            if name == "backoff_strategy":
+                continue
+            if name == "backoff_multiplier":
+                value = 2 * value
+            if name == "heartbeat_interval" and value < 0:
+                value = 0.0
+            kwargs[option.keyword or name] = value
+        tls_context = self._tls_context()
+        if tls_context is not None:
+            kwargs["tls_context"] = tls_context
+        return kwargs
+
+    def _tls_context(self):
+        values = self.values
+        if not any(name in values for name in _TLS_OPTIONS):
+            return None
+        try:
+            context = tls_client_context(values.get("tls_root_ca_file"),
+                                         not values.get("tls_insecure_skip_verify", False),
+                                         values.get("tls_cert"), values.get("tls_key"))
+        except (OSError, ssl.SSLError) as exc:
+            raise FlagError(f"invalid TLS options for flag -{self.flag}: {exc}") from None
+        if "tls_min_version" in values:
+            context.minimum_version = TLS_VERSIONS[values["tls_min_version"]]
+        return context
+
+    def consumer_kwargs(self):
+        """Keyword arguments for :class:`~greensq.client.Consumer`, go-nsq's defaults
+        first."""
+        return {**GO_NSQ_CONSUMER_DEFAULTS, **self._keywords((CONNECTION, CONSUMER))}
+
+    def producer_kwargs(self):
+        """Keyword arguments for :class:`~greensq.client.Producer` (consumer-only
+        options are accepted and have no effect there, as in go-nsq)."""
+        return self._keywords((CONNECTION,))
+
+
+def _log_give_up(message):
+    log.warning("msg %s attempted %d times, giving up", message.id.decode(), message.attempts)
+
+
+def _warn_ignored(config):
+    for name in config.ignored():
+        log.warning("--%s %s has no effect in greensq", config.flag, name)
+
+
+def make_consumer(program, opts, topic, handler, config, **extra):
+    """A Consumer of ``topic`` on ``opts.channel`` from the tool's nsqd or lookupd
+    addresses, with the ``--consumer-opt`` options, ``--max-in-flight`` and the tool's
+    user agent (both win over ``--consumer-opt``, as in NSQ's tools). Messages given up
+    after ``max_attempts`` are logged, as go-nsq does."""
+    _warn_ignored(config)
+    kwargs = config.consumer_kwargs()
+    kwargs.update(extra)
+    kwargs.update(user_agent=user_agent(program), max_in_flight=opts.max_in_flight)
+    return Consumer(topic, opts.channel, handler, nsqd_tcp_addresses=opts.nsqd_tcp_address,
+                    lookupd_http_addresses=opts.lookupd_http_address,
+                    on_give_up=_log_give_up, **kwargs)
+
+
+def make_producer(program, address, config):
+    """A Producer to one nsqd with the ``--producer-opt`` options."""
+    _warn_ignored(config)
+    return Producer([address], user_agent=user_agent(program), **config.producer_kwargs())

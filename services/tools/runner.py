@@ -1,0 +1,103 @@
+"""The one run/stop loop of the utilities, their log lines and their fatal exits.
+
+A tool is an object with ``start()``, ``stop()`` and a ``finished`` event:
+
+* ``start()`` connects and begins the work (a :class:`ToolError` here or while the
+  tool is built is a fatal command-line problem: logged, exit 1; a bad ``--consumer-opt``
+  is a flag error: exit 2);
+* SIGINT or SIGTERM, or ``finished`` being set by the tool itself (``nsq_tail -n``,
+  ``nsq_stat --count``, ``to_nsq`` at the end of its input), leads to ``stop()``, which
+  stops taking messages, finishes or requeues what is in flight and flushes; then the
+  process exits 0, as NSQ's tools do;
+* an error the tool cannot recover from (a file that cannot be written) calls
+  :func:`fatal` from any greenlet: one log line, exit 1, as Go's ``log.Fatal`` does.
+
+Lines go to stderr through :mod:`greensq.services.logs`'s background writer, in Go's
+standard ``log`` format (``2006/01/02 15:04:05 message``) unless the tool asks for
+NSQ's daemon format (nsq_to_file).
+"""
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import gevent
+from gevent.event import Event
+
+from greensq.client import NSQError
+from greensq.services.goflags import FlagError
+from greensq.services.logs import setup_logging
+
+from .options import ToolError
+
+log = logging.getLogger("greensq.tools")
+
+# go-nsq tags its own lines with a level; the client library's lines get the same tags.
+_GO_NSQ_LEVELS = {logging.DEBUG: "DBG", logging.INFO: "INF", logging.WARNING: "WRN",
+                  logging.ERROR: "ERR", logging.CRITICAL: "ERR"}
+
+_log_handler = None
+
+
+class GoLogFormatter(logging.Formatter):
+    """Go's standard ``log`` line, ``2006/01/02 15:04:05 message``."""
+
+    def format(self, record):
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+        text = record.getMessage()
+        if not record.name.startswith(log.name):
+            text = f"{_GO_NSQ_LEVELS.get(record.levelno, 'INF')} {text}"
+        return f"{stamp} {text}"
+
+
+class Tool:
+    """Base of a utility's main object (see the module docstring)."""
+
+    def __init__(self):
+        self.finished = Event()
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+
+def fatal(message):
+    """Log ``message`` and exit 1 at once (callable from any greenlet)."""
+    log.critical("%s", message)
+    exit_now(1)
+
+
+def exit_now(status):
+    """Flush stdout and the pending log lines, then end the process with ``status``."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    if _log_handler is not None:
+        _log_handler.flush_pending()
+    os._exit(status)
+
+
+def run(make_tool, formatter=None, log_prefix="", log_level="info"):
+    """Build the tool with ``make_tool()``, run it until a signal or its end, stop it
+    gracefully and exit 0 (see the module docstring). Does not return."""
+    global _log_handler
+    _log_handler = setup_logging(log_prefix, log_level, formatter or GoLogFormatter())
+    stop_requested = Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop_requested.set)
+    try:
+        tool = make_tool()
+        tool.start()
+        gevent.wait([stop_requested, tool.finished], count=1)
+        tool.stop()
+    except FlagError as exc:   # a --consumer-opt / --producer-opt Go's flag package rejects
+        sys.stderr.write(f"{exc}\n")
+        exit_now(2)
+    except (ToolError, NSQError) as exc:
+        fatal(str(exc))
+    exit_now(0)
