@@ -2,7 +2,7 @@
 
 import pytest
 
-from support import Daemon, nsqlookupd_daemon
+from support import Daemon, ToolProcess, nsqlookupd_daemon
 
 
 def _daemon_factory(make, prefix, tmp_path):
@@ -36,3 +36,20 @@ def lookupd_factory(tmp_path):
 @pytest.fixture
 def nsqd(nsqd_factory):
     return nsqd_factory()
+
+
+@pytest.fixture
+def tool_factory():
+    """Start NSQ utilities (``tool_factory("nsq_tail", "--topic=t", ...)``); any still
+    running after the test are killed."""
+    started = []
+
+    def start(name, *args, stdin=None):
+        tool = ToolProcess(name, args, stdin)
+        started.append(tool)
+        return tool.start()
+
+    yield start
+    for tool in started:
+        if tool.proc.poll() is None:
+            tool.kill()

@@ -65,7 +65,7 @@ class Daemon:
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=self.new_session)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
         if wait:
             if self.tcp_address:
                 self.tcp_port = int(self.wait_for_log(r"TCP: listening on .*:(\d+)").group(1))
@@ -75,8 +75,8 @@ class Daemon:
             self.http_address = f"127.0.0.1:{self.http_port}"
         return self
 
-    def _pump(self, proc):
-        for raw in proc.stdout:
+    def _pump(self, stream):
+        for raw in stream:
             with self._cond:
                 self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
                 self._cond.notify_all()
@@ -162,6 +162,60 @@ class Daemon:
             if ch["channel_name"] == channel:
                 return ch
         return None
+
+
+class ToolProcess(Daemon):
+    """A utility (``python -m greensq.services.tools.NAME ARGS``): its stderr lines are
+    kept like a daemon's log (``wait_for_log``), its stdout apart, as bytes (``out``)."""
+
+    def __init__(self, tool, args=(), stdin=None):
+        super().__init__("", args, module=f"greensq.services.tools.{tool}")
+        self.stdin = stdin       # bytes to feed, or None for no input
+        self.out = b""
+
+    def command(self):
+        return [sys.executable, "-m", self.module, *self.args]
+
+    def start(self):
+        self.lines, self.out = [], b""
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL if self.stdin is None else subprocess.PIPE)
+        self._readers = [threading.Thread(target=self._pump, args=(self.proc.stderr,)),
+                         threading.Thread(target=self._collect)]
+        for reader in self._readers:
+            reader.daemon = True
+            reader.start()
+        if self.stdin is not None:
+            self.proc.stdin.write(self.stdin)
+            self.proc.stdin.close()
+        return self
+
+    def _collect(self):
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+            with self._cond:
+                self.out += chunk
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0):
+        status = super().stop(sig, timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return status
+
+    def stdout_lines(self):
+        with self._cond:
+            return self.out.decode("utf-8", "replace").splitlines()
+
+    def wait(self, timeout=30.0):
+        """The exit status once the tool ends by itself (its output all read)."""
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("tool did not exit in time; log:\n" + self.log_text())
+        for reader in self._readers:
+            reader.join(timeout)
+        return status
 
 
 def children(pid):

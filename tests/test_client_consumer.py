@@ -177,6 +177,46 @@ def test_backoff_sends_rdy_0_then_a_single_rdy_1_then_full_rdy(nsqd, consumers):
     assert client["requeue_count"] == 1
 
 
+def test_max_backoff_0_turns_backoff_off(nsqd, consumers):
+    log = CommandLog()
+
+    def handler(message):
+        raise RuntimeError("fail")
+
+    prepare(nsqd, "nobackoff")
+    consumer = Consumer("nobackoff", "ch", handler, nsqd_tcp_addresses=[tcp(nsqd)],
+                        max_in_flight=5, requeue_delay=60, max_backoff=0, on_command=log)
+    consumers.append(consumer.start())
+    publish(nsqd, "nobackoff", [b"fail"])
+    # The RDY 0 of a backoff would be sent right after the REQ, in the same greenlet.
+    gevent_wait_until(lambda: log.verbs("REQ"), message="REQ")
+    assert log.rdy() == [5]
+    assert not consumer.in_backoff
+
+
+def test_concurrency_caps_the_handlers_running_at_once(nsqd, consumers):
+    running, most, release = [0], [0], Event()
+
+    def handler(message):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        release.wait()
+        running[0] -= 1
+
+    publish(nsqd, "capped", [b"m%d" % i for i in range(5)])
+    consumer = Consumer("capped", "ch", handler, nsqd_tcp_addresses=[tcp(nsqd)],
+                        max_in_flight=10, concurrency=2)
+    consumers.append(consumer.start())
+    gevent_wait_until(lambda: consumer.stats["received"] == 5 and running[0] == 2,
+                      message="5 received, 2 running")
+    # A round trip to nsqd (many hub turns) gives more handlers every chance to start.
+    publish(nsqd, "capped", [b"late"])
+    gevent_wait_until(lambda: consumer.stats["received"] == 6, message="one more")
+    assert (running[0], most[0]) == (2, 2)
+    release.set()
+    gevent_wait_until(lambda: consumer.stats["finished"] == 6, message="all finished")
+
+
 def test_consecutive_failures_double_the_backoff(nsqd, consumers):
     consumer = Consumer("t", "ch", lambda m: None, nsqd_tcp_addresses=[tcp(nsqd)],
                         backoff=0.5, max_backoff=3)

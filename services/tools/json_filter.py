@@ -80,7 +80,7 @@ def _go_float(value):
         return "0" if math.copysign(1, value) > 0 else "-0"
     if 1e-6 <= abs(value) < 1e21:
         text = format(Decimal(repr(value)), "f")
-        return text
+        return text.rstrip("0").rstrip(".") if "." in text else text
     text = repr(value)
     mantissa, _, exponent = text.partition("e")
     sign = exponent[0] if exponent[0] in "+-" else "+"
