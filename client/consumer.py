@@ -283,6 +283,11 @@ class Consumer:
         return any(s.in_flight > 0 and s.in_flight >= 0.85 * s.rdy
                    for s in self._nsqd.values())
 
+    @property
+    def unhandled(self):
+        """Messages received whose handler has not returned yet (queued or running)."""
+        return self._handlers
+
     def requeue_delay_for(self, attempts):
         return min(self.requeue_delay * max(1, attempts), self.max_requeue_delay)
 

@@ -60,9 +60,11 @@ class TopicArchive:
         self.size = 0             # bytes of message data in it
         self.chunks = []          # bytes for the current file not written yet
         self.unsynced = []        # messages in chunks or written, not yet handed to a sync
-        self.write_scheduled = False
+        self.burst_end_scheduled = False
         self.stopping = False
-        self.syncing = False
+        self.queued_syncs = 0     # jobs handed to the syncer and not done yet
+        # Syncing half of --max-in-flight at a time lets the next half arrive meanwhile.
+        self.sync_batch = max(1, opts.max_in_flight // 2)
         self.jobs = Queue()
         self.syncer = None
         self.ticker = None
@@ -98,16 +100,33 @@ class TopicArchive:
         self.chunks.append(b"\n")
         self.size += len(body) + 1
         self.unsynced.append(message)
-        if not self.gzip and not self.write_scheduled:
-            self.write_scheduled = True
-            gevent.get_hub().loop.run_callback(self._write_chunks)
-        if (self.stopping or len(self.unsynced) >= self.opts.max_in_flight
-                or (not self.syncing and self.consumer.is_starved())):
+        if not self.burst_end_scheduled:
+            self.burst_end_scheduled = True
+            gevent.get_hub().loop.run_callback(self._burst_end)
+        if self.stopping or (len(self.unsynced) >= self.sync_batch and not self.queued_syncs):
+            self.sync()
+
+    def _burst_end(self):
+        """After a burst of messages: write them (plain files), and sync if due. Checked
+        here rather than per message because the consumer counts a whole burst in
+        flight before the first of it is handled."""
+        self.burst_end_scheduled = False
+        if not self.gzip:
+            self._write_chunks()
+        self._sync_if_due()
+
+    def _sync_if_due(self):
+        """Sync now if no sync is running and half of --max-in-flight waits, or the
+        consumer is starved by messages that all wait for a sync (not by messages
+        received and not handled yet: they are about to join the next sync)."""
+        consumer = self.consumer
+        if self.unsynced and not self.queued_syncs and (
+                len(self.unsynced) >= self.sync_batch
+                or (not consumer.unhandled and consumer.is_starved())):
             self.sync()
 
     def _write_chunks(self):
         """Hand the plain file's pending bytes to the OS (no fsync)."""
-        self.write_scheduled = False
         if self.chunks and self.file is not None:
             data = b"".join(self.chunks)
             self.chunks = []
@@ -164,6 +183,7 @@ class TopicArchive:
         else:
             self._write_chunks()
             data = b""
+        self.queued_syncs += 1
         self.jobs.put(SyncJob(self.file, data, self.unsynced, close))
         self.chunks = []
         self.unsynced = []
@@ -176,7 +196,6 @@ class TopicArchive:
             job = self.jobs.get()
             if job is _STOP:
                 return
-            self.syncing = True
             if job.messages:
                 log.info("%s syncing %d records to disk", self.label, len(job.messages))
             try:
@@ -187,9 +206,8 @@ class TopicArchive:
                 runner.fatal(f"{self.label} failed syncing messages: {exc}")
             for message in job.messages:
                 message.finish()
-            self.syncing = False
-            if self.jobs.empty() and self.unsynced and self.consumer.is_starved():
-                self.sync()
+            self.queued_syncs -= 1
+            self._sync_if_due()
 
     def _sync_job(self, job):
         """In a pool thread: compress (gzip), write and fsync one job's data."""
