@@ -212,9 +212,10 @@ def test_concurrency_caps_the_handlers_running_at_once(nsqd, consumers):
     # A round trip to nsqd (many hub turns) gives more handlers every chance to start.
     publish(nsqd, "capped", [b"late"])
     gevent_wait_until(lambda: consumer.stats["received"] == 6, message="one more")
-    assert (running[0], most[0]) == (2, 2)
+    assert (running[0], most[0], consumer.unhandled) == (2, 2, 6)
     release.set()
     gevent_wait_until(lambda: consumer.stats["finished"] == 6, message="all finished")
+    assert consumer.unhandled == 0
 
 
 def test_consecutive_failures_double_the_backoff(nsqd, consumers):

@@ -21,11 +21,12 @@ import ssl
 from dataclasses import dataclass
 
 from greensq.client import Consumer, Producer
-from greensq.client.connection import tls_client_context
+from greensq.client.connection import parse_address, tls_client_context
 from greensq.services.goflags import FlagError, format_duration, parse_bool, parse_duration
 from greensq.services.goflags import _quote
+from greensq.services.names import is_valid_name
 
-from .options import user_agent
+from .options import ToolError, user_agent
 
 log = logging.getLogger("greensq.tools")
 
@@ -139,6 +140,8 @@ class GoNsqConfig:
         self.values = {}
         for pair in pairs:
             self.set(pair)
+        for name in self.ignored():
+            log.warning("--%s %s has no effect in greensq", flag, name)
 
     def set(self, pair):
         name, comma, raw = pair.partition(",")
@@ -210,17 +213,25 @@ def _log_give_up(message):
     log.warning("msg %s attempted %d times, giving up", message.id.decode(), message.attempts)
 
 
-def _warn_ignored(config):
-    for name in config.ignored():
-        log.warning("--%s %s has no effect in greensq", config.flag, name)
+def _check_addresses(addresses):
+    for address in addresses:
+        try:
+            parse_address(address)
+        except ValueError:
+            raise ToolError(f"dial tcp: address {address}: missing port in address") from None
 
 
 def make_consumer(program, opts, topic, handler, config, **extra):
     """A Consumer of ``topic`` on ``opts.channel`` from the tool's nsqd or lookupd
     addresses, with the ``--consumer-opt`` options, ``--max-in-flight`` and the tool's
     user agent (both win over ``--consumer-opt``, as in NSQ's tools). Messages given up
-    after ``max_attempts`` are logged, as go-nsq does."""
-    _warn_ignored(config)
+    after ``max_attempts`` are logged, as go-nsq does. A bad topic or channel name is a
+    ToolError with go-nsq's words."""
+    if not is_valid_name(topic):
+        raise ToolError("invalid topic name")
+    if not is_valid_name(opts.channel):
+        raise ToolError("invalid channel name")
+    _check_addresses(opts.nsqd_tcp_address)
     kwargs = config.consumer_kwargs()
     kwargs.update(extra)
     kwargs.update(user_agent=user_agent(program), max_in_flight=opts.max_in_flight)
@@ -231,5 +242,5 @@ def make_consumer(program, opts, topic, handler, config, **extra):
 
 def make_producer(program, address, config):
     """A Producer to one nsqd with the ``--producer-opt`` options."""
-    _warn_ignored(config)
+    _check_addresses([address])
     return Producer([address], user_agent=user_agent(program), **config.producer_kwargs())

@@ -70,9 +70,9 @@ class TopicArchive:
         self.ticker = None
 
     def start(self):
+        self.consumer.start()     # what arrives before the syncer runs waits in its queue
         self.syncer = gevent.spawn(self._sync_loop)
         self.ticker = gevent.spawn(self._tick_loop)
-        self.consumer.start()
         return self
 
     def stop(self):

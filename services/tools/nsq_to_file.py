@@ -118,7 +118,7 @@ class NsqToFile(runner.Tool):
             try:
                 self.archives[topic] = TopicArchive(PROGRAM, self.opts, topic,
                                                     self.config).start()
-            except NSQError as exc:
+            except (NSQError, options.ToolError) as exc:
                 log.error("couldn't create logger for new topic %s: %s", topic, exc)
 
     def lookupd_topics(self):
