@@ -8,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support import wait_until
 from tool_checks import create_channel, publish, wait_channel_done
 
 # go-nsq requeues a failed message after 90 s times its attempts and backs off for 2 s:

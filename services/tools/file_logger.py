@@ -7,11 +7,13 @@ is it FINished. So a crash (even SIGKILL) can lose nothing that was FINished: wh
 not synced is redelivered by nsqd (NSQ delivers at least once; such messages may be
 written twice).
 
-When a sync happens, as in NSQ: every ``--sync-interval``; when ``--max-in-flight``
-messages are waiting; when the consumer is starved (nsqd will send no more until some
-are answered); when a file is closed (rotation, SIGHUP, exit). Syncs run one at a time
-in a syncer greenlet, with fsync in the hub's thread pool, so reading from nsqd goes on
-meanwhile; a starved consumer that is still starved when a sync ends syncs again at once.
+When a sync happens: every ``--sync-interval``; when the consumer is starved (nsqd will
+send no more until some are answered) and every message received waits for a sync; when
+a file is closed (rotation, SIGHUP, exit), as in NSQ. Syncs run one at a time in a
+syncer greenlet, with fsync in the hub's thread pool, so reading from nsqd goes on
+meanwhile; and where NSQ syncs once ``--max-in-flight`` messages wait, this syncs once
+half of that many wait, so the other half can arrive during the fsync (under load that
+doubles the batches in flight at no cost in safety; at low rates nothing changes).
 
 Plain files are written as messages arrive (one ``write`` per burst, at the end of the
 event-loop turn), so ``tail -f`` sees them at once. With ``--gzip`` the bytes of each
