@@ -78,7 +78,7 @@ def test_a_command_line_that_cannot_work_exits_1_with_nsqs_message(tool, args, m
      'invalid value "nope,1" for flag -consumer-opt: invalid option nope'),
     (["--topic=t", "--nsqd-tcp-address=a:1", "--consumer-opt=max_attempts,x"],
      'invalid value "max_attempts,x" for flag -consumer-opt: failed to coerce option '
-     'max_attempts (x) - strconv.ParseInt: parsing "x": invalid syntax'),
+     'max_attempts (x) - strconv.ParseUint: parsing "x": invalid syntax'),
     (["--topic=t", "--nsqd-tcp-address=a:1", "--consumer-opt=rdy_redistribute_interval,1m"],
      'invalid value "rdy_redistribute_interval,1m" for flag -consumer-opt: '
      'invalid rdy_redistribute_interval ! 1m0s > 5s'),

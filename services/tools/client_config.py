@@ -38,6 +38,12 @@ def _go_int(text):
         raise ValueError(f"strconv.ParseInt: parsing {_quote(text)}: invalid syntax") from None
 
 
+def _go_uint(text):
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"strconv.ParseUint: parsing {_quote(text)}: invalid syntax")
+    return int(text)
+
+
 def _go_float(text):
     try:
         return float(text)
@@ -45,7 +51,7 @@ def _go_float(text):
         raise ValueError(f"strconv.ParseFloat: parsing {_quote(text)}: invalid syntax") from None
 
 
-_PARSERS = {"duration": parse_duration, "int": _go_int, "float": _go_float,
+_PARSERS = {"duration": parse_duration, "int": _go_int, "uint": _go_uint, "float": _go_float,
             "bool": parse_bool, "str": str}
 
 # Where an option goes: the IDENTIFY/transport options of every connection, or the
@@ -96,7 +102,7 @@ OPTIONS = {option.name: option for option in (
     Option("max_backoff_duration", "duration", CONSUMER, "max_backoff",
            min=0.0, max=60 * _MINUTE),
     Option("backoff_multiplier", "duration", CONSUMER, "backoff", min=0.0, max=60 * _MINUTE),
-    Option("max_attempts", "int", CONSUMER, min=0, max=65535),
+    Option("max_attempts", "uint", CONSUMER, max=65535),
     Option("low_rdy_idle_timeout", "duration", CONSUMER, min=1.0, max=5 * _MINUTE),
     Option("low_rdy_timeout", "duration", None, min=1.0, max=5 * _MINUTE),
     Option("rdy_redistribute_interval", "duration", CONSUMER, min=0.001, max=5.0),

@@ -43,10 +43,9 @@ class Destinations:
         self._next = 0
 
     def pick(self):
-        if self.mode == "round-robin":
-            address = self.addresses[self._next % len(self.addresses)]
+        if self.mode == "round-robin":    # from the second address, as NSQ's tools do
             self._next += 1
-            return address
+            return self.addresses[self._next % len(self.addresses)]
         if self.mode == "epsilon-greedy" and random.random() >= EXPLORE:
             live = [h for h in self._hosts.values() if not h.dead]
             if live:
