@@ -7,13 +7,13 @@ is it FINished. So a crash (even SIGKILL) can lose nothing that was FINished: wh
 not synced is redelivered by nsqd (NSQ delivers at least once; such messages may be
 written twice).
 
-When a sync happens: every ``--sync-interval``; when the consumer is starved (nsqd will
-send no more until some are answered) and every message received waits for a sync; when
-a file is closed (rotation, SIGHUP, exit), as in NSQ. Syncs run one at a time in a
-syncer greenlet, with fsync in the hub's thread pool, so reading from nsqd goes on
-meanwhile; and where NSQ syncs once ``--max-in-flight`` messages wait, this syncs once
-half of that many wait, so the other half can arrive during the fsync (under load that
-doubles the batches in flight at no cost in safety; at low rates nothing changes).
+When a sync happens, as in NSQ: every ``--sync-interval``; when the consumer is starved
+(nsqd will send no more until some are answered); when a file is closed (rotation,
+SIGHUP, exit). Starved means by messages that all wait for a sync: the consumer counts
+a burst in flight as soon as it is read, so the check comes at the end of each burst
+(and when a sync ends), never with part of a burst still to handle. Syncs run one at a
+time in a syncer greenlet, with fsync in the hub's thread pool, so reading from nsqd
+goes on meanwhile.
 
 Plain files are written as messages arrive (one ``write`` per burst, at the end of the
 event-loop turn), so ``tail -f`` sees them at once. With ``--gzip`` the bytes of each
@@ -65,8 +65,6 @@ class TopicArchive:
         self.burst_end_scheduled = False
         self.stopping = False
         self.queued_syncs = 0     # jobs handed to the syncer and not done yet
-        # Syncing half of --max-in-flight at a time lets the next half arrive meanwhile.
-        self.sync_batch = max(1, opts.max_in_flight // 2)
         self.jobs = Queue()
         self.syncer = None
         self.ticker = None
@@ -105,7 +103,7 @@ class TopicArchive:
         if not self.burst_end_scheduled:
             self.burst_end_scheduled = True
             gevent.get_hub().loop.run_callback(self._burst_end)
-        if self.stopping or (len(self.unsynced) >= self.sync_batch and not self.queued_syncs):
+        if self.stopping:
             self.sync()
 
     def _burst_end(self):
@@ -118,13 +116,12 @@ class TopicArchive:
         self._sync_if_due()
 
     def _sync_if_due(self):
-        """Sync now if no sync is running and half of --max-in-flight waits, or the
-        consumer is starved by messages that all wait for a sync (not by messages
-        received and not handled yet: they are about to join the next sync)."""
+        """Sync now if no sync is running and the consumer is starved by messages that
+        all wait for a sync (not by messages received and not handled yet: they are
+        about to join the next sync)."""
         consumer = self.consumer
-        if self.unsynced and not self.queued_syncs and (
-                len(self.unsynced) >= self.sync_batch
-                or (not consumer.unhandled and consumer.is_starved())):
+        if self.unsynced and not self.queued_syncs and not consumer.unhandled \
+                and consumer.is_starved():
             self.sync()
 
     def _write_chunks(self):
