@@ -1,6 +1,6 @@
 """nsq_to_file as a process against real greensq daemons: file names, FIN only after the
-sync, rotation by size and by interval, gzip members, the work dir, topic discovery
-through lookupd, and no FINished message lost across a SIGKILL."""
+sync, rotation by size, by interval and on SIGHUP, gzip members, the work dir, topic
+discovery through lookupd, and no FINished message lost across a SIGKILL."""
 
 import gzip
 import json
@@ -157,3 +157,18 @@ def test_sigkill_then_restart_loses_no_finished_message(nsqd, tool_factory, tmp_
         with open(path, "rb") as fh:
             archived += gunzip_synced(fh.read()).splitlines()
     assert set(archived) == set(bodies)
+
+
+def test_sighup_closes_the_file_and_the_next_message_opens_another(nsqd, tool_factory, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    archiver = tool_factory("nsq_to_file", "--topic=hup", tcp(nsqd), f"--work-dir={work}",
+                            f"--output-dir={out}", "--sync-interval=50ms")
+    publish(nsqd, "hup", [b"before"])
+    wait_channel_done(nsqd, "hup", "nsq_to_file", 1)
+    archiver.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(files_under(out)) == 1 and not files_under(work),
+               message="file moved out")
+    publish(nsqd, "hup", [b"after"])
+    wait_until(lambda: len(files_under(work)) == 1, message="a new file")
+    assert archiver.stop() == 0, archiver.log_text()
+    assert [read_lines(p) for p in files_under(out)] == [[b"before"], [b"after"]]

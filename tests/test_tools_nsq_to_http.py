@@ -1,6 +1,6 @@
 """nsq_to_http as a process: the requests a local HTTP server receives (POST bodies and
 headers, GET substitution, round-robin), requeue on a 500 answer and on a timeout, and the
---status-every timing lines."""
+--status-every timing lines; and how --mode picks destinations."""
 
 import re
 import threading
@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tool_checks import create_channel, publish, wait_channel_done
+
+from greensq.services.tools.destinations import Destinations
 
 # go-nsq requeues a failed message after 90 s times its attempts and backs off for 2 s:
 # make both short so a redelivery comes at once.
@@ -149,3 +151,16 @@ def test_a_timeout_requeues_the_message(nsqd, tool_factory, http_servers):
     assert stats["requeue_count"] == 1
     assert server.bodies() == [b"hang-once", b"hang-once"]
     assert "timed out" in relay.log_text()
+
+
+def test_hostpool_skips_a_failed_destination_until_its_retry():
+    pool = Destinations(["a", "b", "c"], "hostpool")
+    assert [pool.pick() for _ in range(3)] == ["a", "b", "c"]
+    pool.mark("b", ok=False)
+    assert [pool.pick() for _ in range(4)] == ["a", "c", "a", "c"]
+    for address in ("a", "c"):
+        pool.mark(address, ok=False)
+    assert pool.pick() == "a"      # all down: every destination is tried again
+    round_robin = Destinations(["a", "b"], "round-robin")
+    round_robin.mark("a", ok=False)
+    assert [round_robin.pick() for _ in range(3)] == ["b", "a", "b"]
