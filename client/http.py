@@ -30,25 +30,18 @@ class HTTPError(NSQError):
 
 
 class _GeventHTTPConnection(http.client.HTTPConnection):
-    """An HTTPConnection whose socket is gevent's, so requests yield to the hub.
-    ``connect_timeout`` (default: ``timeout``) bounds the TCP connect alone."""
-
-    def __init__(self, host, port, timeout, connect_timeout=None):
-        super().__init__(host, port, timeout=timeout)
-        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+    """An HTTPConnection whose socket is gevent's, so requests yield to the hub."""
 
     def connect(self):
-        self.sock = socket.create_connection((self.host, self.port), self.connect_timeout)
-        self.sock.settimeout(self.timeout)
+        self.sock = socket.create_connection((self.host, self.port), self.timeout)
 
 
-def request(address, method, path, params=None, body=None, timeout=5.0,
-            connect_timeout=None):
+def request(address, method, path, params=None, body=None, timeout=5.0):
     """``(status, body bytes)`` of one HTTP request to ``address`` (``host:port``)."""
     host, port = parse_address(address)
     if params:
         path = f"{path}?{urllib.parse.urlencode(params)}"
-    conn = _GeventHTTPConnection(host, port, timeout, connect_timeout)
+    conn = _GeventHTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=body)
         resp = conn.getresponse()
@@ -68,14 +61,12 @@ def _checked(status, body):
 
 
 class _Client:
-    def __init__(self, address, timeout=5.0, connect_timeout=None):
+    def __init__(self, address, timeout=5.0):
         self.address = "%s:%d" % parse_address(address)
         self.timeout = timeout
-        self.connect_timeout = connect_timeout
 
     def _call(self, method, path, params=None, body=None):
-        return _checked(*request(self.address, method, path, params, body, self.timeout,
-                                 self.connect_timeout))
+        return _checked(*request(self.address, method, path, params, body, self.timeout))
 
     def _json(self, method, path, params=None, body=None):
         data = self._call(method, path, params, body)

@@ -5,7 +5,7 @@ import re
 
 from tool_checks import create_channel, publish
 
-from greensq.services.tools.nsq_stat import SUMMED, NsqStat
+from greensq.services.tools.nsq_stat import NsqStat
 
 HEADER = [
     "------rate------+----------------depth----------------+--------------metadata---------------",
@@ -34,16 +34,20 @@ def test_prints_the_channel_table_summed_over_the_topics_nsqd(nsqd_factory, look
 
 
 def test_rates_are_the_changes_over_the_interval():
-    before = dict.fromkeys(SUMMED, 0) | {"message_count": 100, "depth": 40}
-    after = dict.fromkeys(SUMMED, 0) | {"message_count": 300, "depth": 60,
-                                         "backend_depth": 15, "client_count": 2}
+    zero = dict.fromkeys(("depth", "memory_depth", "backend_depth", "in_flight_count",
+                          "deferred_count", "requeue_count", "timeout_count", "message_count",
+                          "client_count"), 0)
+    before = zero | {"message_count": 100, "depth": 40}
+    after = zero | {"message_count": 300, "depth": 60, "memory_depth": 45, "backend_depth": 15,
+                    "client_count": 2}
     # 200 in over 2 s; the depth grew by 20, so 180 went out.
     assert NsqStat.row(before, after, 2.0) == (
         "    100      90 |      60      45      15     0     0 |       0       0"
         "          300       2\n")
 
 
-def test_an_unknown_channel_is_fatal(nsqd, tool_factory):
+def test_an_unknown_channel_is_fatal(nsqd_factory, tool_factory):
+    nsqd = nsqd_factory("--broadcast-address=127.0.0.1")
     create_channel(nsqd, "rates", "ch")
     missing = tool_factory("nsq_stat", "--topic=rates", "--channel=nope",
                            f"--nsqd-http-address={nsqd.http_address}")

@@ -161,8 +161,9 @@ def test_sigkill_then_restart_loses_no_finished_message(nsqd, tool_factory, tmp_
 
 def test_sighup_closes_the_file_and_the_next_message_opens_another(nsqd, tool_factory, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
+    # Without --skip-empty-files the next tick would open a new, empty file at once.
     archiver = tool_factory("nsq_to_file", "--topic=hup", tcp(nsqd), f"--work-dir={work}",
-                            f"--output-dir={out}", "--sync-interval=50ms")
+                            f"--output-dir={out}", "--sync-interval=50ms", "--skip-empty-files")
     publish(nsqd, "hup", [b"before"])
     wait_channel_done(nsqd, "hup", "nsq_to_file", 1)
     archiver.proc.send_signal(signal.SIGHUP)

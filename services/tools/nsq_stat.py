@@ -1,8 +1,10 @@
 """``nsq_stat``: a periodic table of one channel's numbers, summed over its nsqd.
 
 Every ``--interval`` the channel's ``/stats`` are read from every nsqd that has the
-topic (the ``--nsqd-http-address`` given, or the producers ``--lookupd-http-address``
-reports for it) and one row is printed, in the columns and layout of NSQ's nsq_stat::
+topic (among the ``--nsqd-http-address`` given, or the producers ``--lookupd-http-address``
+reports for it), through the cluster queries nsqadmin uses
+(:mod:`greensq.services.clusterinfo`, Go's clusterinfo), and one row is printed, in the
+columns and layout of NSQ's nsq_stat::
 
     -----rate------+----------------depth----------------+--------------metadata---------------
     ingress  egress |   total     mem    disk inflt   def |     req     t-o         msgs clients
@@ -14,18 +16,17 @@ NSQ's fixed number). ``--count`` stops after that many rows (exit 0); any failur
 read the numbers is fatal (exit 1), as in NSQ.
 """
 
-import logging
 import sys
 
 import gevent
 
-from greensq.client import HTTPError, LookupdHTTPClient, NsqdHTTPClient
+from greensq.services.cluster_http import ClusterHTTP
+from greensq.services.clusterinfo import ClusterInfo, ClusterUnavailable
 from greensq.services.goflags import Flag
 
 from . import options, runner
 
 PROGRAM = "nsq_stat"
-log = logging.getLogger("greensq.tools")
 
 FLAGS = [
     Flag("version", "bool", False, "print version"),
@@ -45,8 +46,6 @@ HEADER = ("%s+%s+%s\n" % ("------rate------", "----------------depth------------
               "ingress", "egress", "total", "mem", "disk", "inflt", "def", "req", "t-o",
               "msgs", "clients"))
 ROW = "%7d %7d | %7d %7d %7d %5d %5d | %7d %7d %12d %7d\n"
-SUMMED = ("depth", "backend_depth", "in_flight_count", "deferred_count", "requeue_count",
-          "timeout_count", "message_count", "client_count")
 
 
 def check(opts):
@@ -66,15 +65,13 @@ def check(opts):
             raise options.ToolError(f"--{flag} error - address should not contain scheme")
 
 
-class StatsError(Exception):
-    pass
-
-
 class NsqStat(runner.Tool):
     def __init__(self, opts):
         super().__init__()
         check(opts)
         self.opts = opts
+        self.cluster = ClusterInfo(ClusterHTTP(opts.http_client_connect_timeout,
+                                               opts.http_client_request_timeout))
         self.loop = None
 
     def start(self):
@@ -83,55 +80,29 @@ class NsqStat(runner.Tool):
     def stop(self):
         self.loop.kill()
 
-    def _http(self, cls, address):
-        return cls(address, timeout=self.opts.http_client_request_timeout,
-                   connect_timeout=self.opts.http_client_connect_timeout)
-
-    def nsqd_addresses(self):
-        """The HTTP addresses of the nsqd to ask: those given, or the topic's producers
-        as the lookupds list them (every lookupd failing is an error)."""
-        if self.opts.nsqd_http_address:
-            return self.opts.nsqd_http_address
-        found, errors = [], []
-        for address in self.opts.lookupd_http_address:
-            try:
-                producers = self._http(LookupdHTTPClient, address).lookup(self.opts.topic).producers
-            except (HTTPError, OSError, ValueError) as exc:
-                errors.append(f"{address}: {exc}")
-                continue
-            found += [p.http_address for p in producers if p.http_address not in found]
-        if errors:
-            every = "" if found else "failed to query any nsqlookupd: "
-            raise StatsError(f"ERROR: failed to get topic producers - {every}"
-                             + "; ".join(errors))
-        return found
-
     def channel_totals(self):
-        """The channel's numbers summed over its nsqd."""
-        totals, seen, errors = dict.fromkeys(SUMMED, 0), False, []
-        addresses = self.nsqd_addresses()
-        for address in addresses:
-            try:
-                stats = self._http(NsqdHTTPClient, address).stats(
-                    self.opts.topic, self.opts.channel, include_clients=False)
-            except (HTTPError, OSError, ValueError) as exc:
-                errors.append(f"{address}: {exc}")
-                continue
-            for topic in stats.get("topics") or []:
-                if topic.get("topic_name") != self.opts.topic:
-                    continue
-                for channel in topic.get("channels") or []:
-                    if channel.get("channel_name") == self.opts.channel:
-                        seen = True
-                        for key in SUMMED:
-                            totals[key] += int(channel.get(key) or 0)
-        if errors or not addresses:
-            raise StatsError("ERROR: failed to get nsqd stats - failed to query any nsqd: "
-                             + "; ".join(errors))
-        if not seen:
-            raise StatsError(f"ERROR: failed to find channel({self.opts.channel}) in stats "
-                             f"metadata for topic({self.opts.topic})")
-        return totals
+        """The channel's numbers summed over the nsqd that have the topic (any node that
+        does not answer is fatal, as in NSQ)."""
+        opts = self.opts
+        try:
+            producers, failures = self.cluster.topic_producers(
+                opts.topic, opts.lookupd_http_address, opts.nsqd_http_address)
+            if failures:
+                raise ClusterUnavailable(str(failures))
+        except ClusterUnavailable as exc:
+            runner.fatal(f"ERROR: failed to get topic producers - {exc}")
+        try:
+            stats = self.cluster.stats(producers, opts.topic, opts.channel,
+                                       include_clients=False)
+            if stats.failures:
+                raise ClusterUnavailable(str(stats.failures))
+        except ClusterUnavailable as exc:
+            runner.fatal(f"ERROR: failed to get nsqd stats - {exc}")
+        channel = stats.channels.get(opts.channel)
+        if channel is None:
+            runner.fatal(f"ERROR: failed to find channel({opts.channel}) in stats metadata "
+                         f"for topic({opts.topic})")
+        return channel
 
     def _report_loop(self):
         """Poll 0 sets the baseline; poll i prints row i, after the header when i is a
@@ -140,10 +111,7 @@ class NsqStat(runner.Tool):
             self.opts.count
         previous, poll = None, 0
         while True:
-            try:
-                current = self.channel_totals()
-            except StatsError as exc:
-                runner.fatal(str(exc))
+            current = self.channel_totals()
             out = [HEADER] if poll % every == 0 else []
             if previous is not None:
                 out.append(self.row(previous, current, interval))
@@ -160,7 +128,7 @@ class NsqStat(runner.Tool):
         messages = current["message_count"] - previous["message_count"]
         drained = messages - (current["depth"] - previous["depth"])
         return ROW % (int(messages / interval), int(drained / interval), current["depth"],
-                      current["depth"] - current["backend_depth"], current["backend_depth"],
+                      current["memory_depth"], current["backend_depth"],
                       current["in_flight_count"], current["deferred_count"],
                       current["requeue_count"], current["timeout_count"],
                       current["message_count"], current["client_count"])

@@ -13,7 +13,9 @@ import signal
 
 import gevent
 
-from greensq.client import LookupdHTTPClient, NSQError
+from greensq.client import NSQError
+from greensq.services.cluster_http import ClusterHTTP
+from greensq.services.clusterinfo import ClusterInfo, ClusterUnavailable
 from greensq.services.goflags import Flag
 from greensq.services.logs import NsqFormatter
 from greensq.services.nsqd_options import LOG_LEVELS
@@ -91,6 +93,8 @@ class NsqToFile(runner.Tool):
         self.config = GoNsqConfig(opts.consumer_opt)
         self.archives = {}
         self.refresher = None
+        self.cluster = ClusterInfo(ClusterHTTP(opts.http_client_connect_timeout,
+                                               opts.http_client_request_timeout))
 
     def start(self):
         gevent.signal_handler(signal.SIGHUP, self.reopen)
@@ -122,17 +126,16 @@ class NsqToFile(runner.Tool):
                 log.error("couldn't create logger for new topic %s: %s", topic, exc)
 
     def lookupd_topics(self):
-        """Every topic the lookupds know (their union), or None if none answered."""
-        topics, answered = set(), False
-        for address in self.opts.lookupd_http_address:
-            client = LookupdHTTPClient(address, timeout=self.opts.http_client_request_timeout,
-                                       connect_timeout=self.opts.http_client_connect_timeout)
-            try:
-                topics.update(client.topics())
-                answered = True
-            except (NSQError, OSError, ValueError) as exc:
-                log.error("could not retrieve topic list from %s: %s", address, exc)
-        return sorted(topics) if answered else None
+        """Every topic the lookupds know, or None (logged) if any of them failed, as NSQ
+        skips a refresh then."""
+        try:
+            topics, failures = self.cluster.lookupd_topics(self.opts.lookupd_http_address)
+            if failures:
+                raise ClusterUnavailable(str(failures))
+        except ClusterUnavailable as exc:
+            log.error("could not retrieve topic list: %s", exc)
+            return None
+        return topics or []
 
     def _refresh_loop(self):
         while True:
