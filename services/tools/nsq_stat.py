@@ -65,6 +65,17 @@ def check(opts):
             raise options.ToolError(f"--{flag} error - address should not contain scheme")
 
 
+def _answer(what, query):
+    """The result of a ``(result, failures)`` cluster query; a failure is fatal."""
+    try:
+        result, failures = query()
+    except ClusterUnavailable as exc:
+        failures = exc
+    if failures:
+        runner.fatal(f"ERROR: failed to get {what} - {failures}")
+    return result
+
+
 class NsqStat(runner.Tool):
     def __init__(self, opts):
         super().__init__()
@@ -83,21 +94,12 @@ class NsqStat(runner.Tool):
     def channel_totals(self):
         """The channel's numbers summed over the nsqd that have the topic (any node that
         does not answer is fatal, as in NSQ)."""
-        opts = self.opts
-        try:
-            producers, failures = self.cluster.topic_producers(
-                opts.topic, opts.lookupd_http_address, opts.nsqd_http_address)
-            if failures:
-                raise ClusterUnavailable(str(failures))
-        except ClusterUnavailable as exc:
-            runner.fatal(f"ERROR: failed to get topic producers - {exc}")
-        try:
-            stats = self.cluster.stats(producers, opts.topic, opts.channel,
-                                       include_clients=False)
-            if stats.failures:
-                raise ClusterUnavailable(str(stats.failures))
-        except ClusterUnavailable as exc:
-            runner.fatal(f"ERROR: failed to get nsqd stats - {exc}")
+        opts, cluster = self.opts, self.cluster
+        producers = _answer("topic producers", lambda: cluster.topic_producers(
+            opts.topic, opts.lookupd_http_address, opts.nsqd_http_address))
+        stats = _answer("nsqd stats", lambda: (
+            (s := cluster.stats(producers, opts.topic, opts.channel, include_clients=False)),
+            s.failures))
         channel = stats.channels.get(opts.channel)
         if channel is None:
             runner.fatal(f"ERROR: failed to find channel({opts.channel}) in stats metadata "
