@@ -177,6 +177,29 @@ def test_backoff_sends_rdy_0_then_a_single_rdy_1_then_full_rdy(nsqd, consumers):
     assert client["requeue_count"] == 1
 
 
+def test_finish_all_answers_a_batch_with_one_write(nsqd, consumers):
+    held, writes = [], []
+
+    def hold(message):
+        message.enable_async()
+        held.append(message)
+
+    publish(nsqd, "batch", [b"m%d" % i for i in range(20)])
+    consumer = Consumer("batch", "ch", hold, nsqd_tcp_addresses=[tcp(nsqd)], max_in_flight=50,
+                        on_command=lambda conn, data: writes.append(bytes(data)))
+    consumers.append(consumer.start())
+    gevent_wait_until(lambda: len(held) == 20, message="20 held")
+    consumer.finish_all(held)
+    fins = [w for w in writes if w.startswith(b"FIN ")]
+    assert len(fins) == 1 and fins[0] == b"".join(b"FIN " + m.id + b"\n" for m in held)
+    channel = gevent_wait_until(
+        lambda: (c := nsqd.channel_stats("batch", "ch"))["clients"][0]["finish_count"] == 20
+        and c, message="20 FINs")
+    assert channel["in_flight_count"] == 0 and consumer.stats["finished"] == 20
+    with pytest.raises(RuntimeError):
+        consumer.finish_all(held[:1])
+
+
 def test_max_backoff_0_turns_backoff_off(nsqd, consumers):
     log = CommandLog()
 

@@ -203,8 +203,7 @@ class TopicArchive:
                     job.file.close(self.opts)
             except OSError as exc:
                 runner.fatal(f"{self.label} failed syncing messages: {exc}")
-            for message in job.messages:
-                message.finish()
+            self.consumer.finish_all(job.messages)
             self.queued_syncs -= 1
             self._sync_if_due()
 
