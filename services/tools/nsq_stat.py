@@ -16,8 +16,6 @@ NSQ's fixed number). ``--count`` stops after that many rows (exit 0); any failur
 read the numbers is fatal (exit 1), as in NSQ.
 """
 
-import sys
-
 import gevent
 
 from greensq.services.cluster_http import ClusterHTTP
@@ -117,8 +115,7 @@ class NsqStat(runner.Tool):
             out = [HEADER] if poll % every == 0 else []
             if previous is not None:
                 out.append(self.row(previous, current, interval))
-            sys.stdout.write("".join(out))
-            sys.stdout.flush()
+            runner.write_stdout("".join(out).encode())
             if count is not None and poll >= count:
                 break
             previous, poll = current, poll + 1

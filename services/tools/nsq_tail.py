@@ -9,7 +9,6 @@ dropped (Go's nsq_tail exits without answering them).
 
 import logging
 import random
-import sys
 
 from greensq.services.goflags import Flag
 
@@ -45,7 +44,6 @@ class NsqTail(runner.Tool):
             opts.max_in_flight = opts.n   # do not ask for more than we will show
         self.opts = opts
         self.shown = 0
-        self.out = sys.stdout.buffer
         config = GoNsqConfig(opts.consumer_opt)
         self.consumers = [make_consumer(PROGRAM, opts, topic, self._handler(topic), config)
                           for topic in opts.topic]
@@ -59,11 +57,7 @@ class NsqTail(runner.Tool):
                 message.requeue(delay=0, backoff=False)
                 return
             self.shown += 1
-            try:
-                self.out.write(prefix + message.body + b"\n")
-                self.out.flush()
-            except OSError as exc:
-                runner.fatal(f"ERROR: failed to write to os.Stdout - {exc}")
+            runner.write_stdout(prefix + message.body + b"\n")
             if wanted and self.shown >= wanted:
                 self.finished.set()
 

@@ -71,6 +71,19 @@ def fatal(message):
     exit_now(1)
 
 
+def write_stdout(data):
+    """Write and flush ``data`` (bytes) to stdout. A reader that went away (``| head``)
+    ends the process as SIGPIPE ends Go's tools; another write error is fatal."""
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    except OSError as exc:
+        fatal(f"ERROR: failed to write to os.Stdout - {exc}")
+
+
 def exit_now(status):
     """Flush stdout and the pending log lines, then end the process with ``status``."""
     try:
