@@ -169,7 +169,7 @@ class ToolProcess(Daemon):
     kept like a daemon's log (``wait_for_log``), its stdout apart, as bytes (``out``)."""
 
     def __init__(self, tool, args=(), stdin=None):
-        super().__init__("", args, module=f"greensq.services.tools.{tool}")
+        super().__init__(None, args, module=f"greensq.services.tools.{tool}")
         self.stdin = stdin       # bytes to feed, or None for no input
         self.out = b""
 
