@@ -1,0 +1,80 @@
+"""A steady publisher and a consumer through nsqlookupd, for the rolling-restart test.
+
+Run with one JSON argument: ``nsqd`` (TCP addresses, the publisher fails over along
+them), ``lookupd`` (HTTP addresses, for the consumer), ``topic``, ``channel`` and
+``interval`` (seconds between publishes). Every body is unique. While running it prints
+``{"acked": N, "received": M}`` once a second; on a line ``stop`` on stdin it stops
+publishing, waits up to ``drain_timeout`` seconds for every acknowledged body to arrive,
+and prints the final report: counts, the acknowledged bodies that never arrived, and
+how many publishes failed (those were never acknowledged, so may be lost).
+"""
+
+import json
+import sys
+import time
+
+import gevent
+import gevent.event
+from gevent.fileobject import FileObjectThread
+
+from greensq.client import Consumer, Producer
+from greensq.client.errors import NSQError
+
+
+def main(config):
+    acked, received = set(), set()
+    failed = 0
+    deliveries = 0
+    stopping = gevent.event.Event()
+
+    def publish_forever():
+        nonlocal failed
+        producer = Producer(config["nsqd"], timeout=5.0)
+        sequence = 0
+        while not stopping.is_set():
+            sequence += 1
+            body = f"msg-{sequence}"
+            try:
+                producer.publish(config["topic"], body.encode())
+                acked.add(body)
+            except (NSQError, OSError, gevent.Timeout):
+                failed += 1
+            stopping.wait(config["interval"])
+        producer.close()
+
+    def handler(message):
+        nonlocal deliveries
+        deliveries += 1
+        received.add(message.body.decode())
+
+    def report(**extra):
+        line = {"acked": len(acked), "received": len(received), **extra}
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+
+    def report_forever():
+        while not stopping.wait(1.0):
+            report()
+
+    consumer = Consumer(config["topic"], config["channel"], handler,
+                        lookupd_http_addresses=config["lookupd"], max_in_flight=50,
+                        lookupd_poll_interval=1.0, lookupd_poll_jitter=0.1)
+    consumer.start()
+    publisher = gevent.spawn(publish_forever)
+    reporter = gevent.spawn(report_forever)
+    stdin = FileObjectThread(sys.stdin)
+    while stdin.readline().strip() not in ("stop", ""):
+        pass
+    stopping.set()
+    publisher.join()
+    reporter.join()
+    deadline = time.monotonic() + config["drain_timeout"]
+    while not acked <= received and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+    consumer.close()
+    report(missing=sorted(acked - received), failed_publishes=failed, deliveries=deliveries,
+           done=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
