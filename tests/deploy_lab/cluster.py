@@ -121,6 +121,12 @@ class Cluster:
                               timeout=900)
         return PlaybookRun(proc.returncode, proc.stdout, time.monotonic() - started)
 
+    def close_ssh_masters(self):
+        """End the SSH connections that Ansible keeps open (ControlPersist) to the hosts."""
+        for host in self.lab.hosts:
+            subprocess.run(["ssh", "-o", f"ControlPath={self.workdir / 'cp'}/%C", "-O", "exit",
+                            f"root@{host.address}"], capture_output=True, timeout=30)
+
     def run_script(self, host, script, config, timeout=120):
         """Run one of this folder's scripts on ``host`` with the greensq it has installed;
         its JSON output."""
