@@ -25,6 +25,7 @@ from support import wait_until
 
 HOST_DIRS = ("etc", "opt", "var", "run", "root")   # bound over the same paths in a host
 SSHD = "/usr/sbin/sshd"
+HOST_PYTHON = "/usr/bin/python3"   # what Ansible and the roles use on the hosts
 
 
 def missing_requirements():
@@ -36,9 +37,12 @@ def missing_requirements():
             return f"needs {tool!r} on PATH"
     if not os.access(SSHD, os.X_OK):
         return f"needs {SSHD} (Debian's openssh-server)"
-    probe = subprocess.run(["unshare", "--mount", "--uts", "true"], capture_output=True)
+    probe = subprocess.run(["unshare", "--mount", "--uts", "--net", "true"], capture_output=True)
     if probe.returncode != 0:
-        return "cannot create mount namespaces: " + probe.stderr.decode(errors="replace")
+        return "cannot create namespaces: " + probe.stderr.decode(errors="replace").strip()
+    probe = subprocess.run([HOST_PYTHON, "-c", "import ensurepip, venv"], capture_output=True)
+    if probe.returncode != 0:
+        return f"needs {HOST_PYTHON} with venv and ensurepip (Debian's python3-venv)"
     return None
 
 
@@ -222,7 +226,7 @@ class Lab:
             "ansible_user": "root",
             "ansible_ssh_private_key_file": self.client_key,
             "ansible_ssh_common_args": " ".join(self.ssh_options()[2:]),
-            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_python_interpreter": HOST_PYTHON,
         }
 
     def close(self):
