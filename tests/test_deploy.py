@@ -8,6 +8,8 @@ one xdist worker (the group mark). Without root, namespaces or sshd they are ski
 
 import importlib.metadata
 import json
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,7 +17,7 @@ import threading
 import pytest
 
 from deploy_lab.cluster import (BIN, GO_DATA_PATH, LOOKUPD_HTTP, NSQADMIN_HTTP, NSQD_HTTP,
-                            SCRIPTS, Cluster, http_json, http_ok, write_nsq_data_directory)
+                            REPO, SCRIPTS, Cluster, http_json, http_ok, write_nsq_data_directory)
 from deploy_lab.lab import Lab, missing_requirements
 from support import wait_until
 
@@ -156,8 +158,7 @@ class Traffic:
 
 
 def test_rolling_restart_loses_no_acknowledged_message(cluster):
-    started = {host.name: http_json(host.address, NSQD_HTTP, "/stats?format=json")["start_time"]
-               for host in cluster.nsqd_hosts}
+    started = {host.name: nsqd_start_time(host) for host in cluster.nsqd_hosts}
     traffic = Traffic(cluster)
     try:
         traffic.wait_for(acked=50, received=50)
@@ -171,5 +172,34 @@ def test_rolling_restart_loses_no_acknowledged_message(cluster):
     assert report.get("done"), report
     assert report["missing"] == [], report
     for host in cluster.nsqd_hosts:
-        now = http_json(host.address, NSQD_HTTP, "/stats?format=json")["start_time"]
-        assert now > started[host.name], f"nsqd on {host.name} was not restarted"
+        assert nsqd_start_time(host) > started[host.name], f"nsqd on {host.name} was not restarted"
+
+
+def test_upgrade_replaces_greensq_one_nsqd_at_a_time(cluster, tmp_path):
+    source, version = release_of_this_checkout(tmp_path / "greensq")
+    started = {host.name: nsqd_start_time(host) for host in cluster.nsqd_hosts}
+    run = cluster.playbook("site.yml", "-e", "nsqd_serial=1",
+                           "-e", json.dumps({"greensq_package": str(source)})).check()
+    print(f"\nupgrade of {len(cluster.lab.hosts)} hosts, nsqd one at a time: {run.seconds:.1f} s")
+    assert run.output.count("PLAY [Install and run nsqd]") == len(cluster.nsqd_hosts)
+    for host in cluster.nsqd_hosts:
+        banner = host.ssh("/opt/greensq/venv/bin/nsqd --version").stdout
+        assert f"greensq-{version}" in banner
+        assert nsqd_start_time(host) > started[host.name], f"nsqd on {host.name} kept running"
+
+
+def release_of_this_checkout(destination):
+    """A copy of this checkout whose version is one step on: a new greensq to upgrade to."""
+    shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(
+        ".*", "build", "*.egg-info", "wheelhouse", "__pycache__", "tests", "bench", "data"))
+    version_file = destination / "services" / "version.py"
+    text = version_file.read_text()
+    current = re.search(r'^__version__ = "(.+)"$', text, re.MULTILINE).group(1)
+    upgraded = current + (".upgrade" if "+" in current else "+upgrade")
+    version_file.write_text(text.replace(f'__version__ = "{current}"',
+                                         f'__version__ = "{upgraded}"'))
+    return destination, upgraded
+
+
+def nsqd_start_time(host):
+    return http_json(host.address, NSQD_HTTP, "/stats?format=json")["start_time"]
