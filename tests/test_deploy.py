@@ -3,7 +3,8 @@
 tests/deploy_lab/lab.py), then the cluster checked over the hosts' addresses as clients see it.
 
 One deploy is shared by every test here (a module fixture); the tests run in order on
-one xdist worker (the group mark). Without root, namespaces or sshd they are skipped.
+one xdist worker (see ONE_WORKER_MODULES in conftest.py). Without root, namespaces or sshd
+they are skipped.
 """
 
 import importlib.metadata
@@ -20,8 +21,6 @@ from deploy_lab.cluster import (BIN, GO_DATA_PATH, LOOKUPD_HTTP, NSQADMIN_HTTP, 
                             REPO, SCRIPTS, Cluster, http_json, http_ok, write_nsq_data_directory)
 from deploy_lab.lab import Lab, missing_requirements
 from support import wait_until
-
-pytestmark = pytest.mark.xdist_group("deploy")
 
 LEGACY_TOPIC, LEGACY_CHANNEL = "legacy", "archive"
 LEGACY_BODIES = [f"from-go-nsqd-{i}" for i in range(40)]
