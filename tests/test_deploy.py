@@ -18,7 +18,8 @@ import threading
 import pytest
 
 from deploy_lab.cluster import (BIN, GO_DATA_PATH, LOOKUPD_HTTP, NSQADMIN_HTTP, NSQD_HTTP,
-                            REPO, SCRIPTS, Cluster, http_json, http_ok, write_nsq_data_directory)
+                                REPO, SCRIPTS, Cluster, http_json, http_ok,
+                                write_nsq_data_directory)
 from deploy_lab.lab import Lab, missing_requirements
 from support import wait_until
 
