@@ -74,11 +74,12 @@ class Message:
         return messages, skipped
 
     @classmethod
-    def new_batch(cls, ids, bodies, defer_ms=0):
-        """New messages for a publish: one timestamp for the whole batch."""
+    def new_batch(cls, id_generator, bodies, defer_ms=0):
+        """New messages for a publish: new IDs, one timestamp for the whole batch."""
         timestamp = time.time_ns()
         if len(bodies) == 1:
-            return [cls(ids[0], bodies[0], timestamp, 0, defer_ms)]
+            return [cls(id_generator.next_id(timestamp), bodies[0], timestamp, 0, defer_ms)]
+        ids = id_generator.next_ids(len(bodies), timestamp)
         return [cls(msg_id, body, timestamp, 0, defer_ms) for msg_id, body in zip(ids, bodies)]
 
     def __repr__(self):
@@ -99,12 +100,19 @@ class IdGenerator:
         self._node_bits = (node_id % 1024) << 12
         self._last = 0
 
-    def next_ids(self, count):
-        """``count`` new IDs (bytes) in increasing order."""
-        start = ((time.time_ns() // 1_000_000 - self._EPOCH_MS) << 22) | self._node_bits
+    def next_ids(self, count, now_ns=None):
+        """``count`` new IDs (bytes) in increasing order (``now_ns``: the time to use)."""
+        start = self._take(count, now_ns)
+        return [b"%016x" % value for value in range(start, start + count)]
+
+    def next_id(self, now_ns=None):
+        """One new ID."""
+        return b"%016x" % self._take(1, now_ns)
+
+    def _take(self, count, now_ns):
+        start = ((((now_ns or time.time_ns()) // 1_000_000 - self._EPOCH_MS) << 22)
+                 | self._node_bits)
         if start <= self._last:
             start = self._last + 1
         self._last = start + count - 1
-        if count == 1:
-            return [b"%016x" % start]
-        return [b"%016x" % value for value in range(start, start + count)]
+        return start

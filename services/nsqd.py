@@ -155,8 +155,7 @@ class NSQD:
         topic = self.topics.get(topic_name) or self.get_topic(topic_name)
         if bodies:
             receipt = Receipt()
-            topic.publish(receipt, Message.new_batch(
-                self.ids.next_ids(len(bodies)), bodies, defer_ms))
+            topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
             receipt.wait()
         return topic
 
