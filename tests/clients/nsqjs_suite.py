@@ -1,0 +1,47 @@
+"""nsqjs 0.13.0's own mocha suite (unit and integration tests), from its npm tarball.
+
+Its integration tests start ``nsqd`` on NSQ's fixed ports (4150/4151, moving up 50 per
+test) with ``--tls-cert``, so every nsqd also binds the default HTTPS address 0.0.0.0:4152,
+and SIGKILL it after each test. ``npm install`` in the unpacked tarball brings its
+dependencies and devDependencies (mocha, should, nock, ...) into the cache.
+"""
+
+import hashlib
+import shutil
+import tarfile
+
+from .suite import Unavailable, cached, fetch, read_junit, run_in_netns
+
+VERSION = "0.13.0"
+TARBALL = f"nsqjs-{VERSION}.tgz"
+TARBALL_SHA256 = "a459c767ecf96a673cda98b43ec45357df0901ef9e6e1456ff771d4bb6b950f3"
+TESTS = 171
+
+
+def prepare():
+    """The unpacked package with its ``node_modules`` (cached)."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise Unavailable(f"no {tool} command")
+    return cached(f"nsqjs-{VERSION}", _install) / "package"
+
+
+def _install(work):
+    fetch(["npm", "pack", f"nsqjs@{VERSION}"], work, f"npm pack nsqjs@{VERSION}")
+    archive = work / TARBALL
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != TARBALL_SHA256:
+        raise AssertionError(f"{TARBALL} has sha256 {digest}, expected {TARBALL_SHA256}")
+    with tarfile.open(archive) as tar:
+        tar.extractall(work, filter="data")
+    fetch(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"],
+          work / "package", f"npm install (nsqjs {VERSION}'s dependencies)")
+
+
+def run(package, daemons, tmp_dir):
+    report = tmp_dir / "nsqjs-xunit.xml"
+    # `npm test` is `mocha -R spec -b`; without -b every failure is reported.
+    command = ["node", "node_modules/mocha/bin/mocha", "--reporter", "xunit",
+               "--reporter-option", f"output={report}"]
+    code, output = run_in_netns(command, package, daemons, tmp_dir)
+    return read_junit(report, code, output)

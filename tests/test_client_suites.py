@@ -1,0 +1,31 @@
+"""The real client libraries' own test suites pass, whole, against greensq's daemons:
+gnsq 1.0.2's (pytest) and nsqjs 0.13.0's (mocha, unit and integration tests), each in a
+private network namespace (see tests/clients/). A failure names the suite's failing tests.
+"""
+
+import os
+
+import pytest
+
+from clients import gnsq_suite, nsqjs_suite
+from clients.suite import Unavailable, check_namespace_support, greensq_bin_dir
+
+
+def cannot_run(reason):
+    # CI runs as root with the registries at hand: there, a suite that cannot run fails.
+    if os.environ.get("CI"):
+        pytest.fail(f"client suite cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.mark.parametrize("suite", [gnsq_suite, nsqjs_suite], ids=["gnsq", "nsqjs"])
+def test_client_suite_passes(suite, tmp_path):
+    try:
+        check_namespace_support()
+        daemons = greensq_bin_dir()
+        source = suite.prepare()
+    except Unavailable as exc:
+        cannot_run(str(exc))
+    outcome = suite.run(source, daemons, tmp_path)
+    assert not outcome.failed, outcome.failure_report()
+    assert len(outcome.passed) == suite.TESTS, outcome.failure_report()
