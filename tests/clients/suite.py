@@ -17,9 +17,10 @@ from pathlib import Path
 CACHE = Path(os.environ.get("GREENSQ_CLIENT_SUITES_CACHE")
              or Path.home() / ".cache" / "greensq-client-suites")
 
-# Fetching and installing a release, and a whole suite run, are each bounded.
+# Fetching and installing a release, and a whole suite run, are each bounded (a suite
+# takes well under a minute on an idle machine).
 INSTALL_TIMEOUT = 600
-RUN_TIMEOUT = 600
+RUN_TIMEOUT = 300
 
 
 class Unavailable(Exception):
