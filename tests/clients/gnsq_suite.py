@@ -5,12 +5,10 @@ Its tests start ``nsqd`` and ``nsqlookupd`` on port 0 and read their ports from 
 ``timeout`` marks) comes with greensq's ``test`` extra.
 """
 
-import hashlib
 import importlib.util
 import sys
-import tarfile
 
-from .suite import cached, fetch, read_junit, run_in_netns
+from .suite import cached, fetch, read_junit, run_in_netns, unpack
 
 VERSION = "1.0.2"
 SDIST = f"gnsq-{VERSION}.tar.gz"
@@ -26,12 +24,7 @@ def prepare():
 def _download(work):
     fetch([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            "--dest", str(work), f"gnsq=={VERSION}"], work, f"pip download gnsq=={VERSION}")
-    archive = work / SDIST
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    if digest != SDIST_SHA256:
-        raise AssertionError(f"{SDIST} has sha256 {digest}, expected {SDIST_SHA256}")
-    with tarfile.open(archive) as tar:
-        tar.extractall(work, filter="data")
+    unpack(work / SDIST, SDIST_SHA256)
 
 
 def run(source, daemons, tmp_dir):

@@ -9,11 +9,9 @@ race 10-40 ms timers and fail now and then on a busy machine with no nsqd at all
 (mocha, should, p-event, ...) into the cache.
 """
 
-import hashlib
 import shutil
-import tarfile
 
-from .suite import Unavailable, cached, fetch, read_junit, run_in_netns
+from .suite import Unavailable, cached, fetch, read_junit, run_in_netns, unpack
 
 VERSION = "0.13.0"
 TARBALL = f"nsqjs-{VERSION}.tgz"
@@ -32,12 +30,7 @@ def prepare():
 
 def _install(work):
     fetch(["npm", "pack", f"nsqjs@{VERSION}"], work, f"npm pack nsqjs@{VERSION}")
-    archive = work / TARBALL
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    if digest != TARBALL_SHA256:
-        raise AssertionError(f"{TARBALL} has sha256 {digest}, expected {TARBALL_SHA256}")
-    with tarfile.open(archive) as tar:
-        tar.extractall(work, filter="data")
+    unpack(work / TARBALL, TARBALL_SHA256)
     fetch(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"],
           work / "package", f"npm install (nsqjs {VERSION}'s dependencies)")
 

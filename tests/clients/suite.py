@@ -3,11 +3,13 @@ network namespace with the daemons under test first on PATH, and its JUnit XML r
 into the names of the tests that failed."""
 
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sysconfig
+import tarfile
 import tempfile
 import xml.etree.ElementTree as ElementTree
 from contextlib import contextmanager
@@ -75,6 +77,15 @@ def fetch(args, cwd, what):
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
         raise Unavailable(f"{what} failed (exit {proc.returncode}):\n{tail}")
+
+
+def unpack(archive, sha256):
+    """Check a fetched release against its pinned digest, then unpack it beside itself."""
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise AssertionError(f"{archive.name} has sha256 {digest}, expected {sha256}")
+    with tarfile.open(archive) as tar:
+        tar.extractall(archive.parent, filter="data")
 
 
 @contextmanager
