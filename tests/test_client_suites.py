@@ -1,6 +1,6 @@
-"""The real client libraries' own test suites pass, whole, against greensq's daemons:
-gnsq 1.0.2's (pytest) and nsqjs 0.13.0's (mocha, unit and integration tests), each in a
-private network namespace (see tests/clients/). A failure names the suite's failing tests.
+"""The real client libraries' own test suites pass against greensq's daemons: gnsq 1.0.2's
+whole pytest suite and nsqjs 0.13.0's mocha integration tests, each in a private network
+namespace (see tests/clients/). A failure names the suite's failing tests.
 """
 
 import os

@@ -114,7 +114,7 @@ def cached(name, prepare):
     return target
 
 
-def run_in_netns(command, cwd, daemons, tmp_dir, extra_env=None):
+def run_in_netns(command, cwd, daemons, tmp_dir):
     """Run ``command`` in a new network namespace with ``lo`` up and ``daemons`` (a bin
     directory) first on PATH; return ``(exit code, output)``.
 
@@ -122,7 +122,6 @@ def run_in_netns(command, cwd, daemons, tmp_dir, extra_env=None):
     the suite is over, so nothing it left running outlives the run."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PYTEST_", "COV_"))}
-    env.update(extra_env or {})
     env["PATH"] = f"{daemons}{os.pathsep}{env.get('PATH', os.defpath)}"
     env["TMPDIR"] = str(tmp_dir)
     shell = 'ip link set lo up && exec "$@"'
