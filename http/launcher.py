@@ -183,16 +183,28 @@ def parse_address(address):
 
 
 def bind_listener(address, backlog=1024):
-    """A listening TCP socket on ``address``, reusable at once after a restart."""
+    """A listening TCP socket on ``address``, reusable at once after a restart (a killed
+    daemon's dying worker is waited for: see services/holders.py)."""
+    from greensq.services.holders import port_holders, retry_while_holders_die
+
     family, host, port = parse_address(address)
-    try:
+
+    def attempt():
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        family, _, _, _, sockaddr = next(
+        family_, _, _, _, sockaddr = next(
             (info for info in infos if info[0] == family), infos[0])
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(backlog)
+        sock = socket.socket(family_, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    try:
+        sock = retry_while_holders_die(attempt, lambda: port_holders(port)) if port else attempt()
     except OSError as exc:
         raise StartupError(f"listen ({address}) failed - {exc}") from None
     sock.set_inheritable(True)
@@ -210,10 +222,13 @@ def lock_directory(path, daemon_name):
     flock on the directory itself is what Go's nsqd takes too, so greensq and Go nsqd
     also exclude each other.
     """
+    from greensq.services.holders import lock_holders, retry_while_holders_die
+
     os.makedirs(path, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        retry_while_holders_die(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB),
+                                lambda: lock_holders(path))
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
