@@ -128,8 +128,10 @@ class Session:
         self._shutdown_socket()
 
     def _shutdown_socket(self):
+        # The OS socket's shutdown, also under TLS: SSLSocket.shutdown would unwrap the
+        # TLS layer under a reader that may be about to use it.
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            getattr(self.sock, "_sock", self.sock).shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
