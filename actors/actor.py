@@ -48,20 +48,45 @@ class Receipt:
     when everything happens inline, as it usually does, a receipt is a counter.
     """
 
-    __slots__ = ("pending", "error", "_event")
+    __slots__ = ("pending", "error", "_event", "_on_done")
 
-    def __init__(self):
+    def __init__(self, on_done=None):
         self.pending = 1
         self.error = None
         self._event = None
+        self._on_done = on_done      # called with the error (or None) when all are done
 
     def expect(self, count):
         self.pending += count
 
     def done(self):
         self.pending -= 1
-        if not self.pending and self._event is not None:
-            self._event.set()
+        if not self.pending:
+            if self._event is not None:
+                self._event.set()
+            if self._on_done is not None:
+                self._on_done(self.error)
+
+    def on_done(self, callback):
+        """Call ``callback(error)`` when every handler is done (now, if they are)."""
+        if self.pending:
+            self._on_done = callback
+        else:
+            callback(self.error)
+
+    def wait_done(self):
+        """Wait until every handler is done, without raising its error."""
+        if self.pending:
+            if self._event is None:
+                self._event = Event()
+            self._event.wait()
+
+    def stored(self, error):
+        """A queue's answer to ``when_stored``: done, or failed with the write error."""
+        if error is None:
+            self.done()
+        else:
+            self.fail(StoreFailed(str(error)))
 
     def fail(self, error):
         """Done, unsuccessfully: ``wait`` raises the first error."""
@@ -70,10 +95,7 @@ class Receipt:
         self.done()
 
     def wait(self):
-        if self.pending:
-            if self._event is None:
-                self._event = Event()
-            self._event.wait()
+        self.wait_done()
         if self.error is not None:
             raise self.error
 
@@ -223,11 +245,12 @@ class MessageHolder(Actor):
         return self.queue.backend_depth
 
     def store(self, msgs, receipt):
-        """Put a published batch into the queue (memory, then disk). On a disk error the
-        publisher is told (NSQ's ``PUB failed <error>``) and nsqd's health says so.
-        True if stored."""
+        """Put a published batch into the queue (``place``); ``receipt`` is done once the
+        queue has it stored (in memory or written; in durable mode, fsynced). On a disk
+        error the publisher is told (NSQ's ``PUB failed <error>``) and nsqd's health
+        says so. True if stored."""
         try:
-            self.queue.put_many(msgs)
+            self.place(msgs)
         except (OSError, ValueError) as exc:
             log.error("%s: failed to write messages to backend - %s", self.label, exc)
             self.nsqd.set_health(exc)
@@ -236,7 +259,13 @@ class MessageHolder(Actor):
             return False
         if self.nsqd.health_error is not None:
             self.nsqd.set_health(None)
+        if receipt is not None:
+            self.queue.when_stored(receipt.stored)
         return True
+
+    def place(self, msgs):
+        """Where a published batch goes: the queue."""
+        self.queue.put_many(msgs)
 
     def on_pause(self):
         self.paused = True

@@ -14,7 +14,6 @@ import time
 from collections import OrderedDict
 
 from greensq.actors.actor import MessageHolder
-from greensq.services.message_queue import MessageQueue
 from greensq.services.names import is_ephemeral
 from greensq.services.wire import ClientError
 
@@ -57,9 +56,7 @@ class Channel(MessageHolder):
         self.name = name
         self.nsqd = nsqd
         self.ephemeral = is_ephemeral(name)
-        self.queue = MessageQueue(
-            self.label, nsqd.opts.mem_queue_size,
-            None if self.ephemeral else nsqd.make_backend(topic.name, name))
+        self.queue = nsqd.make_queue(self.label, topic.name, name, on_due=self._defer)
         self.in_flight = {}
         self.timeout_tables = {}      # msg timeout (s) -> OrderedDict(id -> msg), by deadline
         self.deferred = []            # heap of (due, seq, msg)
@@ -92,17 +89,21 @@ class Channel(MessageHolder):
     # -- mailbox handlers -----------------------------------------------------------
 
     def on_put(self, receipt, msgs):
-        """A batch from the topic; with a ``receipt`` (a publish, not a backlog drain) the
-        publisher waits until it is stored."""
-        if msgs[0].defer_ms:
-            for msg in msgs:
-                self._defer(msg, msg.defer_ms / 1000.0)
-                msg.defer_ms = 0
-        elif not self.store(msgs, receipt):
+        """A batch from the topic; with a ``receipt`` the sender (a publisher, or the
+        topic draining its backlog in durable mode) waits until it is stored."""
+        if self.store(msgs, receipt):
+            self.message_count += len(msgs)
+
+    def place(self, msgs):
+        """Published messages go to the queue, or deferred (DPUB) to the deferred list."""
+        if not msgs[0].defer_ms:
+            self.queue.put_many(msgs)
             return
-        self.message_count += len(msgs)
-        if receipt is not None:
-            receipt.done()
+        for msg in msgs:
+            delay = msg.defer_ms / 1000.0
+            msg.defer_ms = 0
+            self.queue.defer(msg, delay)
+            self._defer(msg, delay)
 
     def refuse(self, message):
         """A deleted channel no longer holds the topic's messages: a publish waiting on
@@ -121,7 +122,7 @@ class Channel(MessageHolder):
         orphans = [msg for msg in self.in_flight.values() if msg.owner is consumer]
         for msg in orphans:
             self._take_in_flight(msg)
-            self.queue.put(msg)
+            self.queue.requeue(msg)
         consumer.in_flight_count = 0
 
     def on_rdy(self, consumer, count):
@@ -136,6 +137,7 @@ class Channel(MessageHolder):
             msg = self._owned_in_flight(consumer, msg_id, "FIN", "E_FIN_FAILED")
             if msg is not None:
                 self._take_in_flight(msg)
+                self.queue.finish(msg)
                 consumer.finish_count += 1
 
     def on_req(self, consumer, msg_id, delay):
@@ -146,9 +148,10 @@ class Channel(MessageHolder):
         consumer.requeue_count += 1
         self.requeue_count += 1
         if delay > 0:
+            self.queue.defer(msg, delay)
             self._defer(msg, delay)
         else:
-            self.queue.put(msg)
+            self.queue.requeue(msg)
 
     def on_touch(self, consumer, msg_id, msg_timeout):
         msg = self._owned_in_flight(consumer, msg_id, "TOUCH", "E_TOUCH_FAILED")
@@ -206,6 +209,7 @@ class Channel(MessageHolder):
             self._dispatch()
         if self.topic.depth and self.wants_more():
             self.topic.request_drain()
+        self.queue.flush()
 
     def wants_more(self):
         """True while memory is under half full. The topic hands over its backlog only
@@ -220,7 +224,7 @@ class Channel(MessageHolder):
     def _release_deferred(self, current):
         deferred = self.deferred
         while deferred and deferred[0][0] <= current:
-            self.queue.put(heapq.heappop(deferred)[2])
+            self.queue.undefer(heapq.heappop(deferred)[2])
 
     def _expire_in_flight(self, current):
         for table in self.timeout_tables.values():
@@ -230,7 +234,7 @@ class Channel(MessageHolder):
                     break
                 self._take_in_flight(msg)
                 self.timeout_count += 1
-                self.queue.put(msg)
+                self.queue.requeue(msg)
 
     def _owned_in_flight(self, consumer, msg_id, verb, code):
         msg = self.in_flight.get(msg_id)

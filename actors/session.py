@@ -13,13 +13,14 @@ a bounded amount for it.
 import logging
 import socket
 import time
+from collections import deque
 
 import gevent
 import ujson
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from greensq.actors.actor import Refused, StoreFailed
+from greensq.actors.actor import Refused
 from greensq.actors.channel import Consumer
 from greensq.services.auth import AuthError, query_any_auth_server
 from greensq.services.message import ID_LENGTH
@@ -41,6 +42,7 @@ STATE_CLOSING = 4
 
 MAX_LINE = 16 * 1024            # NSQ's read buffer: a longer command line drops the client
 MAX_PENDING_OUTPUT = 1 << 20    # replies waiting before the reader stops reading
+MAX_AWAITED = 64                # publishes being stored before the reader waits
 DEFAULT_OUTPUT_BUFFER_SIZE = 16 * 1024
 
 
@@ -77,6 +79,10 @@ class Session:
         self._drained.set()
         self._closed = False
         self._pending_fins = []
+        # Replies behind a publish still being stored (durable mode's fsync, a busy
+        # channel) wait here, in command order: (receipt, verb) or (None, frame).
+        self._awaited = deque()
+        self._close_when_sent = False
         # Bytes go through a transport (plain, then TLS / snappy / deflate after
         # IDENTIFY); the writer holds _write_lock while sending so an upgrade can swap
         # the transport between two writes.
@@ -197,10 +203,10 @@ class Session:
                     self._flush_fins()
                 reply = handler(params)
                 if reply is not None:
-                    self._queue(reply)
+                    self._reply(reply)
             except ClientError as err:
                 log.error("[%s] - %s", self.remote_address, err)
-                self._queue(err.frame())
+                self._reply(err.frame())
                 if err.fatal:
                     return
 
@@ -257,6 +263,44 @@ class Session:
 
     # -- writing --------------------------------------------------------------------------
 
+    def _reply(self, frame):
+        """A command's answer: after the answers of publishes still being stored."""
+        if self._awaited:
+            self._awaited.append((None, frame))
+        else:
+            self._queue(frame)
+
+    def _await(self, receipt, verb):
+        """A publish not stored yet: its answer follows, in order, once it is. The reader
+        goes on reading meanwhile (a pipelining publisher's batches share the fsync), up
+        to MAX_AWAITED of them."""
+        self._awaited.append((receipt, verb))
+        receipt.on_done(self._answer_awaited)
+        if len(self._awaited) > MAX_AWAITED:
+            self._awaited[0][0].wait_done()
+
+    def _answer_awaited(self, _error=None):
+        """Queue the answers at the head of the line whose publishes are done."""
+        awaited = self._awaited
+        while awaited:
+            receipt, item = awaited[0]
+            if receipt is None:
+                frame = item
+            elif receipt.pending:
+                break
+            elif receipt.error is None:
+                frame = OK_FRAME
+            else:
+                err = FatalClientError(f"E_{item}_FAILED", f"{item} failed {receipt.error}")
+                log.error("[%s] - %s", self.remote_address, err)
+                frame = err.frame()
+                self._close_when_sent = True
+                awaited.clear()
+            if awaited:
+                awaited.popleft()
+            self._queue(frame)
+        self._wake.set()
+
     def _queue(self, data):
         self._out.append(data)
         self._out_size += len(data)
@@ -287,6 +331,9 @@ class Session:
                 try:
                     self._send_pending()
                 except OSError:
+                    self.close()
+                    return
+                if self._close_when_sent:     # a failed publish's fatal error is out
                     self.close()
                     return
             if self._closed and not self._out:
@@ -620,13 +667,21 @@ class Session:
         return name
 
     def _publish(self, verb, topic_name, bodies, defer_ms=0):
-        """Publish and answer OK once the messages are stored (see NSQD.publish); a
-        refusal (nsqd exiting) or a failed disk write is NSQ's fatal ``E_<VERB>_FAILED``."""
+        """Publish; OK once the messages are stored (see NSQD.publish): at once when they
+        are, else in command order when they are. A refusal (nsqd exiting) or a failed
+        disk write is NSQ's fatal ``E_<VERB>_FAILED``."""
         try:
-            self.nsqd.publish(topic_name, bodies, defer_ms)
-        except (Refused, StoreFailed) as err:
+            receipt = self.nsqd.start_publish(topic_name, bodies, defer_ms)
+        except Refused as err:
             raise FatalClientError(f"E_{verb}_FAILED", f"{verb} failed {err}") from None
         self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
+        if receipt is None:
+            return OK_FRAME
+        if receipt.pending:
+            self._await(receipt, verb)
+            return None
+        if receipt.error is not None:
+            raise FatalClientError(f"E_{verb}_FAILED", f"{verb} failed {receipt.error}")
         return OK_FRAME
 
     def cmd_pub(self, params):

@@ -12,9 +12,8 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Full
 
-from greensq.actors.actor import MessageHolder
+from greensq.actors.actor import MessageHolder, Receipt
 from greensq.actors.channel import Channel
-from greensq.services.message_queue import MessageQueue
 from greensq.services.names import is_ephemeral
 
 DRAIN_BATCH = 512
@@ -31,9 +30,7 @@ class Topic(MessageHolder):
         self.name = name
         self.nsqd = nsqd
         self.ephemeral = is_ephemeral(name)
-        self.queue = MessageQueue(
-            self.label, nsqd.opts.mem_queue_size,
-            None if self.ephemeral else nsqd.make_backend(name))
+        self.queue = nsqd.make_queue(self.label, name)
         self.channels = {}
         self.paused = False
         self.deleted = False
@@ -77,12 +74,12 @@ class Topic(MessageHolder):
         flowing = self._flowing()
         if flowing and not self.depth:
             self._fan_out(msgs, receipt)
+            receipt.done()              # the topic's own share: it keeps nothing
         elif not self.store(msgs, receipt):
             return
         self.message_count += len(msgs)
         self.message_bytes += (len(msgs[0].body) if len(msgs) == 1
                                else sum([len(msg.body) for msg in msgs]))
-        receipt.done()
         if flowing and self.depth:
             self.on_drain()             # the batch waited behind a backlog
 
@@ -105,8 +102,24 @@ class Topic(MessageHolder):
             msgs = self.queue.take(DRAIN_BATCH)
             if not msgs:
                 return
-            self._fan_out(msgs)
+            if self.queue.durable:
+                # The topic's records are done with once every channel stored its copy.
+                receipt = Receipt(on_done=lambda error, msgs=msgs: gevent.spawn(
+                    self.send, "drained", msgs, error))
+                self._fan_out(msgs, receipt, copy_all=True)
+                receipt.done()
+            else:
+                self._fan_out(msgs)
             gevent.sleep(0)
+
+    def on_drained(self, msgs, error):
+        """Durable mode: the channels have (or, on a write error, have not) stored a
+        drained batch."""
+        for msg in msgs:
+            if error is None:
+                self.queue.finish(msg)
+            else:
+                self.queue.undefer(msg)   # back in memory, drained again later
 
     def on_unpause(self):
         super().on_unpause()
@@ -141,13 +154,17 @@ class Topic(MessageHolder):
     def _flowing(self):
         return bool(self.channels) and not self.paused
 
-    def _fan_out(self, msgs, receipt=None):
-        """Every channel gets the batch, each its own copy; with a ``receipt``, each
-        channel answers for its copy."""
+    def _fan_out(self, msgs, receipt=None, copy_all=False):
+        """Every channel gets the batch, each its own copy (the first gets ``msgs``
+        itself unless ``copy_all``); with a ``receipt``, each channel answers for its
+        copy."""
         channels = list(self.channels.values())
         if receipt is not None:
             receipt.expect(len(channels))
-        channels[0].call("put", receipt, msgs)
-        for channel in channels[1:]:
-            channel.call("put", receipt, [msg.copy() for msg in msgs])
+        for index, channel in enumerate(channels):
+            channel.call("put", receipt, msgs if index == 0 and not copy_all
+                         else [msg.copy() for msg in msgs])
+
+    def after_batch(self):
+        self.queue.flush()
 

@@ -54,6 +54,17 @@ their batch forms never yield; ``sync``, ``empty``, ``close`` and ``delete``
 do (they wait for the thread pool). ``close`` and ``delete`` stop the
 background greenlet.
 
+``when_synced(callback)`` asks for the data written so far to be fsynced and calls
+back once it is: writes that arrive during an fsync share the next one (group commit).
+Such a sync writes the metadata only when it is due anyway.
+
+Retaining (``retain=True``, durable mode): reading moves a cursor but not the persisted
+read position. Records read stay on disk until the owner ``commit``s past them (it
+finishes them out of order and tracks which); the metadata's read position and depth are
+the committed ones, so Go nsqd reading the files starts from the oldest record not done
+with. ``get``/``get_many``/``put_many`` can report each record's offset (segment number
+and position in one int) and ``skip_read`` counts records the owner already has as read.
+
 Not thread-safe and not meant to be shared: one owner greenlet calls it.
 """
 
@@ -72,6 +83,9 @@ import gevent.lock
 __all__ = ["DiskQueue"]
 
 _LENGTH = struct.Struct(">i")
+# A record's offset: its segment number and byte position in one sortable int.
+_OFFSET_BITS = 40
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
 _META_RE = re.compile(rb"\s*(-?\d+)\n(-?\d+),(-?\d+)\n(-?\d+),(-?\d+)\s*\Z")
 _READ_BUFFER = 64 * 1024
 
@@ -89,8 +103,9 @@ class DiskQueue:
 
     def __init__(self, name: str, data_path: str, max_bytes_per_file: int,
                  min_msg_size: int, max_msg_size: int, sync_every: int,
-                 sync_timeout: float, logger: logging.Logger):
-        """Open the queue, loading ``<name>.diskqueue.meta.dat`` if present."""
+                 sync_timeout: float, logger: logging.Logger, retain: bool = False):
+        """Open the queue, loading ``<name>.diskqueue.meta.dat`` if present. With
+        ``retain``, records read stay on disk until ``commit`` (see "Retaining")."""
         self.name = name
         self.data_path = data_path
         self.max_bytes_per_file = max_bytes_per_file
@@ -119,8 +134,16 @@ class DiskQueue:
         self._syncer = None
         self._wake = gevent.event.Event()
         self._sync_lock = gevent.lock.Semaphore()
+        self._sync_waiters = []    # callbacks for the next fsync (group commit)
+        self._meta_due = False     # the next sync writes the metadata too
+        self._new_file = False     # a segment was created since the last sync
+
+        self.retain = retain
+        self._uncommitted = 0      # records read but not committed (retain mode)
 
         self._load()
+        # Retain mode persists this as the read position; reading moves on from it.
+        self._committed = (self._read_num, self._read_pos)
 
     # ------------------------------------------------------------------ names
 
@@ -144,8 +167,9 @@ class DiskQueue:
         """Append one record. Raises ValueError if its size is out of bounds."""
         self.put_many((payload,))
 
-    def put_many(self, payloads) -> None:
-        """Append records in order, with one write per segment touched.
+    def put_many(self, payloads, positions: list | None = None) -> None:
+        """Append records in order, with one write per segment touched; with a
+        ``positions`` list, their offsets are appended to it.
 
         All sizes are checked first: on ValueError nothing is written.
         """
@@ -169,6 +193,8 @@ class DiskQueue:
                     chunk, count = bytearray(), 0
                 self._rotate()
                 pos = 0
+            if positions is not None:
+                positions.append((self._write_num << _OFFSET_BITS) | pos)
             chunk += _LENGTH.pack(len(p))
             chunk += p
             pos += size
@@ -181,6 +207,7 @@ class DiskQueue:
             path = self.segment_path(self._write_num)
             flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if self._write_pos == 0 else 0)
             self._wfd = os.open(path, flags, 0o600)
+            self._new_file = self._new_file or self._write_pos == 0
             if self._write_pos:
                 os.lseek(self._wfd, self._write_pos, os.SEEK_SET)
             self.log.debug("DISKQUEUE(%s): writing %s", self.name, path)
@@ -213,10 +240,12 @@ class DiskQueue:
 
     # ------------------------------------------------------------------ reading
 
-    def get(self) -> bytes | None:
-        """Return the next record, or None if the queue is empty."""
+    def get(self, positions: list | None = None) -> bytes | None:
+        """Return the next record, or None if the queue is empty. With a ``positions``
+        list, the record's offset (see ``offset``) is appended to it."""
         self._check_open()
         while (self._read_num, self._read_pos) < (self._write_num, self._write_pos):
+            start = (self._read_num << _OFFSET_BITS) | self._read_pos
             try:
                 payload = self._read_one()
             except (_Corrupt, OSError) as e:
@@ -226,7 +255,11 @@ class DiskQueue:
                 continue
             if payload is None:
                 continue
+            if positions is not None:
+                positions.append(start)
             self._depth -= 1
+            if self.retain:
+                self._uncommitted += 1
             self._count_ops(1)
             if self._read_num < self._write_num and self._read_pos >= self._segment_end():
                 self._finish_segment()
@@ -234,20 +267,21 @@ class DiskQueue:
             return payload
         return None
 
-    def get_many(self, limit: int) -> list[bytes]:
-        """Return up to ``limit`` records (fewer if the queue runs out)."""
+    def get_many(self, limit: int, positions: list | None = None) -> list[bytes]:
+        """Return up to ``limit`` records (fewer if the queue runs out); with a
+        ``positions`` list, their offsets are appended to it."""
         self._check_open()
         out = []
         while len(out) < limit:
-            if self._read_run(limit - len(out), out):
+            if self._read_run(limit - len(out), out, positions):
                 continue
-            payload = self.get()
+            payload = self.get(positions)
             if payload is None:
                 break
             out.append(payload)
         return out
 
-    def _read_run(self, limit: int, out: list) -> int:
+    def _read_run(self, limit: int, out: list, positions: list | None = None) -> int:
         """Append up to ``limit`` well-formed records from inside the open read segment,
         with the bookkeeping done once for the run; return how many. Whatever needs care
         (opening or finishing a segment, a bad record, the tail) is left to ``get``."""
@@ -267,11 +301,15 @@ class DiskQueue:
                 rfile.seek(pos)             # let get() report and skip it
                 break
             out.append(payload)
+            if positions is not None:
+                positions.append((self._read_num << _OFFSET_BITS) | pos)
             pos += 4 + size
             count += 1
         if count:
             self._read_pos = pos
             self._depth -= count
+            if self.retain:
+                self._uncommitted += count
             self._count_ops(count)
             if (self._read_num, pos) >= (self._write_num, self._write_pos):
                 self._check_tail()
@@ -322,16 +360,57 @@ class DiskQueue:
         self._read_end = None
 
     def _finish_segment(self) -> None:
-        """Delete the fully read segment and move to the next one."""
+        """Delete the fully read segment (in retain mode: once committed) and move to
+        the next one."""
         self._close_reader()
-        path = self.segment_path(self._read_num)
-        try:
-            os.remove(path)
-        except OSError as e:
-            self.log.error("DISKQUEUE(%s) failed to remove %s - %s", self.name, path, e)
+        if not self.retain:
+            self._remove_segment(self._read_num)
         self._read_num += 1
         self._read_pos = 0
         self._want_sync()
+
+    def _remove_segment(self, num: int) -> None:
+        path = self.segment_path(num)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.log.error("DISKQUEUE(%s) failed to remove %s - %s", self.name, path, e)
+
+    # ------------------------------------------------------------------ retaining
+
+    @property
+    def read_offset(self) -> int:
+        """The offset of the next record to read."""
+        return (self._read_num << _OFFSET_BITS) | self._read_pos
+
+    def skip_read(self, end_offset: int, count: int) -> None:
+        """Count the ``count`` records from the read position up to ``end_offset`` as
+        read without reading them: the caller has them (it just wrote them)."""
+        num, pos = end_offset >> _OFFSET_BITS, end_offset & _OFFSET_MASK
+        if num != self._read_num:
+            self._close_reader()
+            self._read_num = num
+        elif self._rfile is not None:
+            self._rfile.seek(pos)
+        self._read_pos = pos
+        self._depth -= count
+        if self.retain:
+            self._uncommitted += count
+        self._count_ops(count)
+
+    def commit(self, offset: int, count: int) -> None:
+        """Retain mode: every record before ``offset`` (a record's offset, or
+        ``read_offset``) is done with, ``count`` of them since the last commit. The
+        persisted read position moves there and segments wholly before it go."""
+        num, pos = offset >> _OFFSET_BITS, offset & _OFFSET_MASK
+        first = self._committed[0]
+        self._committed = (num, pos)
+        self._uncommitted -= count
+        for old in range(first, min(num, self._read_num)):
+            self._remove_segment(old)
+        self._count_ops(count)
 
     def _skip_bad_segment(self) -> None:
         """Rename the unreadable read segment to .bad and move past it."""
@@ -379,7 +458,7 @@ class DiskQueue:
         if self._wfd is not None:
             os.close(self._wfd)
             self._wfd = None
-        first = min(self._read_num, self._write_num)
+        first = min(self._committed[0], self._read_num, self._write_num)
         last = max(self._read_num, self._write_num)
         for num in range(first, last + 1):
             try:
@@ -391,6 +470,8 @@ class DiskQueue:
         self._write_num = self._read_num = last + 1
         self._write_pos = self._read_pos = 0
         self._depth = 0
+        self._committed = (self._read_num, 0)
+        self._uncommitted = 0
 
     # ------------------------------------------------------------------ metadata / sync
 
@@ -465,7 +546,11 @@ class DiskQueue:
         return count
 
     def _meta_text(self) -> bytes:
-        return b"%d\n%d,%d\n%d,%d\n" % (self._depth, self._read_num, self._read_pos,
+        if self.retain:     # Go nsqd reads on from the oldest record not yet done with
+            depth, (read_num, read_pos) = self._depth + self._uncommitted, self._committed
+        else:
+            depth, read_num, read_pos = self._depth, self._read_num, self._read_pos
+        return b"%d\n%d,%d\n%d,%d\n" % (depth, read_num, read_pos,
                                         self._write_num, self._write_pos)
 
     def _write_meta(self, text: bytes) -> None:
@@ -485,25 +570,47 @@ class DiskQueue:
                 pass
             raise
 
-    def _sync(self) -> None:
-        """fsync written data, then persist the metadata as of the call."""
+    def _sync(self, meta: bool = True) -> None:
+        """fsync written data (and the directory, after a new segment), then persist the
+        metadata as of the call, then tell the ``when_synced`` waiters."""
         # Serialised: the background greenlet and an explicit sync()/empty()
         # may both get here, and each yields while the thread pool works.
         with self._sync_lock:
             text = self._meta_text()
-            self._ops = 0
-            self._need_sync = False
+            waiters, self._sync_waiters = self._sync_waiters, []
+            if meta:
+                self._ops = 0
+                self._need_sync = False
             fds, self._retired = self._retired, []
             if self._wfd is not None:
                 # A duplicate, so the owner may close its fd while we fsync.
                 fds.append(os.dup(self._wfd))
+            if self._new_file:
+                self._new_file = False
+                fds.append(os.open(self.data_path, os.O_RDONLY | os.O_DIRECTORY))
+            error = None
             try:
                 for fd in fds:
                     _fsync(fd)
+                if meta:
+                    self._write_meta(text)
+            except OSError as exc:
+                error = exc
+                raise
             finally:
                 for fd in fds:
                     os.close(fd)
-            self._write_meta(text)
+                for callback in waiters:
+                    callback(error)
+
+    def when_synced(self, callback) -> None:
+        """Call ``callback(error)`` once an fsync covers everything written so far
+        (``error`` None on success). Writes that arrive while an fsync runs share the
+        next one: group commit."""
+        self._sync_waiters.append(callback)
+        if self._syncer is None:
+            self._start_syncer()
+        self._wake.set()
 
     def _count_ops(self, n: int) -> None:
         self._ops += n
@@ -529,9 +636,12 @@ class DiskQueue:
             self._wake.clear()
             if self._closed:
                 return
-            if self._need_sync or self._ops:
+            if self._need_sync or self._ops or self._sync_waiters:
+                # Waiters alone get the data synced; the metadata follows sync_every,
+                # sync_timeout and file changes, as without them.
+                meta = self._need_sync or self._ops >= self.sync_every or not self._sync_waiters
                 try:
-                    self._sync()
+                    self._sync(meta)
                 except OSError as e:
                     self.log.error("DISKQUEUE(%s) failed to sync - %s", self.name, e)
 

@@ -29,6 +29,7 @@ class Message:
         "delivered_at",      # monotonic time of the latest delivery
         "deadline",          # monotonic time at which an in-flight message times out
         "timeout_bucket",    # the in-flight timeout table the message sits in
+        "entry",             # durable mode: its record in the queue's window (unset before)
     )
 
     def __init__(self, msg_id, body, timestamp=None, attempts=0, defer_ms=0):

@@ -14,6 +14,10 @@ log = logging.getLogger("greensq")
 
 
 class MessageQueue:
+    """Memory up to ``mem_limit``, then the disk queue ``backend`` (or nothing)."""
+
+    durable = False
+
     def __init__(self, label, mem_limit, backend):
         self.label = label
         self.mem_limit = mem_limit
@@ -46,6 +50,29 @@ class MessageQueue:
             self.backend.put_many([msg.encode() for msg in msgs[room:]])
         else:
             self.dropped += len(msgs) - room
+
+    # What a queue is told about its messages' fate (a DurableQueue persists it).
+
+    def when_stored(self, callback):
+        """``callback(None)``: a put is stored once it returns (memory or a write)."""
+        callback(None)
+
+    def requeue(self, msg):
+        """A message back to the queue (timed out, REQ without delay, consumer gone)."""
+        self.put(msg)
+
+    def defer(self, msg, delay):
+        """A message going to the channel's deferred list: kept in memory only."""
+
+    def undefer(self, msg):
+        """A deferred message is due."""
+        self.put(msg)
+
+    def finish(self, msg):
+        """A message FINished."""
+
+    def flush(self):
+        """End of the owner's turn."""
 
     def take(self, count):
         """Up to ``count`` messages, memory first, then the disk queue."""

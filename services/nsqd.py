@@ -18,7 +18,10 @@ from gevent.event import Event
 
 from greensq.actors.actor import Receipt, Refused
 from greensq.actors.topic import Topic
+from greensq.services.durable_queue import DurableQueue
+from greensq.services.finish_log import FinishLog
 from greensq.services.message import HEADER_SIZE, IdGenerator, Message
+from greensq.services.message_queue import MessageQueue
 from greensq.services.names import backend_name, is_ephemeral, is_valid_name
 from greensq.services.version import NSQ_VERSION
 from greensq.services.watchdog import Watchdog
@@ -147,17 +150,24 @@ class NSQD:
 
     def publish(self, topic_name, bodies, defer_ms=0):
         """New messages for ``bodies`` into the named topic (created if need be). Returns
-        once they are in every queue they belong to, in memory or written to disk, as an
-        OK promises; raises ``Refused`` once nsqd is exiting (or the topic was deleted
-        meanwhile) and ``StoreFailed`` when a disk queue cannot be written."""
+        once they are in every queue they belong to (in memory, written to disk, or in
+        durable mode fsynced), as an OK promises; raises ``Refused`` once nsqd is exiting
+        (or the topic was deleted meanwhile) and ``StoreFailed`` when a disk queue
+        cannot be written."""
+        receipt = self.start_publish(topic_name, bodies, defer_ms)
+        if receipt is not None:
+            receipt.wait()
+
+    def start_publish(self, topic_name, bodies, defer_ms=0):
+        """``publish`` without the wait: the ``Receipt`` to wait on (None for no bodies)."""
         if self.exiting:
             raise Refused()
         topic = self.topics.get(topic_name) or self.get_topic(topic_name)
-        if bodies:
-            receipt = Receipt()
-            topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
-            receipt.wait()
-        return topic
+        if not bodies:
+            return None
+        receipt = Receipt()
+        topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
+        return receipt
 
     def set_health(self, error):
         """Record a disk-queue write error (None: writes work again), as NSQ's health."""
@@ -195,14 +205,24 @@ class NSQD:
         if not topic.deleted:   # a deleted topic's UNREGISTER covers its channels
             self.notify_lookupd(f"UNREGISTER {topic.name} {channel.name}")
 
-    def make_backend(self, topic, channel=None):
+    def make_queue(self, label, topic, channel=None, on_due=None):
+        """A topic's or channel's queue: memory only when ephemeral, memory then disk,
+        or (``--durable``) disk first with memory in front (see services/durable_queue.py);
+        ``on_due`` takes a durable queue's deferred records as it reads them."""
         from greensq.services.diskqueue import DiskQueue
 
         opts = self.opts
-        return DiskQueue(
-            backend_name(topic, channel), self.data_path, opts.max_bytes_per_file,
-            HEADER_SIZE, opts.max_msg_size + HEADER_SIZE, opts.sync_every,
-            opts.sync_timeout, log)
+        if is_ephemeral(channel if channel is not None else topic):
+            return MessageQueue(label, opts.mem_queue_size, None)
+        name = backend_name(topic, channel)
+        backend = DiskQueue(
+            name, self.data_path, opts.max_bytes_per_file, HEADER_SIZE,
+            opts.max_msg_size + HEADER_SIZE, opts.sync_every, opts.sync_timeout, log,
+            retain=opts.durable)
+        if not opts.durable:
+            return MessageQueue(label, opts.mem_queue_size, backend)
+        finish_log = FinishLog(os.path.join(self.data_path, f"{name}.diskqueue.finished.dat"))
+        return DurableQueue(label, opts.mem_queue_size, backend, finish_log, on_due)
 
     # -- metadata (nsqd.dat) ----------------------------------------------------------------
 

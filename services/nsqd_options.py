@@ -70,6 +70,8 @@ NSQD_FLAGS = [
     Flag("max-bytes-per-file", "int", 100 * MIB, "number of bytes per diskqueue file before rolling"),
     Flag("sync-every", "int", 2500, "number of messages per diskqueue fsync"),
     Flag("sync-timeout", "duration", 2.0, "duration of time per diskqueue fsync"),
+    Flag("durable", "bool", False, "(greensq) answer a publish only once it is fsynced, and keep "
+         "every message on disk until it is FINished, in flight and deferred ones included"),
     Flag("queue-scan-worker-pool-max", "int", 4, "max concurrency for checking in-flight and "
          "deferred message timeouts"),
     Flag("queue-scan-selection-count", "int", 20, "number of channels to check per cycle"),

@@ -129,6 +129,8 @@ def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
         "start_time": nsqd.start_time,
         "topics": topics,
     }
+    if nsqd.opts.durable:       # greensq's durable mode; absent (Go's document) otherwise
+        stats["durable"] = True
     if include_mem:
         stats["memory"] = memory_stats()
     producers = None
@@ -163,6 +165,8 @@ def format_text(stats):
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stats["start_time"]))
     lines = [f"nsqd v{NSQ_VERSION} (built w/greensq-{__version__})",
              f"start_time {started}", f"uptime {uptime}", "", f"Health: {stats['health']}"]
+    if stats.get("durable"):
+        lines.append("Mode: durable (an OK follows an fsync; messages stay on disk until FIN)")
     if "memory" in stats:
         lines += ["", "Memory:"]
         lines += [f"   {key:<25}\t{value}" for key, value in stats["memory"].items()]
