@@ -5,6 +5,11 @@ queue; it hands them to subscribed sessions in proportion to their free RDY, tra
 delivered message in flight until FIN, REQ or timeout, and keeps requeued-with-delay and
 DPUB messages in a deferred heap. It runs as its own greenlet, so a paused or slow channel
 never holds up its topic or its sibling channels.
+
+With ``--e2e-processing-latency-percentile`` it records each FINished message's latency
+(services/latency.py). With a max-attempts limit (``--max-attempts`` or the channel's own,
+set over HTTP) a message that would be delivered once more than allowed goes to the
+dead-letter topic instead (services/dead_letters.py).
 """
 
 import heapq
@@ -13,10 +18,16 @@ import random
 import time
 from collections import OrderedDict
 
-from greensq.actors.actor import MessageHolder
+import logging
+
+from greensq.actors.actor import MessageHolder, Refused, StoreFailed
+from greensq.services.dead_letters import dead_letter_topic, envelope, is_dead_letter_topic
+from greensq.services.latency import LatencyWindow
+from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT
 from greensq.services.names import is_ephemeral
 from greensq.services.wire import ClientError
 
+log = logging.getLogger("greensq")
 now = time.monotonic
 
 
@@ -56,7 +67,15 @@ class Channel(MessageHolder):
         self.name = name
         self.nsqd = nsqd
         self.ephemeral = is_ephemeral(name)
-        self.queue = nsqd.make_queue(self.label, topic.name, name, on_due=self._defer)
+        opts = nsqd.opts
+        self.queue = nsqd.make_queue(self.label, topic.name, name, on_due=self._defer,
+                                     max_bytes=opts.max_bytes_per_channel)
+        self.latency = (LatencyWindow(opts.e2e_processing_latency_window_time,
+                                      opts.e2e_processing_latency_percentile)
+                        if opts.e2e_processing_latency_percentile else None)
+        self.max_attempts_override = None   # this channel's own limit, set over HTTP
+        self.max_attempts = self._max_attempts()
+        self.dead_letter_count = 0
         self.in_flight = {}
         self.timeout_tables = {}      # msg timeout (s) -> OrderedDict(id -> msg), by deadline
         self.deferred = []            # heap of (due, seq, msg)
@@ -133,12 +152,16 @@ class Channel(MessageHolder):
         consumer.ready_count = 0  # CLS forces RDY 0, as stats show
 
     def on_fin(self, consumer, ids):
+        finished = []
         for msg_id in ids:
             msg = self._owned_in_flight(consumer, msg_id, "FIN", "E_FIN_FAILED")
             if msg is not None:
                 self._take_in_flight(msg)
                 self.queue.finish(msg)
-                consumer.finish_count += 1
+                finished.append(msg)
+        consumer.finish_count += len(finished)
+        if self.latency is not None and finished:
+            self.latency.record(finished)
 
     def on_req(self, consumer, msg_id, delay):
         msg = self._owned_in_flight(consumer, msg_id, "REQ", "E_REQ_FAILED")
@@ -160,6 +183,32 @@ class Channel(MessageHolder):
         max_deadline = msg.delivered_at + self.nsqd.opts.max_msg_timeout
         msg.deadline = min(now() + msg_timeout, max_deadline)
         msg.timeout_bucket.move_to_end(msg.id)
+
+    def on_set_max_attempts(self, limit):
+        """This channel's own limit (0: never dead-letter), or None to follow
+        ``--max-attempts`` again."""
+        self.max_attempts_override = limit
+        self.max_attempts = self._max_attempts()
+        self.nsqd.metadata_changed()
+
+    def restore_max_attempts(self, limit):
+        """The limit recorded in nsqd.dat, if it is one (at start, before any delivery)."""
+        if (isinstance(limit, int) and not isinstance(limit, bool)
+                and 0 <= limit <= MAX_ATTEMPTS_LIMIT):
+            self.max_attempts_override = limit
+            self.max_attempts = self._max_attempts()
+
+    def _max_attempts(self):
+        if self.max_attempts_override is not None:
+            return self.max_attempts_override
+        opts = self.nsqd.opts
+        if is_dead_letter_topic(self.topic_name, opts.dead_letter_topic_suffix):
+            return 0
+        return opts.max_attempts
+
+    def on_peek(self, count, max_bytes, out):
+        """Up to ``count`` queued messages (memory, then disk) into ``out``, left queued."""
+        out.extend(self.queue.peek(count, max_bytes))
 
     def on_empty(self):
         """Drop every queued, in-flight and deferred message, as NSQ's channel empty does."""
@@ -212,9 +261,13 @@ class Channel(MessageHolder):
         self.queue.flush()
 
     def wants_more(self):
-        """True while memory is under half full. The topic hands over its backlog only
-        then, so a backlog waits in one disk queue instead of being copied to another."""
-        return len(self.queue.memory) < max(1, self.queue.mem_limit // 2)
+        """True while memory is under half full (and, under the refuse policy, the disk
+        queue is not full). The topic hands over its backlog only then, so a backlog
+        waits in one disk queue instead of being copied to another."""
+        queue = self.queue
+        if queue.max_bytes and not queue.drop_oldest and queue.is_full():
+            return False
+        return len(queue.memory) < max(1, queue.mem_limit // 2)
 
     # -- internals --------------------------------------------------------------------
 
@@ -275,6 +328,10 @@ class Channel(MessageHolder):
                 self._deliver(consumer, msgs)
 
     def _deliver(self, consumer, msgs):
+        if self.max_attempts:
+            msgs = self._bury_exhausted(msgs)
+            if not msgs:
+                return
         sample_rate = consumer.session.sample_rate
         if sample_rate:
             msgs = [msg for msg in msgs if random.randrange(100) < sample_rate]
@@ -298,3 +355,33 @@ class Channel(MessageHolder):
         consumer.in_flight_count += len(msgs)
         consumer.message_count += len(msgs)
         consumer.session.deliver(msgs)
+
+    def _bury_exhausted(self, msgs):
+        """Publish the messages already delivered ``max_attempts`` times to the
+        dead-letter topic; the others (and any that cannot be dead-lettered: too big
+        for a message once wrapped, or refused) are returned to be delivered."""
+        limit = self.max_attempts
+        if all(msg.attempts < limit for msg in msgs):
+            return msgs
+        keep, dead, bodies = [], [], []
+        max_size = self.nsqd.opts.max_msg_size
+        for msg in msgs:
+            if msg.attempts >= limit:
+                body = envelope(msg, self.topic_name, self.name)
+                if len(body) <= max_size:
+                    dead.append(msg)
+                    bodies.append(body)
+                    continue
+                log.error("%s: message %s too big to dead-letter, delivering it again",
+                          self.label, msg.id.decode())
+            keep.append(msg)
+        if dead:
+            target = dead_letter_topic(self.topic_name, self.nsqd.opts.dead_letter_topic_suffix)
+            try:
+                self.nsqd.publish(target, bodies)
+            except (Refused, StoreFailed) as err:
+                log.error("%s: failed to dead-letter %d messages to %s - %s", self.label,
+                          len(dead), target, err)
+                return keep + dead
+            self.dead_letter_count += len(dead)
+        return keep

@@ -6,17 +6,23 @@ objects, handed over as one mailbox message per batch.
 
 A publish carries a ``Receipt``: the publisher answers OK only once the batch is in every
 queue it belongs to (the topic's own, or every channel's), in memory or written to disk.
+With bounded disk queues under the ``refuse`` policy, a batch that one of those queues
+has no room for is refused whole (``QueueFull``) before any of them stores it.
 """
 
 import gevent
 from gevent.event import Event
 from gevent.queue import Full
 
-from greensq.actors.actor import MessageHolder, Receipt
+from greensq.actors.actor import MessageHolder, Receipt, StoreFailed
 from greensq.actors.channel import Channel
 from greensq.services.names import is_ephemeral
 
 DRAIN_BATCH = 512
+
+
+class QueueFull(StoreFailed):
+    """A publish refused because a bounded disk queue has no room for it."""
 
 
 class Topic(MessageHolder):
@@ -30,7 +36,11 @@ class Topic(MessageHolder):
         self.name = name
         self.nsqd = nsqd
         self.ephemeral = is_ephemeral(name)
-        self.queue = nsqd.make_queue(self.label, name)
+        opts = nsqd.opts
+        self.queue = nsqd.make_queue(self.label, name, max_bytes=opts.max_bytes_per_topic)
+        self.refuse_when_full = opts.max_bytes_policy == "refuse" and bool(
+            opts.max_bytes_per_topic or opts.max_bytes_per_channel)
+        self.refused_count = 0
         self.channels = {}
         self.paused = False
         self.deleted = False
@@ -71,6 +81,8 @@ class Topic(MessageHolder):
     # -- mailbox handlers -----------------------------------------------------------------
 
     def on_pub(self, receipt, msgs):
+        if self.refuse_when_full and self._refuse(receipt, msgs):
+            return
         flowing = self._flowing()
         if flowing and not self.depth:
             self._fan_out(msgs, receipt)
@@ -150,6 +162,20 @@ class Topic(MessageHolder):
             done.set()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _refuse(self, receipt, msgs):
+        """Fail the publish if a queue it would go to is full; True if refused."""
+        if self._flowing() and not self.depth:
+            full = [f"channel {c.name} (--max-bytes-per-channel)"
+                    for c in self.channels.values()
+                    if not msgs[0].defer_ms and c.queue.refuses(msgs)]
+        else:
+            full = ["the topic (--max-bytes-per-topic)"] if self.queue.refuses(msgs) else []
+        if not full:
+            return False
+        self.refused_count += len(msgs)
+        receipt.fail(QueueFull(f"{self.name}: no room on disk for {full[0]}"))
+        return True
 
     def _flowing(self):
         return bool(self.channels) and not self.paused

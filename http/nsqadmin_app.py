@@ -24,6 +24,7 @@ from greensq.http.nsqadmin_pages import add_pages, is_admin_request
 from greensq.services.cluster_http import UpstreamError
 from greensq.services.cluster_stats import join_host_port
 from greensq.services.graphite import GraphiteError
+from greensq.services.metrics import CONTENT_TYPE, admin_metrics
 from greensq.services.nsqadmin import ApiError
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsqadmin_assets")
@@ -173,6 +174,14 @@ def api_call(call, *args, **kwargs):
 class Ping(Resource):
     def on_get(self, req, resp):
         respond_ping(resp)
+
+
+class Metrics(Resource):
+    """GET /metrics: Prometheus' text format, the cluster as last polled."""
+
+    def on_get(self, req, resp):
+        resp.content_type = CONTENT_TYPE
+        resp.data = admin_metrics(self.admin)
 
 
 class Topics(Resource):
@@ -364,6 +373,7 @@ def create_app(admin):
         app.add_route(base + path, resource, **kwargs)
 
     route("/ping", Ping(admin))
+    route("/metrics", Metrics(admin))
     route("/static/{asset}", static)
     route("/api/topics", Topics(admin))
     route("/api/topics/{topic}", Topic(admin))

@@ -5,18 +5,21 @@ greenlets in the same hub as the TCP sessions; they publish through the topic ac
 read stats straight from the actors' counters.
 """
 
+import base64
 import logging
 import re
 
 import ujson
 
 from greensq.actors.actor import Refused, StoreFailed
+from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
     respond_text)
 from greensq.services.logs import LEVELS
+from greensq.services.metrics import CONTENT_TYPE, nsqd_metrics
 from greensq.services.names import is_valid_name
-from greensq.services.nsqd_options import NSQD_FLAGSET
+from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT, NSQD_FLAGSET
 from greensq.services.stats import format_text, nsqd_stats
 from greensq.services.version import NSQ_VERSION
 from greensq.services.wire import FatalClientError, split_mpub_body
@@ -25,6 +28,7 @@ log = logging.getLogger("greensq")
 
 NS = 1_000_000_000
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
 _LOG_LEVEL_NUMBERS = {"debug": 1, "info": 2, "warn": 3, "error": 4, "fatal": 5}
 
 
@@ -59,11 +63,26 @@ class Resource:
         return _topic_arg(params, invalid)
 
     def publish(self, topic_name, bodies, defer_ms=0):
-        """Publish; answered once stored. Any failure is NSQ's 503 ``EXITING``."""
+        """Publish; answered once stored. A full bounded queue is 503 ``QUEUE_FULL``,
+        any other failure NSQ's 503 ``EXITING``."""
         try:
             self.nsqd.publish(topic_name, bodies, defer_ms)
+        except QueueFull:
+            raise NsqHTTPError(503, "QUEUE_FULL") from None
         except (Refused, StoreFailed):
             raise NsqHTTPError(503, "EXITING") from None
+
+    def existing_channel(self, params):
+        """The channel named by ``topic`` and ``channel``, or NSQ's 404s."""
+        topic_name = _topic_arg(params, "INVALID_ARG_TOPIC")
+        channel_name = _channel_arg(params)
+        topic = self.nsqd.get_existing_topic(topic_name)
+        if topic is None:
+            raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
+        channel = topic.channels.get(channel_name)
+        if channel is None:
+            raise NsqHTTPError(404, "CHANNEL_NOT_FOUND")
+        return channel
 
 
 class Ping(Resource):
@@ -152,6 +171,59 @@ class Stats(Resource):
             respond_json(resp, stats)
         else:
             respond_text(resp, format_text(stats))
+
+
+class Metrics(Resource):
+    """GET /metrics: Prometheus' text format (services/metrics.py)."""
+
+    def on_get(self, req, resp):
+        resp.content_type = CONTENT_TYPE
+        resp.data = nsqd_metrics(self.nsqd)
+
+
+class ChannelPeek(Resource):
+    """GET /channel/peek?topic=&channel=&n=: up to n queued messages (memory, then disk),
+    left where they are; at most --max-body-size bytes of bodies (and at least one)."""
+
+    MAX_N = 1000
+
+    def on_get(self, req, resp):
+        params = query_params(req)
+        channel = self.existing_channel(params)
+        raw = params.get("n", "1")
+        if not _DECIMAL.fullmatch(raw) or not 1 <= int(raw) <= self.MAX_N:
+            raise NsqHTTPError(400, "INVALID_ARG_N")
+        msgs = []
+        try:
+            channel.ask("peek", int(raw), self.opts.max_body_size, msgs)
+        except Refused:
+            raise NsqHTTPError(404, "CHANNEL_NOT_FOUND") from None
+        respond_json(resp, {"messages": [
+            {"id": msg.id.decode("latin-1"), "timestamp": msg.timestamp,
+             "attempts": msg.attempts, "body": base64.b64encode(msg.body).decode()}
+            for msg in msgs]})
+
+
+class ChannelMaxAttempts(Resource):
+    """POST /channel/max_attempts?topic=&channel=&max_attempts=N: the channel's own
+    dead-letter limit (0: never), kept in nsqd.dat; an empty value goes back to
+    --max-attempts."""
+
+    def on_post(self, req, resp):
+        params = query_params(req)
+        channel = self.existing_channel(params)
+        if "max_attempts" not in params:
+            raise NsqHTTPError(400, "MISSING_ARG_MAX_ATTEMPTS")
+        raw = params["max_attempts"]
+        if raw and (not _DIGITS.fullmatch(raw) or int(raw) > MAX_ATTEMPTS_LIMIT):
+            raise NsqHTTPError(400, "INVALID_ARG_MAX_ATTEMPTS")
+        try:
+            channel.ask("set_max_attempts", int(raw) if raw else None)
+        except Refused:
+            raise NsqHTTPError(404, "CHANNEL_NOT_FOUND") from None
+        self.nsqd.persist_metadata()
+        resp.status = 200
+        resp.data = b""
 
 
 class TopicAction(Resource):
@@ -277,7 +349,10 @@ def create_app(nsqd):
         app.add_route(path, Mpub(nsqd))
     app.add_route("/stats", Stats(nsqd))
     app.add_route("/topic/{action}", TopicAction(nsqd))
+    app.add_route("/channel/peek", ChannelPeek(nsqd))
+    app.add_route("/channel/max_attempts", ChannelMaxAttempts(nsqd))
     app.add_route("/channel/{action}", ChannelAction(nsqd))
+    app.add_route("/metrics", Metrics(nsqd))
     app.add_route("/config/{opt}", Config(nsqd))
     return app
 

@@ -6,6 +6,7 @@ GET, administrative ones POST; responses are bare JSON with ``{"message": ...}``
 
 from greensq.http.nsq_http import (
     NsqHTTPError, create_api, query_params, respond_json, respond_ping, respond_text)
+from greensq.services.metrics import CONTENT_TYPE, lookupd_metrics
 from greensq.services.names import is_valid_name
 from greensq.services.version import NSQ_VERSION
 
@@ -111,6 +112,14 @@ class ChannelAction(Resource):
         _empty(resp)
 
 
+class Metrics(Resource):
+    """GET /metrics: Prometheus' text format (services/metrics.py)."""
+
+    def on_get(self, req, resp):
+        resp.content_type = CONTENT_TYPE
+        resp.data = lookupd_metrics(self.lookupd)
+
+
 def create_app(lookupd):
     """The nsqlookupd WSGI app over a running core."""
     app = create_api()
@@ -121,6 +130,7 @@ def create_app(lookupd):
     app.add_route("/topics", Topics(lookupd))
     app.add_route("/channels", Channels(lookupd))
     app.add_route("/nodes", Nodes(lookupd))
+    app.add_route("/metrics", Metrics(lookupd))
     app.add_route("/topic/{action}", TopicAction(lookupd))
     app.add_route("/channel/{action}", ChannelAction(lookupd))
     return app

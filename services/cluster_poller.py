@@ -36,6 +36,7 @@ class ClusterPoller:
         self.sources = sources      # () -> (lookupd addresses, nsqd addresses)
         self.interval = interval
         self.down = []
+        self.latest = {}     # the last poll's samples (nsqadmin's /metrics)
         self.greenlet = None
 
     def start(self):
@@ -63,6 +64,7 @@ class ClusterPoller:
                 log.debug("graphs: %s", exc)
                 down += [http_address(p) for p in producers]
         self.history.record(time.time(), samples)
+        self.latest = samples
         self.down = down
 
     def _run(self):

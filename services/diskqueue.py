@@ -121,6 +121,7 @@ class DiskQueue:
         self._read_pos = 0
         self._write_num = 0
         self._write_pos = 0
+        self._bytes = 0            # bytes of the records not yet read (length prefixes too)
 
         self._rfile = None         # buffered reader on segment _read_num
         self._read_end = None      # known end of the read segment, once finished
@@ -160,6 +161,20 @@ class DiskQueue:
     def depth(self) -> int:
         """Number of records written and not yet read."""
         return self._depth
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the records written and not yet read, as stored (with their length
+        prefixes). The disk holds at most one segment more: a segment is deleted once it
+        has been read to its end."""
+        return self._bytes
+
+    def _measure_bytes(self) -> int:
+        """``bytes`` from the positions and the segments' sizes (after a repair)."""
+        if self._read_num > self._write_num:
+            return 0
+        total = sum(self._file_size(num) for num in range(self._read_num, self._write_num))
+        return max(0, total - self._read_pos + self._write_pos)
 
     # ------------------------------------------------------------------ writing
 
@@ -225,6 +240,7 @@ class DiskQueue:
             self._wfd = None
             raise
         self._write_pos += len(data)
+        self._bytes += len(data)
         self._depth += count
         self._count_ops(count)
 
@@ -260,6 +276,7 @@ class DiskQueue:
             self._depth -= 1
             if self.retain:
                 self._uncommitted += 1
+            self._bytes -= 4 + len(payload)
             self._count_ops(1)
             if self._read_num < self._write_num and self._read_pos >= self._segment_end():
                 self._finish_segment()
@@ -279,6 +296,34 @@ class DiskQueue:
             if payload is None:
                 break
             out.append(payload)
+        return out
+
+    def peek(self, limit: int, max_bytes: int) -> list[bytes]:
+        """Up to ``limit`` records from the read position on, without reading them (the
+        queue's state is untouched), stopping once they add up to ``max_bytes``. Stops
+        early at anything malformed, which ``get`` will deal with when it gets there."""
+        self._check_open()
+        out = []
+        num, pos = self._read_num, self._read_pos
+        while (len(out) < limit and max_bytes > 0
+               and (num, pos) < (self._write_num, self._write_pos)):
+            end = self._write_pos if num == self._write_num else self._file_size(num)
+            try:
+                with open(self.segment_path(num), "rb") as f:
+                    f.seek(pos)
+                    while len(out) < limit and max_bytes > 0 and end - pos >= 4:
+                        size = _LENGTH.unpack(f.read(4))[0]
+                        if not self.min_msg_size <= size <= self.max_msg_size \
+                                or pos + 4 + size > end:
+                            return out
+                        out.append(f.read(size))
+                        pos += 4 + size
+                        max_bytes -= size
+            except (OSError, struct.error):
+                return out
+            if pos < end:
+                break
+            num, pos = num + 1, 0
         return out
 
     def _read_run(self, limit: int, out: list, positions: list | None = None) -> int:
@@ -307,6 +352,7 @@ class DiskQueue:
             count += 1
         if count:
             self._read_pos = pos
+            self._bytes -= pos - start
             self._depth -= count
             if self.retain:
                 self._uncommitted += count
@@ -431,6 +477,7 @@ class DiskQueue:
             self.log.error("DISKQUEUE(%s) failed to rename bad file %s - %s", self.name, bad, e)
         self._read_num += 1
         self._read_pos = 0
+        self._bytes = self._measure_bytes()
         self._want_sync()
         self._check_tail()
 
@@ -439,6 +486,7 @@ class DiskQueue:
         rd, wr = (self._read_num, self._read_pos), (self._write_num, self._write_pos)
         if rd < wr:
             return
+        self._bytes = 0
         if self._depth != 0:
             self.log.error("DISKQUEUE(%s) %s depth at tail (%d), %s, resetting 0...",
                            self.name, "negative" if self._depth < 0 else "positive",
@@ -472,6 +520,7 @@ class DiskQueue:
         self._depth = 0
         self._committed = (self._read_num, 0)
         self._uncommitted = 0
+        self._bytes = 0
 
     # ------------------------------------------------------------------ metadata / sync
 
@@ -509,6 +558,7 @@ class DiskQueue:
             self._write_num = (later[-1] if later else self._write_num) + 1
             self._write_pos = 0
         self._check_tail()
+        self._bytes = self._measure_bytes()
 
     def _file_size(self, num: int) -> int:
         try:

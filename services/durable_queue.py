@@ -113,6 +113,8 @@ class DurableQueue:
     to come (the channel defers them)."""
 
     durable = True
+    max_bytes = 0           # --max-bytes-per-topic/-channel bound the default mode's queues
+    drop_oldest = False
 
     def __init__(self, label, mem_limit, log, finish_log, on_due=None):
         self.label = label
@@ -136,6 +138,30 @@ class DurableQueue:
     def backend_depth(self):
         """Records on disk not yet read (those already held in memory excluded)."""
         return self.log.depth - len(self.ahead)
+
+    @property
+    def backend_bytes(self):
+        return self.log.bytes
+
+    def is_full(self):
+        return False
+
+    def refuses(self, msgs):
+        return False
+
+    def peek(self, count, max_bytes):
+        """Up to ``count`` messages as ``take`` would give them, left in place (records
+        on disk as they are, without skipping those finished before a restart)."""
+        msgs = []
+        for msg in list(self.memory)[:count]:
+            if max_bytes <= 0:
+                return msgs
+            msgs.append(msg)
+            max_bytes -= len(msg.body)
+        if len(msgs) < count and max_bytes > 0 and self.log.depth:
+            decoded, _ = Message.decode_many(self.log.peek(count - len(msgs), max_bytes))
+            msgs.extend(decoded)
+        return msgs
 
     # -- new messages -----------------------------------------------------------------------
 

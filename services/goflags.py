@@ -122,9 +122,11 @@ class Flag:
                 if from_config and isinstance(raw, (int, float)) and not isinstance(raw, bool):
                     return raw / 1000.0
                 return parse_duration(str(raw))
-            if kind in ("strlist", "floatlist"):
-                items = raw if isinstance(raw, list) else [raw]
-                return [float(x) if kind == "floatlist" else str(x) for x in items]
+            if kind == "strlist":
+                return [str(x) for x in (raw if isinstance(raw, list) else [raw])]
+            if kind == "floatlist":    # Go's FloatArray: comma-separated, repeatable
+                items = raw if isinstance(raw, list) else str(raw).split(",")
+                return [float(x) for x in items]
             value = str(raw)
         except (TypeError, ValueError) as exc:
             raise FlagError(f"invalid value {_quote(raw)} for flag -{self.name}: {exc}") from None
@@ -215,6 +217,8 @@ class FlagSet:
                 continue
             if flag.kind.endswith("list"):
                 values.setdefault(flag.dest, []).extend(value)
+                if flag.kind == "floatlist":    # Go's FloatArray keeps itself sorted, largest first
+                    values[flag.dest].sort(reverse=True)
             else:
                 values[flag.dest] = value
             explicit.add(flag.dest)

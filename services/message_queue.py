@@ -3,26 +3,37 @@
 Memory holds up to ``--mem-queue-size`` messages (NSQ's high water mark); beyond it
 messages are encoded into the go-diskqueue backend. Ephemeral topics and channels have no
 backend and, like NSQ's, drop what does not fit in memory.
+
+With ``max_bytes`` (``--max-bytes-per-topic`` / ``--max-bytes-per-channel``) the disk
+queue is bounded. Under the ``refuse`` policy the topic asks ``refuses`` before it
+accepts a publish, so a batch is taken whole or not at all; messages already accepted
+(requeued, timed out, handed over from the topic) are never refused. Under
+``drop-oldest`` the oldest messages on disk make room for new ones. ``dropped`` counts
+what a queue dropped, either way.
 """
 
 import logging
 from collections import deque
+from itertools import islice
 
-from greensq.services.message import Message
+from greensq.services.message import HEADER_SIZE, Message
 
 log = logging.getLogger("greensq")
 
 
 class MessageQueue:
-    """Memory up to ``mem_limit``, then the disk queue ``backend`` (or nothing)."""
+    """Memory up to ``mem_limit``, then the disk queue ``backend`` (or nothing); with
+    ``max_bytes``, a bound on the disk queue (refused, or ``drop_oldest``)."""
 
     durable = False
 
-    def __init__(self, label, mem_limit, backend):
+    def __init__(self, label, mem_limit, backend, max_bytes=0, drop_oldest=False):
         self.label = label
         self.mem_limit = mem_limit
         self.memory = deque()
         self.backend = backend
+        self.max_bytes = max_bytes if backend is not None else 0
+        self.drop_oldest = drop_oldest
         self.dropped = 0
 
     def __len__(self):
@@ -32,11 +43,28 @@ class MessageQueue:
     def backend_depth(self):
         return self.backend.depth if self.backend is not None else 0
 
+    @property
+    def backend_bytes(self):
+        return self.backend.bytes if self.backend is not None else 0
+
+    def is_full(self):
+        """True once the disk queue holds ``max_bytes`` or more."""
+        return bool(self.max_bytes) and self.backend.bytes >= self.max_bytes
+
+    def refuses(self, msgs):
+        """True if storing ``msgs`` would take the disk queue past ``max_bytes`` (only
+        what does not fit in memory goes to disk)."""
+        room = self.mem_limit - len(self.memory)
+        if not self.max_bytes or room >= len(msgs):
+            return False
+        incoming = sum([4 + HEADER_SIZE + len(msg.body) for msg in msgs[max(0, room):]])
+        return self.backend.bytes + incoming > self.max_bytes
+
     def put(self, msg):
         if len(self.memory) < self.mem_limit:
             self.memory.append(msg)
         elif self.backend is not None:
-            self.backend.put(msg.encode())
+            self._to_disk([msg.encode()])
         else:
             self.dropped += 1
 
@@ -47,9 +75,30 @@ class MessageQueue:
             return
         self.memory.extend(msgs[:room])
         if self.backend is not None:
-            self.backend.put_many([msg.encode() for msg in msgs[room:]])
+            self._to_disk([msg.encode() for msg in msgs[room:]])
         else:
             self.dropped += len(msgs) - room
+
+    def _to_disk(self, records):
+        if self.max_bytes and self.drop_oldest:
+            records = self._make_room(records)
+        self.backend.put_many(records)
+
+    def _make_room(self, records):
+        """drop-oldest: read away the oldest records on disk until ``records`` fit; if
+        they cannot fit even alone, keep their newest part."""
+        limit = self.max_bytes
+        incoming = sum([4 + len(record) for record in records])
+        while incoming > limit and records:
+            incoming -= 4 + len(records[0])
+            records = records[1:]
+            self.dropped += 1
+        backend = self.backend
+        while backend.depth and backend.bytes + incoming > limit:
+            excess = backend.bytes + incoming - limit
+            oldest = max(1, int(excess // (backend.bytes / backend.depth)))
+            self.dropped += len(backend.get_many(oldest))
+        return records
 
     # What a queue is told about its messages' fate (a DurableQueue persists it).
 
@@ -87,6 +136,21 @@ class MessageQueue:
             if skipped:
                 log.error("%s: skipped %d undecodable messages on disk", self.label, skipped)
         return taken
+
+    def peek(self, count, max_bytes):
+        """Up to ``count`` messages in the order ``take`` would give them, left in place;
+        fewer once their bodies add up to ``max_bytes``."""
+        msgs = []
+        for msg in islice(self.memory, count):
+            if max_bytes <= 0:
+                return msgs
+            msgs.append(msg)
+            max_bytes -= len(msg.body)
+        if len(msgs) < count and max_bytes > 0 and self.backend is not None \
+                and self.backend.depth:
+            decoded, _ = Message.decode_many(self.backend.peek(count - len(msgs), max_bytes))
+            msgs.extend(decoded)
+        return msgs
 
     def empty(self):
         self.memory.clear()

@@ -20,15 +20,26 @@ from greensq.actors.actor import Receipt, Refused
 from greensq.actors.topic import Topic
 from greensq.services.durable_queue import DurableQueue
 from greensq.services.finish_log import FinishLog
+from greensq.services.memory import GC_PAUSES
 from greensq.services.message import HEADER_SIZE, IdGenerator, Message
 from greensq.services.message_queue import MessageQueue
 from greensq.services.names import backend_name, is_ephemeral, is_valid_name
+from greensq.services.statsd import StatsdPusher
 from greensq.services.version import NSQ_VERSION
 from greensq.services.watchdog import Watchdog
 
 log = logging.getLogger("greensq")
 
 METADATA_FILE = "nsqd.dat"
+
+
+def channel_metadata(channel):
+    """A channel's entry in ``nsqd.dat``: Go's name and paused, and greensq's own
+    max-attempts limit when one is set (Go nsqd ignores the key it does not know)."""
+    entry = {"name": channel.name, "paused": channel.paused}
+    if channel.max_attempts_override is not None:
+        entry["max_attempts"] = channel.max_attempts_override
+    return entry
 
 
 class NSQD:
@@ -49,6 +60,7 @@ class NSQD:
         self._metadata_writer = None
         self._metadata_dirty = False
         self.watchdog = Watchdog(self.sessions)
+        self.statsd = None         # the StatsdPusher, with --statsd-address
         self.lookup_peers = {}     # lookupd TCP address -> LookupPeer (while started)
         self.lookup_started = False
 
@@ -65,6 +77,9 @@ class NSQD:
         that sends every session's heartbeats and enforces its read deadline."""
         self.watchdog.start()
         self.start_lookup()
+        GC_PAUSES.install()
+        if self.opts.statsd_address:
+            self.statsd = StatsdPusher(self).start()
 
     def start_lookup(self):
         """Connect to every --lookupd-tcp-address (called once the ports are known)."""
@@ -205,22 +220,24 @@ class NSQD:
         if not topic.deleted:   # a deleted topic's UNREGISTER covers its channels
             self.notify_lookupd(f"UNREGISTER {topic.name} {channel.name}")
 
-    def make_queue(self, label, topic, channel=None, on_due=None):
-        """A topic's or channel's queue: memory only when ephemeral, memory then disk,
-        or (``--durable``) disk first with memory in front (see services/durable_queue.py);
-        ``on_due`` takes a durable queue's deferred records as it reads them."""
+    def make_queue(self, label, topic, channel=None, on_due=None, max_bytes=0):
+        """A topic's or channel's queue: memory only when ephemeral, memory then disk
+        (bounded by ``max_bytes`` under --max-bytes-policy), or (``--durable``) disk first
+        with memory in front (see services/durable_queue.py); ``on_due`` takes a durable
+        queue's deferred records as it reads them."""
         from greensq.services.diskqueue import DiskQueue
 
         opts = self.opts
+        drop_oldest = opts.max_bytes_policy == "drop-oldest"
         if is_ephemeral(channel if channel is not None else topic):
-            return MessageQueue(label, opts.mem_queue_size, None)
+            return MessageQueue(label, opts.mem_queue_size, None, max_bytes, drop_oldest)
         name = backend_name(topic, channel)
         backend = DiskQueue(
             name, self.data_path, opts.max_bytes_per_file, HEADER_SIZE,
             opts.max_msg_size + HEADER_SIZE, opts.sync_every, opts.sync_timeout, log,
             retain=opts.durable)
         if not opts.durable:
-            return MessageQueue(label, opts.mem_queue_size, backend)
+            return MessageQueue(label, opts.mem_queue_size, backend, max_bytes, drop_oldest)
         finish_log = FinishLog(os.path.join(self.data_path, f"{name}.diskqueue.finished.dat"))
         return DurableQueue(label, opts.mem_queue_size, backend, finish_log, on_due)
 
@@ -232,8 +249,8 @@ class NSQD:
         for topic in self.topics.values():
             if topic.ephemeral:
                 continue
-            channels = [{"name": ch.name, "paused": ch.paused}
-                        for ch in topic.channels.values() if not ch.ephemeral]
+            channels = [channel_metadata(ch) for ch in topic.channels.values()
+                        if not ch.ephemeral]
             topics.append({"channels": channels, "name": topic.name, "paused": topic.paused})
         return {"topics": topics, "version": NSQ_VERSION}
 
@@ -302,7 +319,9 @@ class NSQD:
         self._loading = True
         try:
             for topic, entry in restore(data.get("topics"), "topic", self.get_topic):
-                restore(entry.get("channels"), "channel", topic.get_channel)
+                for channel, channel_entry in restore(
+                        entry.get("channels"), "channel", topic.get_channel):
+                    channel.restore_max_attempts(channel_entry.get("max_attempts"))
         finally:
             self._loading = False
 
@@ -312,6 +331,8 @@ class NSQD:
         """Stop every session and actor, flush every queue to disk, write metadata."""
         self.exiting = True
         self.watchdog.stop()
+        if self.statsd is not None:
+            self.statsd.stop()
         for session in list(self.sessions):
             session.close()
         self.write_metadata()

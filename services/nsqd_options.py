@@ -1,8 +1,8 @@
 """nsqd's options: NSQ 1.3's flag names, defaults and config-file keys.
 
-Flags that greensq accepts but does not act on yet (statsd, e2e percentiles, the queue-scan
-tuning knobs that its actor design makes unnecessary) are kept so that existing command
-lines and config files keep working.
+Flags that greensq accepts but does not act on (the queue-scan tuning knobs that its actor
+design makes unnecessary) are kept so that existing command lines and config files keep
+working. A few flags are greensq's own (dead letters, bounded disk queues): see README.
 """
 
 import hashlib
@@ -10,6 +10,7 @@ import socket
 import zlib
 
 from greensq.services.goflags import Flag, FlagError, FlagSet
+from greensq.services.dead_letters import valid_suffix
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -17,6 +18,8 @@ MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 TLS_REQUIRED = ("true", "false", "tcp-https")
 TLS_CLIENT_AUTH_POLICIES = ("", "require", "require-verify")
+MAX_BYTES_POLICIES = ("refuse", "drop-oldest")
+MAX_ATTEMPTS_LIMIT = 65535   # attempts are a 16-bit field of every message
 TLS_VERSIONS = ("ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3")
 
 
@@ -114,6 +117,17 @@ NSQD_FLAGS = [
     Flag("e2e-processing-latency-percentile", "floatlist", [],
          "message processing time percentiles (as float (0, 1.0]) to track",
          config_key="e2e_processing_latency_percentiles"),
+    # greensq: server-side dead letters and bounded queues (not in NSQ)
+    Flag("max-attempts", "int", 0, "deliveries after which a message goes to its topic's "
+         "dead-letter topic instead (0 = never, as NSQ; settable per channel over HTTP)"),
+    Flag("dead-letter-topic-suffix", "str", ".dead", "dead letters of topic T go to topic "
+         "T<suffix>"),
+    Flag("max-bytes-per-topic", "int", 0, "most bytes a topic's disk queue may hold "
+         "(0 = unbounded)"),
+    Flag("max-bytes-per-channel", "int", 0, "most bytes a channel's disk queue may hold "
+         "(0 = unbounded)"),
+    Flag("max-bytes-policy", "str", "refuse", "when a disk queue is full: 'refuse' "
+         "publishes, or 'drop-oldest' messages", choices=MAX_BYTES_POLICIES),
     # TLS config
     Flag("tls-cert", "str", "", "path to certificate file"),
     Flag("tls-key", "str", "", "path to key file"),
@@ -153,8 +167,18 @@ def parse_nsqd_options(argv):
     if not 1 <= opts.max_deflate_level <= 9:
         raise FlagError("--max-deflate-level must be [1,9]")
     opts.hostname = hostname
+    opts.max_bytes_policy = opts.max_bytes_policy.lower()
+    for value in opts.e2e_processing_latency_percentile:
+        if not 0 < value <= 1:
+            raise FlagError(f"invalid E2E processing latency percentile: {value:g}")
+    if not 0 <= opts.max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise FlagError(f"--max-attempts must be in range [0, {MAX_ATTEMPTS_LIMIT}]")
+    if not valid_suffix(opts.dead_letter_topic_suffix):
+        raise FlagError("--dead-letter-topic-suffix must be 1 to 32 of the characters "
+                        "[.a-zA-Z0-9_-]")
     for name in ("mem_queue_size", "max_msg_size", "max_body_size", "max_rdy_count",
-                 "max_bytes_per_file", "sync_every", "max_output_buffer_size"):
+                 "max_bytes_per_file", "sync_every", "max_output_buffer_size",
+                 "max_bytes_per_topic", "max_bytes_per_channel"):
         if getattr(opts, name) < 0:
             raise FlagError(f"--{name.replace('_', '-')} must not be negative")
     return opts

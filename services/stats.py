@@ -2,17 +2,18 @@
 text rendering of it.
 
 Key names and nesting follow NSQ exactly; topics and channels are sorted by name.
+greensq's own features add keys only when they are turned on: ``max_attempts`` and
+``dead_letter_count`` on a channel with a max-attempts limit (or that has dead-lettered
+messages); ``backend_bytes``, ``dropped_count`` (and a topic's ``refused_count``) on
+every topic and channel once a ``--max-bytes-per-*`` bound is set.
 """
 
-import gc
-import os
 import time
 
 from greensq.services.goflags import format_duration
+from greensq.services.latency import NO_LATENCY, human_percentiles, topic_result
+from greensq.services.memory import memory_stats
 from greensq.services.version import __version__, NSQ_VERSION
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-NO_LATENCY = {"count": 0, "percentiles": None}
 
 
 def client_stats(session, topic_filter=None):
@@ -52,10 +53,14 @@ def client_stats(session, topic_filter=None):
     return stats
 
 
+def bounded(opts):
+    return bool(opts.max_bytes_per_topic or opts.max_bytes_per_channel)
+
+
 def channel_stats(channel, include_clients):
     clients = ([client_stats(c.session) for c in channel.consumers]
                if include_clients else None)
-    return {
+    stats = {
         "channel_name": channel.name,
         "depth": channel.depth,
         "backend_depth": channel.backend_depth,
@@ -67,15 +72,23 @@ def channel_stats(channel, include_clients):
         "client_count": len(channel.consumers),
         "clients": clients,
         "paused": channel.paused,
-        "e2e_processing_latency": NO_LATENCY,
+        "e2e_processing_latency": (channel.latency.result() if channel.latency is not None
+                                   else NO_LATENCY),
     }
+    if channel.max_attempts or channel.dead_letter_count:
+        stats["max_attempts"] = channel.max_attempts
+        stats["dead_letter_count"] = channel.dead_letter_count
+    if bounded(channel.nsqd.opts):
+        stats["backend_bytes"] = channel.queue.backend_bytes
+        stats["dropped_count"] = channel.queue.dropped
+    return stats
 
 
 def topic_stats(topic, channel_filter, include_clients):
     channels = [channel_stats(topic.channels[name], include_clients)
                 for name in sorted(topic.channels)
                 if channel_filter is None or name == channel_filter]
-    return {
+    stats = {
         "topic_name": topic.name,
         "channels": channels,
         "depth": topic.depth,
@@ -83,28 +96,15 @@ def topic_stats(topic, channel_filter, include_clients):
         "message_count": topic.message_count,
         "message_bytes": topic.message_bytes,
         "paused": topic.paused,
-        "e2e_processing_latency": NO_LATENCY,
+        "e2e_processing_latency": topic_result(
+            [channel.latency for channel in topic.channels.values()],
+            topic.nsqd.opts.e2e_processing_latency_percentile),
     }
-
-
-def memory_stats():
-    """Go's memory keys, filled with what a Python process can tell cheaply."""
-    try:
-        with open("/proc/self/statm") as fh:
-            resident = int(fh.read().split()[1]) * _PAGE_SIZE
-    except (OSError, IndexError, ValueError):
-        resident = 0
-    return {
-        "heap_objects": len(gc.get_objects(generation=0)),
-        "heap_idle_bytes": 0,
-        "heap_in_use_bytes": resident,
-        "heap_released_bytes": 0,
-        "gc_pause_usec_100": 0,
-        "gc_pause_usec_99": 0,
-        "gc_pause_usec_95": 0,
-        "next_gc_bytes": 0,
-        "gc_total_runs": sum(gen["collections"] for gen in gc.get_stats()),
-    }
+    if bounded(topic.nsqd.opts):
+        stats["backend_bytes"] = topic.queue.backend_bytes
+        stats["dropped_count"] = topic.queue.dropped
+        stats["refused_count"] = topic.refused_count
+    return stats
 
 
 def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
@@ -178,7 +178,8 @@ def format_text(stats):
         prefix = "*P " if topic["paused"] else "   "
         lines.append(
             f"{prefix}[{topic['topic_name']:<15}] depth: {topic['depth']:<5} "
-            f"be-depth: {topic['backend_depth']:<5} msgs: {topic['message_count']:<8} e2e%: ")
+            f"be-depth: {topic['backend_depth']:<5} msgs: {topic['message_count']:<8} "
+            f"e2e%: {human_percentiles(topic['e2e_processing_latency'])}")
         for channel in topic["channels"]:
             prefix = "   *P " if channel["paused"] else "      "
             lines.append(
@@ -186,7 +187,8 @@ def format_text(stats):
                 f"be-depth: {channel['backend_depth']:<5} "
                 f"inflt: {channel['in_flight_count']:<4} def: {channel['deferred_count']:<4} "
                 f"re-q: {channel['requeue_count']:<5} timeout: {channel['timeout_count']:<5} "
-                f"msgs: {channel['message_count']:<8} e2e%: ")
+                f"msgs: {channel['message_count']:<8} "
+                f"e2e%: {human_percentiles(channel['e2e_processing_latency'])}")
             lines += ["        " + _client_line(c, now) for c in channel["clients"] or ()]
     producers = stats.get("producers") or []
     lines += ["", "Producers:" if producers else "Producers: None"]
