@@ -187,9 +187,12 @@ class Topic(MessageHolder):
         channels = list(self.channels.values())
         if receipt is not None:
             receipt.expect(len(channels))
-        for index, channel in enumerate(channels):
-            channel.call("put", receipt, msgs if index == 0 and not copy_all
-                         else [msg.copy() for msg in msgs])
+        # Copies first: the first channel may deliver its batch at once (attempts + 1).
+        copies = [[msg.copy() for msg in msgs] for _ in channels[0 if copy_all else 1:]]
+        if not copy_all:
+            copies.insert(0, msgs)
+        for channel, batch in zip(channels, copies):
+            channel.call("put", receipt, batch)
 
     def after_batch(self):
         self.queue.flush()
