@@ -175,7 +175,8 @@ def new_parser(description):
 class NsqdProcess:
     """greensq's nsqd in a subprocess on free ports (for the bench drivers)."""
 
-    def __init__(self, data_path, *flags):
+    def __init__(self, data_path, *flags, python=None):
+        """``python``: the interpreter (and so the greensq checkout) to run nsqd with."""
         import re
         import subprocess
         import sys
@@ -183,7 +184,8 @@ class NsqdProcess:
 
         os.makedirs(data_path, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greensq.http.nsqd_launcher", "--tcp-address=127.0.0.1:0",
+            [python or sys.executable, "-m", "greensq.http.nsqd_launcher",
+             "--tcp-address=127.0.0.1:0",
              "--http-address=127.0.0.1:0", f"--data-path={data_path}", *flags],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         ports = {}

@@ -7,7 +7,7 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import FRAME_ERROR, FRAME_RESPONSE, Daemon, V2Client, wait_until
+from support import FRAME_ERROR, FRAME_RESPONSE, V2Client, wait_until
 
 BODY = b"x" * 70
 RECORD = 4 + 26 + len(BODY)          # what one message takes in a disk queue: 100 bytes
@@ -120,10 +120,3 @@ def test_unbounded_by_default_keeps_nsqs_stats_keys(nsqd):
     assert nsqd.http("POST", "/channel/create?topic=plain&channel=c")[0] == 404
     assert nsqd.http("POST", "/topic/create?topic=plain")[0] == 200
     assert "backend_bytes" not in nsqd.topic_stats("plain")
-
-
-def test_a_bad_policy_is_refused(tmp_path):
-    daemon = Daemon(tmp_path / "bad", ["--max-bytes-policy=drop-newest"])
-    daemon.start(wait=False)
-    assert daemon.proc.wait(30) != 0
-    assert "max-bytes-policy" in daemon.log_text()

@@ -117,6 +117,18 @@ def test_repeatable_float_flag():
     assert opts.e2e_processing_latency_percentile == [0.99, 0.5]
 
 
+def test_float_flag_is_comma_separated_and_kept_largest_first_as_in_go():
+    opts = parse("--e2e-processing-latency-percentile=0.5,0.99",
+                 "--e2e-processing-latency-percentile=1.0")
+    assert opts.e2e_processing_latency_percentile == [1.0, 0.99, 0.5]
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "0.5,2"])
+def test_e2e_percentile_out_of_range(value):
+    with pytest.raises(FlagError, match=r"invalid E2E processing latency percentile"):
+        parse(f"--e2e-processing-latency-percentile={value}")
+
+
 def test_repeatable_flag_defaults_are_not_shared_between_parses():
     first = parse()
     first.lookupd_tcp_address.append("mutated:1")
@@ -174,6 +186,25 @@ def test_node_id_out_of_range():
         parse("--node-id=-1")
     assert parse("--node-id=1023").node_id == 1023
     assert parse("--node-id=0").node_id == 0
+
+
+def test_greensq_flags_defaults_and_ranges():
+    opts = parse()
+    assert (opts.max_attempts, opts.dead_letter_topic_suffix) == (0, ".dead")
+    assert (opts.max_bytes_per_topic, opts.max_bytes_per_channel) == (0, 0)
+    assert opts.max_bytes_policy == "refuse"
+    assert parse("--max-bytes-policy=Drop-Oldest").max_bytes_policy == "drop-oldest"
+    assert parse("--max-attempts=65535").max_attempts == 65535
+    for argv, message in ((["--max-bytes-policy=drop-newest"], "max-bytes-policy"),
+                          (["--max-attempts=65536"], "max-attempts"),
+                          (["--max-attempts=-1"], "max-attempts"),
+                          (["--max-bytes-per-topic=-1"], "max-bytes-per-topic"),
+                          (["--dead-letter-topic-suffix="], "dead-letter-topic-suffix"),
+                          (["--dead-letter-topic-suffix=.de ad"], "dead-letter-topic-suffix"),
+                          (["--dead-letter-topic-suffix=" + "x" * 33],
+                           "dead-letter-topic-suffix")):
+        with pytest.raises(FlagError, match=message):
+            parse(*argv)
 
 
 def test_deflate_level_range():

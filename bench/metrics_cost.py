@@ -1,0 +1,116 @@
+"""What statsd, e2e percentiles and /metrics scrapes cost the publish path.
+
+Runs NSQ's scenario (a) (MPUB batches of 200, 200-byte messages, into a backlog) and
+scenario (c) (writer and reader together: every message FINished, so e2e latency is
+recorded) against a fresh nsqd per run, in rounds that interleave the configurations, so
+a machine whose speed drifts affects them alike:
+
+  off       this checkout, default flags (statsd, percentiles and scrapes all off)
+  on        this checkout with --statsd-address (a local UDP sink) --statsd-interval=1s,
+            --e2e-processing-latency-percentile=0.99,0.95,0.5 and a GET /metrics every
+            second during the run
+  baseline  another checkout's nsqd, default flags (--baseline-python, e.g. main's venv)
+
+    python bench/metrics_cost.py [--runfor 5] [--rounds 3] [--baseline-python PATH]
+
+Prints each run and the median per configuration.
+"""
+
+import argparse
+import socket
+import statistics
+import tempfile
+import threading
+import urllib.request
+
+from nsqbench import NsqdProcess
+from scenarios import scenario_together, scenario_writer
+
+ON_FLAGS = ["--statsd-interval=1s", "--e2e-processing-latency-percentile=0.99,0.95,0.5"]
+
+
+class Sidecar:
+    """A UDP sink for statsd and a thread scraping /metrics every second."""
+
+    def __init__(self):
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.bind(("127.0.0.1", 0))
+        self.sink.settimeout(0.2)
+        self.address = "127.0.0.1:%d" % self.sink.getsockname()[1]
+        self.packets = self.scrapes = 0
+        self.stopping = threading.Event()
+        self.threads = []
+
+    def start(self, http_port):
+        def drain():
+            while not self.stopping.is_set():
+                try:
+                    self.sink.recv(65536)
+                    self.packets += 1
+                except socket.timeout:
+                    pass
+
+        def scrape():
+            url = f"http://127.0.0.1:{http_port}/metrics"
+            while not self.stopping.wait(1.0):
+                with urllib.request.urlopen(url, timeout=30) as resp:
+                    resp.read()
+                self.scrapes += 1
+
+        self.threads = [threading.Thread(target=drain), threading.Thread(target=scrape)]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+        self.sink.close()
+
+
+def run(config, runfor, baseline_python):
+    with tempfile.TemporaryDirectory() as tmp:
+        sidecar = None
+        if config == "on":
+            sidecar = Sidecar()
+            nsqd = NsqdProcess(f"{tmp}/data", f"--statsd-address={sidecar.address}",
+                               *ON_FLAGS)
+            sidecar.start(nsqd.http_port)
+        else:
+            nsqd = NsqdProcess(f"{tmp}/data",
+                               python=baseline_python if config == "baseline" else None)
+        try:
+            writer, _ = scenario_writer(nsqd, runfor)
+            together_in, together_out = scenario_together(nsqd, runfor)
+        finally:
+            if sidecar is not None:
+                sidecar.stop()
+            nsqd.stop()
+    extra = f"  ({sidecar.packets} statsd packets, {sidecar.scrapes} scrapes)" if sidecar else ""
+    print(f"{config:<9} (a) {writer:>9,.0f} msgs/s   (c) in {together_in:>9,.0f} / "
+          f"out {together_out:>9,.0f} msgs/s{extra}", flush=True)
+    return writer, together_in, together_out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runfor", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-python", default=None)
+    args = parser.parse_args()
+    configs = ["off", "on"] + (["baseline"] if args.baseline_python else [])
+    results = {config: [] for config in configs}
+    for round_number in range(args.rounds):
+        for config in (configs if round_number % 2 == 0 else configs[::-1]):
+            results[config].append(run(config, args.runfor, args.baseline_python))
+    print()
+    off_a = statistics.median(r[0] for r in results["off"])
+    for config, runs in results.items():
+        a, c_in, c_out = (statistics.median(r[i] for r in runs) for i in range(3))
+        print(f"median {config:<9} (a) {a:>9,.0f} msgs/s ({(a / off_a - 1) * 100:+.1f}% vs off)"
+              f"   (c) in {c_in:>9,.0f} / out {c_out:>9,.0f} msgs/s")
+
+
+if __name__ == "__main__":
+    main()
