@@ -14,11 +14,10 @@ dead-letter topic instead (services/dead_letters.py).
 
 import heapq
 import itertools
+import logging
 import random
 import time
 from collections import OrderedDict
-
-import logging
 
 from greensq.actors.actor import MessageHolder, Refused, StoreFailed
 from greensq.services.dead_letters import dead_letter_topic, envelope, is_dead_letter_topic
@@ -190,6 +189,14 @@ class Channel(MessageHolder):
         self.max_attempts_override = limit
         self.max_attempts = self._max_attempts()
         self.nsqd.metadata_changed()
+
+    def metadata(self):
+        """The channel's entry in ``nsqd.dat``: Go's name and paused, and greensq's own
+        max-attempts limit when one is set (Go nsqd ignores a key it does not know)."""
+        entry = {"name": self.name, "paused": self.paused}
+        if self.max_attempts_override is not None:
+            entry["max_attempts"] = self.max_attempts_override
+        return entry
 
     def restore_max_attempts(self, limit):
         """The limit recorded in nsqd.dat, if it is one (at start, before any delivery)."""

@@ -166,9 +166,9 @@ class Topic(MessageHolder):
     def _refuse(self, receipt, msgs):
         """Fail the publish if a queue it would go to is full; True if refused."""
         if self._flowing() and not self.depth:
+            deferred = msgs[0].defer_ms     # goes to the channels' deferred heaps, not disk
             full = [f"channel {c.name} (--max-bytes-per-channel)"
-                    for c in self.channels.values()
-                    if not msgs[0].defer_ms and c.queue.refuses(msgs)]
+                    for c in self.channels.values() if not deferred and c.queue.refuses(msgs)]
         else:
             full = ["the topic (--max-bytes-per-topic)"] if self.queue.refuses(msgs) else []
         if not full:

@@ -7,10 +7,11 @@ into the current half, a query reads both, and every half-window the older half 
 dropped, so a query covers between one half and the whole window.
 
 Each half is a histogram over logarithmic buckets (about 1% apart), not a list of
-samples: memory stays bounded whatever the rate, a query costs one pass over the
-buckets in use, and recording a FIN batch is one count per distinct publish timestamp
-(an MPUB's messages share one) plus a dictionary increment, a few hundred nanoseconds.
-Reported values are the bucket's middle, within 1% of the true latency.
+samples: memory stays bounded whatever the rate, and a query costs one pass over the
+buckets in use. Recording a FIN batch reads the clock once and works per run of
+messages with one publish timestamp (an MPUB's messages share one): a logarithm and a
+dictionary update per run, a comparison per message. Reported values are the bucket's
+middle, within 1% of the true latency.
 """
 
 import math
@@ -19,14 +20,15 @@ from collections import Counter
 from operator import attrgetter
 
 _GAMMA = 1.02
-_LOG_GAMMA = math.log(_GAMMA)
+_INVERSE_LOG_GAMMA = 1.0 / math.log(_GAMMA)
 _timestamp = attrgetter("timestamp")
+_log = math.log
 
 NO_LATENCY = {"count": 0, "percentiles": None}   # NSQ's document when nothing is tracked
 
 
 def _bucket(latency_ns):
-    return int(math.log(latency_ns) / _LOG_GAMMA) if latency_ns > 1 else 0
+    return int(_log(latency_ns) * _INVERSE_LOG_GAMMA) if latency_ns > 1 else 0
 
 
 def _bucket_value(index):
@@ -42,36 +44,50 @@ def go_number(value):
 class LatencyWindow:
     """The sliding-window latency histogram of one channel."""
 
-    __slots__ = ("percentiles", "half_window", "_current", "_previous", "_moved_at")
+    __slots__ = ("percentiles", "half_window", "_current", "_previous", "_moved_at",
+                 "_move_due")
 
     def __init__(self, window_seconds, percentiles):
         self.percentiles = list(percentiles)
-        self.half_window = window_seconds / 2.0
+        self.half_window = int(window_seconds * 1e9 / 2)      # ns
         self._current = {}
         self._previous = {}
-        self._moved_at = time.monotonic()
+        self._moved_at = time.time_ns()
+        self._move_due = self._moved_at + self.half_window
 
     def record(self, msgs, now_ns=None):
         """Count the latency of each FINished message (publish time to ``now_ns``)."""
-        self._move_window()
-        now_ns = time.time_ns() if now_ns is None else now_ns
+        if now_ns is None:
+            now_ns = time.time_ns()
+        if now_ns > self._move_due:
+            self._move_window(now_ns)
         current = self._current
-        for timestamp, count in Counter(map(_timestamp, msgs)).items():
-            index = _bucket(now_ns - timestamp)
-            current[index] = current.get(index, 0) + count
+        run_timestamp, run = None, 0
+        for timestamp in map(_timestamp, msgs):
+            if timestamp == run_timestamp:
+                run += 1
+                continue
+            if run:
+                index = _bucket(now_ns - run_timestamp)
+                current[index] = current.get(index, 0) + run
+            run_timestamp, run = timestamp, 1
+        if run:
+            index = _bucket(now_ns - run_timestamp)
+            current[index] = current.get(index, 0) + run
 
-    def _move_window(self):
-        now = time.monotonic()
-        while now > self._moved_at + self.half_window:
+    def _move_window(self, now_ns):
+        half = self.half_window
+        while now_ns > self._moved_at + half:
             self._previous, self._current = self._current, {}
-            self._moved_at += self.half_window
-            if now > self._moved_at + self.half_window * 2:    # idle for long: start over
+            self._moved_at += half
+            if now_ns > self._moved_at + half * 2:    # idle for long: start over
                 self._previous = {}
-                self._moved_at = now
+                self._moved_at = now_ns
+        self._move_due = self._moved_at + half
 
     def buckets(self):
         """Both halves' counts, merged: ``{bucket: count}``."""
-        self._move_window()
+        self._move_window(time.time_ns())
         merged = Counter(self._previous)
         merged.update(self._current)
         return merged

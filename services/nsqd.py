@@ -33,15 +33,6 @@ log = logging.getLogger("greensq")
 METADATA_FILE = "nsqd.dat"
 
 
-def channel_metadata(channel):
-    """A channel's entry in ``nsqd.dat``: Go's name and paused, and greensq's own
-    max-attempts limit when one is set (Go nsqd ignores the key it does not know)."""
-    entry = {"name": channel.name, "paused": channel.paused}
-    if channel.max_attempts_override is not None:
-        entry["max_attempts"] = channel.max_attempts_override
-    return entry
-
-
 class NSQD:
     """The broker's in-memory world."""
 
@@ -249,8 +240,7 @@ class NSQD:
         for topic in self.topics.values():
             if topic.ephemeral:
                 continue
-            channels = [channel_metadata(ch) for ch in topic.channels.values()
-                        if not ch.ephemeral]
+            channels = [ch.metadata() for ch in topic.channels.values() if not ch.ephemeral]
             topics.append({"channels": channels, "name": topic.name, "paused": topic.paused})
         return {"topics": topics, "version": NSQ_VERSION}
 

@@ -221,10 +221,12 @@ def test_latency_window_forgets_what_is_older_than_the_window():
         timestamp = time.time_ns() - 1_000_000
 
     window.record([Msg()])
-    window._moved_at -= 5          # half a window ago: still counted
+    window._moved_at -= 5 * 10**9          # half a window ago: still counted
     assert window.result()["count"] == 1
-    window._moved_at -= 10         # more than a whole window ago: gone
+    window._moved_at -= 10 * 10**9         # more than a whole window ago: gone
     assert window.result()["count"] == 0
+    window.record([Msg()])
+    assert window.result()["count"] == 1
 
 
 # -- memory figures ----------------------------------------------------------------------
