@@ -110,6 +110,15 @@ def pack(lines, packet_size):
     return packets
 
 
+def packets_of(stats, last_stats, memory, last_gc_runs, prefix, opts):
+    """One push's UDP packets (pure: runs in the thread pool)."""
+    metrics = metric_lines(stats, last_stats, opts.statsd_exclude_ephemeral)
+    if memory is not None:
+        metrics += memory_lines(memory, last_gc_runs)
+    lines = [f"{prefix}{name}:{value}|{kind}\n".encode() for name, value, kind in metrics]
+    return pack(lines, opts.statsd_udp_packet_size)
+
+
 class StatsdPusher:
     """The greenlet that pushes nsqd's stats to statsd every ``--statsd-interval``."""
 
@@ -149,17 +158,17 @@ class StatsdPusher:
             due = max(due + interval, time.monotonic())   # a late push skips ticks
 
     def collect(self):
-        """This push's metric lines (and remember what the next one counts from)."""
+        """This push's packets (and remember what the next push counts from). The numbers
+        are read on the hub; the lines are written and packed in the thread pool."""
         opts = self.opts
         stats = nsqd_stats(self.nsqd, include_clients=False, include_mem=False)
-        metrics = metric_lines(stats, self._last_stats, opts.statsd_exclude_ephemeral)
+        memory = memory_stats() if opts.statsd_mem_stats else None
+        packets = gevent.get_hub().threadpool.apply(packets_of, (
+            stats, self._last_stats, memory, self._last_gc_runs, self.prefix(), opts))
         self._last_stats = stats
-        if opts.statsd_mem_stats:
-            memory = memory_stats()
-            metrics += memory_lines(memory, self._last_gc_runs)
+        if memory is not None:
             self._last_gc_runs = memory["gc_total_runs"]
-        prefix = self.prefix()
-        return [f"{prefix}{name}:{value}|{kind}\n".encode() for name, value, kind in metrics]
+        return packets
 
     def push(self):
         address = self.opts.statsd_address
@@ -173,8 +182,7 @@ class StatsdPusher:
             return
         log.info("STATSD: pushing stats to %s", address)
         with sock:
-            packets = pack(self.collect(), self.opts.statsd_udp_packet_size)
-            self._spread(sock, packets, max(0.0, self.opts.statsd_interval - 1.0))
+            self._spread(sock, self.collect(), max(0.0, self.opts.statsd_interval - 1.0))
 
     def _spread(self, sock, packets, over):
         """Send the packets evenly over ``over`` seconds (at once when it is 0)."""
