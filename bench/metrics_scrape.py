@@ -1,10 +1,11 @@
-"""How long a GET /metrics takes with 10,000 channels, and what it does to publishers.
+"""How long a GET /metrics takes with 10,000 channels, and how long it holds the hub.
 
-Writes an nsqd.dat with ``--topics`` x ``--channels`` (1,000 x 10), starts nsqd on it,
-then scrapes /metrics ``--scrapes`` times while one client keeps sending single PUBs and
-timing each round trip. Prints the scrape time (median, max), the size and number of
-series, the same for /stats?format=json, and the PUB round trips during the scrapes
-against those of a quiet period as long, so the stall (if any) a scrape causes shows.
+1. Over HTTP: writes an nsqd.dat with ``--topics`` x ``--channels`` (1,000 x 10), starts
+   nsqd on it and times ``--scrapes`` GET /metrics (and one GET /stats, for comparison).
+2. In this process, on the same topics and channels: the longest stretch a scrape keeps
+   the gevent hub from running anything else (a greenlet that wakes every millisecond
+   measures the gaps), against rendering /stats' JSON. That is how long a scrape can
+   delay a publisher or a consumer.
 
     python bench/metrics_scrape.py [--topics 1000] [--channels 10] [--scrapes 5] [--e2e]
 """
@@ -13,13 +14,14 @@ import argparse
 import json
 import os
 import statistics
-import struct
 import tempfile
-import threading
 import time
 import urllib.request
 
-from nsqbench import NsqdProcess, connect
+import gevent
+import ujson
+
+from nsqbench import NsqdProcess
 
 
 def write_metadata(data_path, topics, channels):
@@ -32,30 +34,6 @@ def write_metadata(data_path, topics, channels):
         json.dump(document, fh)
 
 
-class PubProbe:
-    """Single PUBs, one at a time, each round trip timed: ``[(sent_at, seconds)]``."""
-
-    def __init__(self, address):
-        self.sock = connect(address)
-        self.samples = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run)
-
-    def run(self):
-        body = b"x" * 200
-        command = b"PUB probe\n" + struct.pack(">i", len(body)) + body
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            self.sock.sendall(command)
-            reply = b""
-            while len(reply) < 10:
-                reply += self.sock.recv(64)
-            self.samples.append((started, time.monotonic() - started))
-
-    def window(self, start, end):
-        return [rtt for at, rtt in self.samples if start <= at < end]
-
-
 def timed_get(url):
     started = time.monotonic()
     with urllib.request.urlopen(url, timeout=120) as resp:
@@ -63,13 +41,56 @@ def timed_get(url):
     return time.monotonic() - started, body
 
 
-def describe(rtts):
-    rtts = sorted(rtts)
-    if not rtts:
-        return "no samples"
-    p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
-    return (f"{len(rtts):,} PUBs, median {statistics.median(rtts) * 1000:.2f} ms, "
-            f"p99 {p99 * 1000:.2f} ms, max {rtts[-1] * 1000:.1f} ms")
+def over_http(data_path, flags, scrapes):
+    nsqd = NsqdProcess(data_path, *flags)
+    base = f"http://127.0.0.1:{nsqd.http_port}"
+    try:
+        timed_get(f"{base}/metrics")          # warm up
+        times = []
+        for _ in range(scrapes):
+            seconds, body = timed_get(f"{base}/metrics")
+            times.append(seconds)
+        stats_seconds, stats_body = timed_get(f"{base}/stats?format=json&include_clients=false")
+    finally:
+        nsqd.stop()
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return times, len(body), series, stats_seconds, len(stats_body)
+
+
+def longest_hub_stall(work):
+    """Run ``work()`` on the hub beside a greenlet that wakes every millisecond; the
+    longest gap between its wakeups (seconds) and how long ``work`` took."""
+    gaps, running = [0.0], [True]
+
+    def heartbeat():
+        last = time.perf_counter()
+        while running[0]:
+            gevent.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    beat = gevent.spawn(heartbeat)
+    gevent.sleep(0.01)
+    started = time.perf_counter()
+    work()
+    took = time.perf_counter() - started
+    running[0] = False
+    beat.join()
+    return max(gaps), took
+
+
+def in_process(data_path, flags, scrapes):
+    from greensq.services.metrics import nsqd_metrics
+    from greensq.services.nsqd import NSQD
+    from greensq.services.nsqd_options import parse_nsqd_options
+    from greensq.services.stats import nsqd_stats
+
+    nsqd = NSQD(parse_nsqd_options([f"--data-path={data_path}", *flags]))
+    nsqd.load_metadata()
+    metrics = [longest_hub_stall(lambda: nsqd_metrics(nsqd)) for _ in range(scrapes)]
+    stats = longest_hub_stall(lambda: ujson.dumps(nsqd_stats(nsqd, include_clients=False)))
+    return metrics, stats
 
 
 def main():
@@ -81,39 +102,23 @@ def main():
     parser.add_argument("--e2e", action="store_true",
                         help="with --e2e-processing-latency-percentile=0.99,0.5")
     args = parser.parse_args()
-    total = args.topics * args.channels
+    flags = ["--e2e-processing-latency-percentile=0.99,0.5"] if args.e2e else []
     with tempfile.TemporaryDirectory() as tmp:
-        write_metadata(f"{tmp}/data", args.topics, args.channels)
-        flags = ["--e2e-processing-latency-percentile=0.99,0.5"] if args.e2e else []
-        nsqd = NsqdProcess(f"{tmp}/data", *flags)
-        base = f"http://127.0.0.1:{nsqd.http_port}"
-        timed_get(f"{base}/metrics")          # warm up (imports, first allocations)
-        probe = PubProbe(nsqd.tcp_address)
-        probe.thread.start()
-        time.sleep(1.0)
-        scrape_times, size, series = [], 0, 0
-        scraping_started = time.monotonic()
-        for _ in range(args.scrapes):
-            seconds, body = timed_get(f"{base}/metrics")
-            scrape_times.append(seconds)
-            size = len(body)
-            series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-        scraping_ended = time.monotonic()
-        quiet_started = time.monotonic()
-        time.sleep(scraping_ended - scraping_started)
-        quiet_ended = time.monotonic()
-        stats_seconds, stats_body = timed_get(f"{base}/stats?format=json&include_clients=false")
-        probe.stopping.set()
-        probe.thread.join()
-        nsqd.stop()
-    print(f"nsqd with {args.topics:,} topics x {args.channels} channels = {total:,} channels"
+        write_metadata(f"{tmp}/http", args.topics, args.channels)
+        times, size, series, stats_seconds, stats_size = over_http(
+            f"{tmp}/http", flags, args.scrapes)
+        write_metadata(f"{tmp}/local", args.topics, args.channels)
+        metrics, stats = in_process(f"{tmp}/local", flags, args.scrapes)
+    print(f"nsqd with {args.topics:,} topics x {args.channels} channels = "
+          f"{args.topics * args.channels:,} channels"
           f"{' (e2e percentiles on)' if args.e2e else ''}")
-    print(f"GET /metrics   median {statistics.median(scrape_times):.2f} s, "
-          f"max {max(scrape_times):.2f} s, {size / 1e6:.1f} MB, {series:,} series")
-    print(f"GET /stats     {stats_seconds:.2f} s, {len(stats_body) / 1e6:.1f} MB (for comparison)")
-    print(f"PUB round trips while scraping: "
-          f"{describe(probe.window(scraping_started, scraping_ended))}")
-    print(f"PUB round trips, quiet:         {describe(probe.window(quiet_started, quiet_ended))}")
+    print(f"GET /metrics   median {statistics.median(times):.3f} s, max {max(times):.3f} s, "
+          f"{size / 1e6:.1f} MB, {series:,} series")
+    print(f"GET /stats     {stats_seconds:.3f} s, {stats_size / 1e6:.1f} MB (for comparison)")
+    print(f"hub held by a /metrics render: at most {max(m[0] for m in metrics) * 1000:.1f} ms "
+          f"at a time (render {statistics.median(m[1] for m in metrics):.3f} s)")
+    print(f"hub held by a /stats render:   at most {stats[0] * 1000:.1f} ms at a time "
+          f"(render {stats[1]:.3f} s)")
 
 
 if __name__ == "__main__":

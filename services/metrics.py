@@ -1,13 +1,15 @@
-"""Prometheus ``GET /metrics`` for nsqd, nsqlookupd and nsqadmin (prometheus-client).
+"""Prometheus ``GET /metrics`` for nsqd, nsqlookupd and nsqadmin.
 
-Scraping must stay cheap with tens of thousands of channels, and must not stall the hub:
-
-* On the hub, a snapshot copies each topic's and channel's numbers into plain tuples,
-  yielding to the other greenlets every ``SNAPSHOT_BATCH`` channels.
-* In the hub's thread pool, prometheus-client builds the metric families from the
-  snapshot (with its process and GC collectors) and writes the text exposition format.
-  That thread shares the interpreter lock with the hub, which gets it back at least
-  every few milliseconds, so publishes and deliveries go on during a scrape.
+The process-wide metrics (``process_*``, ``python_info``, ``python_gc_*``) are
+prometheus-client's collectors, written by its ``generate_latest``. The topic and channel
+series, tens of thousands of lines on a busy nsqd, are written here, straight from the
+actors' counters into the same text format: prometheus-client builds an object per
+sample and escapes every label of every line, which makes a scrape of 10,000 channels
+take seconds of CPU (bench/metrics_scrape.py), while here label sets are built once per
+topic and channel and each line is one string format. The hub gets a turn every
+``YIELD_EVERY`` channels and between families, so publishers and consumers keep being
+served during a scrape.
+The output is checked with prometheus-client's own parser in the tests.
 
 Names follow Prometheus' conventions (``nsq_channel_depth``,
 ``nsq_channel_messages_total``, ``nsq_topic_e2e_processing_latency_seconds``); every nsqd
@@ -19,249 +21,236 @@ import gevent
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector,
     generate_latest)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from greensq.services.latency import topic_result
 from greensq.services.stats import bounded
 
-SNAPSHOT_BATCH = 500
+YIELD_EVERY = 200
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-# process_*, python_info and python_gc_*: registered with a registry of their own (the
-# GC collector insists on one), and called directly, off the hub, at each scrape.
-_PROCESS_REGISTRY = CollectorRegistry()
-_PROCESS_COLLECTORS = (ProcessCollector(registry=_PROCESS_REGISTRY),
-                       PlatformCollector(registry=_PROCESS_REGISTRY),
-                       GCCollector(registry=_PROCESS_REGISTRY))
 
+class _ProcessMetrics:
+    """prometheus-client's process, platform and GC collectors (registered with a
+    registry of their own, as the GC collector insists on one)."""
 
-class _Families:
-    """What ``generate_latest`` reads: families built from a snapshot, then the
-    process-wide collectors'."""
-
-    def __init__(self, build, snapshot):
-        self.build = build
-        self.snapshot = snapshot
+    def __init__(self):
+        registry = CollectorRegistry()
+        self.collectors = (ProcessCollector(registry=registry),
+                           PlatformCollector(registry=registry), GCCollector(registry=registry))
 
     def collect(self):
-        yield from self.build(self.snapshot)
-        for collector in _PROCESS_COLLECTORS:
+        for collector in self.collectors:
             yield from collector.collect()
 
 
-def render(build, snapshot):
-    """The exposition text (bytes) for ``build(snapshot)``, written off the hub."""
-    return gevent.get_hub().threadpool.apply(generate_latest, (_Families(build, snapshot),))
+_PROCESS_METRICS = _ProcessMetrics()
 
 
-def _families(specs, labels):
-    """``{key: family}`` for ``(key, kind, name, documentation)`` specs."""
-    return {key: (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
-                name, doc, labels=labels)
-            for key, kind, name, doc in specs}
+def let_others_run():
+    """Give the hub a full turn, sockets and timers included: a greenlet that sleeps 0
+    may run again before the loop polls, a positive delay waits for its next turn."""
+    gevent.sleep(1e-6)
+
+
+def label_value(text):
+    """A label value as the text format quotes it."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Exposition:
+    """The text format, family by family: ``family`` opens one and returns the list its
+    sample lines go to, ``sample`` writes one; ``text`` renders the families in the
+    order they were opened, then the process metrics."""
+
+    def __init__(self):
+        self._families = []
+
+    def family(self, name, kind, documentation):
+        """A family's sample list; a counter's samples are named ``<name>_total``."""
+        sample_name = f"{name}_total" if kind == "counter" else name
+        lines = [f"# HELP {sample_name} {documentation}\n",
+                 f"# TYPE {sample_name} {kind}\n"]
+        self._families.append(lines)
+        return _Family(sample_name, lines)
+
+    def text(self):
+        """The whole exposition (bytes), yielding to the hub between families."""
+        parts = []
+        for lines in self._families:
+            parts.append("".join(lines).encode())
+            let_others_run()
+        parts.append(generate_latest(_PROCESS_METRICS))
+        return b"".join(parts)
+
+
+class _Family:
+    __slots__ = ("name", "head", "lines")
+
+    def __init__(self, sample_name, lines):
+        self.name = sample_name
+        self.head = sample_name + "{"
+        self.lines = lines
+
+    def sample(self, labels, value):
+        """One line; ``labels`` is a rendered label set (``a="x",b="y"``) or empty."""
+        if labels:
+            self.lines.append(f"{self.head}{labels}}} {value}\n")
+        else:
+            self.lines.append(f"{self.name} {value}\n")
 
 
 # -- nsqd -------------------------------------------------------------------------------
 
-_TOPIC_SPECS = [
-    ("depth", "gauge", "nsq_topic_depth", "Messages queued in the topic (memory and disk)."),
-    ("backend_depth", "gauge", "nsq_topic_backend_depth", "Messages in the topic's disk queue."),
-    ("message_count", "counter", "nsq_topic_messages", "Messages published to the topic."),
-    ("message_bytes", "counter", "nsq_topic_message_bytes", "Bytes published to the topic."),
-    ("paused", "gauge", "nsq_topic_paused", "1 while the topic is paused."),
+_TOPIC_SERIES = [
+    ("nsq_topic_depth", "gauge", "Messages queued in the topic (memory and disk)."),
+    ("nsq_topic_backend_depth", "gauge", "Messages in the topic's disk queue."),
+    ("nsq_topic_messages", "counter", "Messages published to the topic."),
+    ("nsq_topic_message_bytes", "counter", "Bytes published to the topic."),
+    ("nsq_topic_paused", "gauge", "1 while the topic is paused."),
 ]
-_TOPIC_BOUND_SPECS = [
-    ("backend_bytes", "gauge", "nsq_topic_backend_bytes", "Bytes in the topic's disk queue."),
-    ("dropped", "counter", "nsq_topic_dropped_messages",
+_TOPIC_BOUND_SERIES = [
+    ("nsq_topic_backend_bytes", "gauge", "Bytes in the topic's disk queue."),
+    ("nsq_topic_dropped_messages", "counter",
      "Messages the topic's queue dropped (drop-oldest policy, or ephemeral overflow)."),
-    ("refused", "counter", "nsq_topic_refused_messages",
+    ("nsq_topic_refused_messages", "counter",
      "Messages refused because a disk queue they would go to was full."),
 ]
-_CHANNEL_SPECS = [
-    ("depth", "gauge", "nsq_channel_depth", "Messages queued in the channel (memory and disk)."),
-    ("backend_depth", "gauge", "nsq_channel_backend_depth",
-     "Messages in the channel's disk queue."),
-    ("in_flight", "gauge", "nsq_channel_in_flight", "Messages delivered and not yet finished."),
-    ("deferred", "gauge", "nsq_channel_deferred", "Messages deferred (REQ with delay, DPUB)."),
-    ("message_count", "counter", "nsq_channel_messages", "Messages the channel received."),
-    ("requeue_count", "counter", "nsq_channel_requeued_messages", "Messages requeued."),
-    ("timeout_count", "counter", "nsq_channel_timed_out_messages",
-     "Messages that timed out in flight."),
-    ("clients", "gauge", "nsq_channel_clients", "Clients subscribed to the channel."),
-    ("paused", "gauge", "nsq_channel_paused", "1 while the channel is paused."),
+_CHANNEL_SERIES = [
+    ("nsq_channel_depth", "gauge", "Messages queued in the channel (memory and disk)."),
+    ("nsq_channel_backend_depth", "gauge", "Messages in the channel's disk queue."),
+    ("nsq_channel_in_flight", "gauge", "Messages delivered and not yet finished."),
+    ("nsq_channel_deferred", "gauge", "Messages deferred (REQ with delay, DPUB)."),
+    ("nsq_channel_messages", "counter", "Messages the channel received."),
+    ("nsq_channel_requeued_messages", "counter", "Messages requeued."),
+    ("nsq_channel_timed_out_messages", "counter", "Messages that timed out in flight."),
+    ("nsq_channel_clients", "gauge", "Clients subscribed to the channel."),
+    ("nsq_channel_paused", "gauge", "1 while the channel is paused."),
 ]
-_CHANNEL_BOUND_SPECS = [
-    ("backend_bytes", "gauge", "nsq_channel_backend_bytes", "Bytes in the channel's disk queue."),
-    ("dropped", "counter", "nsq_channel_dropped_messages",
+_CHANNEL_BOUND_SERIES = [
+    ("nsq_channel_backend_bytes", "gauge", "Bytes in the channel's disk queue."),
+    ("nsq_channel_dropped_messages", "counter",
      "Messages the channel's queue dropped (drop-oldest policy, or ephemeral overflow)."),
 ]
-_DEAD_LETTER_SPECS = [
-    ("max_attempts", "gauge", "nsq_channel_max_attempts",
+_DEAD_LETTER_SERIES = [
+    ("nsq_channel_max_attempts", "gauge",
      "Deliveries before a message is dead-lettered (0: never)."),
-    ("dead_letters", "counter", "nsq_channel_dead_lettered_messages",
-     "Messages sent to the dead-letter topic."),
+    ("nsq_channel_dead_lettered_messages", "counter", "Messages sent to the dead-letter topic."),
 ]
-_NODE_SPECS = [
-    ("healthy", "gauge", "nsq_nsqd_healthy", "1 while nsqd's disk queues can be written."),
-    ("topics", "gauge", "nsq_nsqd_topics", "Topics."),
-    ("channels", "gauge", "nsq_nsqd_channels", "Channels."),
-    ("clients", "gauge", "nsq_nsqd_clients", "TCP client connections."),
-]
+_LATENCY_HELP = ("End-to-end processing latency (publish to FIN) percentiles over "
+                 "--e2e-processing-latency-window-time.")
 
 
-def nsqd_snapshot(nsqd):
-    """nsqd's numbers as plain data (on the hub, yielding every SNAPSHOT_BATCH channels)."""
-    opts = nsqd.opts
-    node = f"{opts.broadcast_address}:{opts.broadcast_http_port or nsqd.http_port}"
-    percentiles = opts.e2e_processing_latency_percentile
-    topics, seen = [], 0
-    for topic in list(nsqd.topics.values()):
-        channels = []
-        for channel in list(topic.channels.values()):
-            queue = channel.queue
-            channels.append((channel.name, {
-                "depth": channel.depth, "backend_depth": channel.backend_depth,
-                "in_flight": len(channel.in_flight), "deferred": len(channel.deferred),
-                "message_count": channel.message_count,
-                "requeue_count": channel.requeue_count,
-                "timeout_count": channel.timeout_count, "clients": len(channel.consumers),
-                "paused": int(channel.paused), "backend_bytes": queue.backend_bytes,
-                "dropped": queue.dropped, "max_attempts": channel.max_attempts,
-                "dead_letters": channel.dead_letter_count,
-            }, channel.latency.result() if channel.latency is not None else None))
-            seen += 1
-            if seen % SNAPSHOT_BATCH == 0:
-                gevent.sleep(0)
-        latency = (topic_result([c.latency for c in topic.channels.values()], percentiles)
-                   if percentiles else None)
-        topics.append((topic.name, {
-            "depth": topic.depth, "backend_depth": topic.backend_depth,
-            "message_count": topic.message_count, "message_bytes": topic.message_bytes,
-            "paused": int(topic.paused), "backend_bytes": topic.queue.backend_bytes,
-            "dropped": topic.queue.dropped, "refused": topic.refused_count,
-        }, latency, channels))
-    return {"node": node, "healthy": int(nsqd.health_error is None), "topics": topics,
-            "clients": len(nsqd.sessions), "bounded": bounded(opts)}
+def _open(out, series):
+    return [out.family(name, kind, doc) for name, kind, doc in series]
 
 
-def _latency_family(name, labels):
-    return GaugeMetricFamily(
-        name, "End-to-end processing latency (publish to FIN) percentiles over "
-        "--e2e-processing-latency-window-time.", labels=labels + ["quantile"])
-
-
-def _add_latency(family, labels, latency):
-    for item in latency["percentiles"] or ():
-        family.add_metric(labels + [str(item["quantile"])], item["value"] / 1e9)
-
-
-def nsqd_families(snapshot):
-    """The nsqd families of a snapshot (runs in the thread pool)."""
-    node, bounded_queues = snapshot["node"], snapshot["bounded"]
-    topic_specs = _TOPIC_SPECS + (_TOPIC_BOUND_SPECS if bounded_queues else [])
-    channel_specs = _CHANNEL_SPECS + (_CHANNEL_BOUND_SPECS if bounded_queues else [])
-    topic_labels, channel_labels = ["node", "topic"], ["node", "topic", "channel"]
-    topics = _families(topic_specs, topic_labels)
-    channels = _families(channel_specs, channel_labels)
-    dead_letters = _families(_DEAD_LETTER_SPECS, channel_labels)
-    topic_latency = _latency_family("nsq_topic_e2e_processing_latency_seconds", topic_labels)
-    channel_latency = _latency_family("nsq_channel_e2e_processing_latency_seconds",
-                                      channel_labels)
-    channel_total = 0
-    for topic_name, topic, latency, topic_channels in snapshot["topics"]:
-        labels = [node, topic_name]
-        for key, family in topics.items():
-            family.add_metric(labels, topic[key])
-        if latency is not None:
-            _add_latency(topic_latency, labels, latency)
-        for channel_name, channel, channel_latency_result in topic_channels:
-            labels = [node, topic_name, channel_name]
-            for key, family in channels.items():
-                family.add_metric(labels, channel[key])
-            if channel["max_attempts"] or channel["dead_letters"]:
-                for key, family in dead_letters.items():
-                    family.add_metric(labels, channel[key])
-            if channel_latency_result is not None:
-                _add_latency(channel_latency, labels, channel_latency_result)
-        channel_total += len(topic_channels)
-    nodes = _families(_NODE_SPECS, ["node"])
-    for key, value in (("healthy", snapshot["healthy"]), ("topics", len(snapshot["topics"])),
-                       ("channels", channel_total), ("clients", snapshot["clients"])):
-        nodes[key].add_metric([node], value)
-    yield from nodes.values()
-    yield from topics.values()
-    yield topic_latency
-    yield from channels.values()
-    yield from dead_letters.values()
-    yield channel_latency
+def _latency_samples(family, labels, result):
+    for item in result["percentiles"] or ():
+        family.sample(f'{labels},quantile="{item["quantile"]}"', item["value"] / 1e9)
 
 
 def nsqd_metrics(nsqd):
-    return render(nsqd_families, nsqd_snapshot(nsqd))
+    """nsqd's /metrics (bytes)."""
+    opts = nsqd.opts
+    node = label_value(f"{opts.broadcast_address}:{opts.broadcast_http_port or nsqd.http_port}")
+    node_labels = f'node="{node}"'
+    with_bounds, latency_on = bounded(opts), bool(opts.e2e_processing_latency_percentile)
+    out = Exposition()
+    healthy, topic_count, channel_count, clients = _open(out, [
+        ("nsq_nsqd_healthy", "gauge", "1 while nsqd's disk queues can be written."),
+        ("nsq_nsqd_topics", "gauge", "Topics."), ("nsq_nsqd_channels", "gauge", "Channels."),
+        ("nsq_nsqd_clients", "gauge", "TCP client connections.")])
+    topic_families = _open(out, _TOPIC_SERIES + (_TOPIC_BOUND_SERIES if with_bounds else []))
+    topic_latency = out.family("nsq_topic_e2e_processing_latency_seconds", "gauge",
+                               _LATENCY_HELP)
+    channel_families = _open(
+        out, _CHANNEL_SERIES + (_CHANNEL_BOUND_SERIES if with_bounds else []))
+    dead_letter_families = _open(out, _DEAD_LETTER_SERIES)
+    channel_latency = out.family("nsq_channel_e2e_processing_latency_seconds", "gauge",
+                                 _LATENCY_HELP)
+    seen = 0
+    topics = list(nsqd.topics.values())
+    for topic in topics:
+        labels = f'{node_labels},topic="{label_value(topic.name)}"'
+        values = [topic.depth, topic.backend_depth, topic.message_count, topic.message_bytes,
+                  int(topic.paused)]
+        if with_bounds:
+            values += [topic.queue.backend_bytes, topic.queue.dropped, topic.refused_count]
+        for family, value in zip(topic_families, values):
+            family.sample(labels, value)
+        if latency_on:
+            _latency_samples(topic_latency, labels, topic_result(
+                [c.latency for c in topic.channels.values()],
+                opts.e2e_processing_latency_percentile))
+        for channel in list(topic.channels.values()):
+            channel_labels = f'{labels},channel="{label_value(channel.name)}"'
+            values = [channel.depth, channel.backend_depth, len(channel.in_flight),
+                      len(channel.deferred), channel.message_count, channel.requeue_count,
+                      channel.timeout_count, len(channel.consumers), int(channel.paused)]
+            if with_bounds:
+                values += [channel.queue.backend_bytes, channel.queue.dropped]
+            for family, value in zip(channel_families, values):
+                family.sample(channel_labels, value)
+            if channel.max_attempts or channel.dead_letter_count:
+                dead_letter_families[0].sample(channel_labels, channel.max_attempts)
+                dead_letter_families[1].sample(channel_labels, channel.dead_letter_count)
+            if channel.latency is not None:
+                _latency_samples(channel_latency, channel_labels, channel.latency.result())
+            seen += 1
+            if seen % YIELD_EVERY == 0:
+                let_others_run()
+    healthy.sample(node_labels, int(nsqd.health_error is None))
+    topic_count.sample(node_labels, len(topics))
+    channel_count.sample(node_labels, seen)
+    clients.sample(node_labels, len(nsqd.sessions))
+    return out.text()
 
 
 # -- nsqlookupd --------------------------------------------------------------------------
 
-def lookupd_snapshot(lookupd):
+def lookupd_metrics(lookupd):
+    """nsqlookupd's /metrics (bytes): its registrations."""
+    registrations = list(lookupd.db.registrations.items())
+    out = Exposition()
+    nodes, topics, channels = _open(out, [
+        ("nsq_lookupd_nodes", "gauge", "nsqd nodes connected."),
+        ("nsq_lookupd_topics", "gauge", "Topics registered."),
+        ("nsq_lookupd_channels", "gauge", "Channels registered.")])
+    producers = out.family("nsq_lookupd_topic_producers", "gauge",
+                           "nsqd nodes registered for the topic.")
     counts = {"client": 0, "topic": 0, "channel": 0}
-    topic_producers = []
-    for (category, key, _), producers in list(lookupd.db.registrations.items()):
+    for (category, key, _), registered in registrations:
         counts[category] = counts.get(category, 0) + 1
         if category == "topic":
-            topic_producers.append((key, len(producers)))
-    nodes = len(lookupd.db.registrations.get(("client", "", ""), {}))
-    return {"nodes": nodes, "topics": counts["topic"], "channels": counts["channel"],
-            "topic_producers": topic_producers}
-
-
-def lookupd_families(snapshot):
-    for name, key, doc in (("nsq_lookupd_nodes", "nodes", "nsqd nodes connected."),
-                           ("nsq_lookupd_topics", "topics", "Topics registered."),
-                           ("nsq_lookupd_channels", "channels", "Channels registered.")):
-        yield GaugeMetricFamily(name, doc, value=snapshot[key])
-    producers = GaugeMetricFamily("nsq_lookupd_topic_producers",
-                                  "nsqd nodes registered for the topic.", labels=["topic"])
-    for topic, count in snapshot["topic_producers"]:
-        producers.add_metric([topic], count)
-    yield producers
-
-
-def lookupd_metrics(lookupd):
-    return render(lookupd_families, lookupd_snapshot(lookupd))
+            producers.sample(f'topic="{label_value(key)}"', len(registered))
+    nodes.sample("", len(lookupd.db.registrations.get(("client", "", ""), {})))
+    topics.sample("", counts["topic"])
+    channels.sample("", counts["channel"])
+    return out.text()
 
 
 # -- nsqadmin ----------------------------------------------------------------------------
 
-def admin_snapshot(admin):
-    poller = admin.poller
-    return {"samples": dict(poller.latest), "down": list(poller.down)}
-
-
-def admin_families(snapshot):
-    """The cluster as nsqadmin last sampled it (every node's topics and channels), so one
-    scrape of nsqadmin covers the cluster."""
-    topic_labels, channel_labels = ["node", "topic"], ["node", "topic", "channel"]
-    topic_depth = GaugeMetricFamily("nsq_topic_depth", "Messages queued in the topic.",
-                                    labels=topic_labels)
-    topic_messages = CounterMetricFamily("nsq_topic_messages", "Messages published to the "
-                                         "topic.", labels=topic_labels)
-    channel_depth = GaugeMetricFamily("nsq_channel_depth", "Messages queued in the channel.",
-                                      labels=channel_labels)
-    channel_messages = CounterMetricFamily("nsq_channel_messages", "Messages the channel "
-                                           "received.", labels=channel_labels)
-    for (node, topic, channel), (count, depth) in sorted(
-            snapshot["samples"].items(), key=lambda item: (item[0][0], item[0][1],
-                                                           item[0][2] or "")):
-        if channel is None:
-            topic_depth.add_metric([node, topic], depth)
-            topic_messages.add_metric([node, topic], count)
-        else:
-            channel_depth.add_metric([node, topic, channel], depth)
-            channel_messages.add_metric([node, topic, channel], count)
-    down = GaugeMetricFamily("nsq_admin_nodes_down", "Nodes that did not answer the last "
-                             "poll.", value=len(snapshot["down"]))
-    yield from (down, topic_depth, topic_messages, channel_depth, channel_messages)
-
-
 def admin_metrics(admin):
-    return render(admin_families, admin_snapshot(admin))
+    """nsqadmin's /metrics (bytes): every node's topics and channels as it last polled
+    them, so one scrape of nsqadmin covers the cluster."""
+    poller = admin.poller
+    out = Exposition()
+    down = out.family("nsq_admin_nodes_down", "gauge", "Nodes that did not answer the last poll.")
+    down.sample("", len(poller.down))
+    topic_depth, topic_messages, channel_depth, channel_messages = _open(out, [
+        ("nsq_topic_depth", "gauge", "Messages queued in the topic."),
+        ("nsq_topic_messages", "counter", "Messages published to the topic."),
+        ("nsq_channel_depth", "gauge", "Messages queued in the channel."),
+        ("nsq_channel_messages", "counter", "Messages the channel received.")])
+    for (node, topic, channel), (count, depth) in sorted(
+            poller.latest.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")):
+        labels = f'node="{label_value(node)}",topic="{label_value(topic)}"'
+        if channel is None:
+            topic_depth.sample(labels, depth)
+            topic_messages.sample(labels, count)
+        else:
+            labels += f',channel="{label_value(channel)}"'
+            channel_depth.sample(labels, depth)
+            channel_messages.sample(labels, count)
+    return out.text()
