@@ -13,7 +13,8 @@ a machine whose speed drifts affects them alike:
 
     python bench/metrics_cost.py [--runfor 5] [--rounds 3] [--baseline-python PATH]
 
-Prints each run and the median per configuration.
+Prints each run and the median per configuration, and first what recording e2e latency
+costs per FIN batch (LatencyWindow.record, in this process).
 """
 
 import argparse
@@ -21,6 +22,8 @@ import socket
 import statistics
 import tempfile
 import threading
+import time
+import timeit
 import urllib.request
 
 from nsqbench import NsqdProcess
@@ -92,6 +95,23 @@ def run(config, runfor, baseline_python):
     return writer, together_in, together_out
 
 
+def record_cost():
+    from greensq.services.latency import LatencyWindow
+    from greensq.services.message import Message
+
+    window = LatencyWindow(600, [0.99, 0.95, 0.5])
+    now = time.time_ns()
+    for size in (1, 10, 200):
+        for shared, label in ((True, "one timestamp (MPUB)"), (False, "distinct timestamps")):
+            msgs = [Message(b"%016x" % i, b"x", now - 5_000_000 - (0 if shared else i * 1000))
+                    for i in range(size)]
+            reps = max(1, 50_000 // size)
+            seconds = timeit.timeit(lambda: window.record(msgs), number=reps) / reps
+            print(f"e2e record, FIN batch of {size:>3}, {label:<21}: "
+                  f"{seconds * 1e6:6.2f} us per batch, {seconds / size * 1e9:5.0f} ns per FIN")
+    print()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +119,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline-python", default=None)
     args = parser.parse_args()
+    record_cost()
+    if args.rounds < 1:
+        return
     configs = ["off", "on"] + (["baseline"] if args.baseline_python else [])
     results = {config: [] for config in configs}
     for round_number in range(args.rounds):

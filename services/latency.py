@@ -17,18 +17,16 @@ middle, within 1% of the true latency.
 import math
 import time
 from collections import Counter
+from itertools import chain
 from operator import attrgetter
 
 _GAMMA = 1.02
 _INVERSE_LOG_GAMMA = 1.0 / math.log(_GAMMA)
 _timestamp = attrgetter("timestamp")
+_END = (None,)     # ends the last run of timestamps
 _log = math.log
 
 NO_LATENCY = {"count": 0, "percentiles": None}   # NSQ's document when nothing is tracked
-
-
-def _bucket(latency_ns):
-    return int(_log(latency_ns) * _INVERSE_LOG_GAMMA) if latency_ns > 1 else 0
 
 
 def _bucket_value(index):
@@ -63,17 +61,15 @@ class LatencyWindow:
             self._move_window(now_ns)
         current = self._current
         run_timestamp, run = None, 0
-        for timestamp in map(_timestamp, msgs):
+        for timestamp in chain(map(_timestamp, msgs), _END):
             if timestamp == run_timestamp:
                 run += 1
                 continue
-            if run:
-                index = _bucket(now_ns - run_timestamp)
+            if run:     # a run of equal timestamps ended: count it in its bucket
+                latency = now_ns - run_timestamp
+                index = int(_log(latency) * _INVERSE_LOG_GAMMA) if latency > 1 else 0
                 current[index] = current.get(index, 0) + run
             run_timestamp, run = timestamp, 1
-        if run:
-            index = _bucket(now_ns - run_timestamp)
-            current[index] = current.get(index, 0) + run
 
     def _move_window(self, now_ns):
         half = self.half_window
