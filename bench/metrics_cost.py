@@ -13,11 +13,15 @@ a machine whose speed drifts affects them alike:
 
     python bench/metrics_cost.py [--runfor 5] [--rounds 3] [--baseline-python PATH]
 
+Besides the rates, each run reports the CPU time nsqd's worker spent per message
+published in (a): on a shared machine whose speed drifts, CPU per message moves much less
+than messages per second, so the cost of turning the features on shows in it first.
 Prints each run and the median per configuration, and first what recording e2e latency
 costs per FIN batch (LatencyWindow.record, in this process).
 """
 
 import argparse
+import os
 import socket
 import statistics
 import tempfile
@@ -71,6 +75,13 @@ class Sidecar:
         self.sink.close()
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(config, runfor, baseline_python):
     with tempfile.TemporaryDirectory() as tmp:
         sidecar = None
@@ -83,16 +94,19 @@ def run(config, runfor, baseline_python):
             nsqd = NsqdProcess(f"{tmp}/data",
                                python=baseline_python if config == "baseline" else None)
         try:
-            writer, _ = scenario_writer(nsqd, runfor)
+            worker = nsqd.worker_pid
+            cpu_before = cpu_seconds(worker)
+            writer, messages = scenario_writer(nsqd, runfor)
+            cpu_per_message = (cpu_seconds(worker) - cpu_before) / messages
             together_in, together_out = scenario_together(nsqd, runfor)
         finally:
             if sidecar is not None:
                 sidecar.stop()
             nsqd.stop()
     extra = f"  ({sidecar.packets} statsd packets, {sidecar.scrapes} scrapes)" if sidecar else ""
-    print(f"{config:<9} (a) {writer:>9,.0f} msgs/s   (c) in {together_in:>9,.0f} / "
-          f"out {together_out:>9,.0f} msgs/s{extra}", flush=True)
-    return writer, together_in, together_out
+    print(f"{config:<9} (a) {writer:>9,.0f} msgs/s, {cpu_per_message * 1e6:.2f} us CPU/msg   "
+          f"(c) in {together_in:>9,.0f} / out {together_out:>9,.0f} msgs/s{extra}", flush=True)
+    return writer, together_in, together_out, cpu_per_message
 
 
 def record_cost():
@@ -128,10 +142,11 @@ def main():
         for config in (configs if round_number % 2 == 0 else configs[::-1]):
             results[config].append(run(config, args.runfor, args.baseline_python))
     print()
-    off_a = statistics.median(r[0] for r in results["off"])
+    off_a, off_cpu = (statistics.median(r[i] for r in results["off"]) for i in (0, 3))
     for config, runs in results.items():
-        a, c_in, c_out = (statistics.median(r[i] for r in runs) for i in range(3))
-        print(f"median {config:<9} (a) {a:>9,.0f} msgs/s ({(a / off_a - 1) * 100:+.1f}% vs off)"
+        a, c_in, c_out, cpu = (statistics.median(r[i] for r in runs) for i in range(4))
+        print(f"median {config:<9} (a) {a:>9,.0f} msgs/s ({(a / off_a - 1) * 100:+.1f}% vs off), "
+              f"{cpu * 1e6:.2f} us CPU/msg ({(cpu / off_cpu - 1) * 100:+.1f}%)"
               f"   (c) in {c_in:>9,.0f} / out {c_out:>9,.0f} msgs/s")
 
 
