@@ -9,7 +9,8 @@ a machine whose speed drifts affects them alike:
   on        this checkout with --statsd-address (a local UDP sink) --statsd-interval=1s,
             --e2e-processing-latency-percentile=0.99,0.95,0.5 and a GET /metrics every
             second during the run
-  baseline  another checkout's nsqd, default flags (--baseline-python, e.g. main's venv)
+  baseline  another checkout's nsqd, default flags (--baseline-python: the venv of a
+            worktree at the commit this branch started from, say)
 
     python bench/metrics_cost.py [--runfor 5] [--rounds 3] [--baseline-python PATH]
 
