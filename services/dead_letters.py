@@ -53,9 +53,3 @@ def envelope(msg, topic_name, channel_name):
         "id": msg.id.decode("latin-1"), "topic": topic_name, "channel": channel_name,
         "attempts": msg.attempts, "timestamp": msg.timestamp}, escape_forward_slashes=False)
     return header.encode() + b"\n" + msg.body
-
-
-def open_envelope(body):
-    """``(header dict, original body)`` of a dead letter's body."""
-    header, _, original = body.partition(b"\n")
-    return ujson.loads(header), original
