@@ -391,4 +391,6 @@ class Channel(MessageHolder):
                           len(dead), target, err)
                 return keep + dead
             self.dead_letter_count += len(dead)
+            for msg in dead:
+                self.queue.finish(msg)      # durable mode: done with here
         return keep
