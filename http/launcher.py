@@ -325,6 +325,12 @@ class DaemonWorker(Worker):
                                       fileno=listener.sock.detach())
                         for listener in self.sockets]
         hub.reinit()
+        # Falcon's App copies mimetypes' table (for static routes); Python's own table is
+        # enough for the daemons (nsqadmin serves .css and .js), and reading the system's
+        # mime.types would cost 0.4 MB.
+        import mimetypes
+
+        mimetypes.init(files=[])
         super().init_process()
 
     def notify(self):
