@@ -63,6 +63,7 @@ class Result:
     text: str
     rate: float = None      # what the ratio column compares
     cpu_us: float = None    # server CPU per operation
+    client_cpu_us: float = None   # the load generator's, where it may limit the rate
 
 
 class Scenarios:
@@ -135,10 +136,12 @@ class Scenarios:
             if not magic:
                 request = request(nsqd.http_port)
             cpu = nsqd.cpu_seconds()
-            replies, seconds = lockstep_load(address, request, reply_end, connections,
-                                             self.client_processes, self.runfor, magic)
-            unit = "msgs/s" if magic else "req/s"
-            return rate_result(replies, seconds, unit, nsqd, cpu)
+            replies, seconds, client_cpu = lockstep_load(
+                address, request, reply_end, connections, self.client_processes,
+                self.runfor, magic)
+            result = rate_result(replies, seconds, "msgs/s" if magic else "req/s", nsqd, cpu)
+            result.client_cpu_us = client_cpu / replies * 1e6 if replies else None
+            return result
 
     def http_pub(self, connections):
         return self.lockstep(lambda port: http_pub_request(port, "bench_http", SIZE),
@@ -353,7 +356,7 @@ def main():
     parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i,j",
                         help="comma-separated scenario letters")
     parser.add_argument("--nsqd-binary", help="another nsqd (e.g. Go's) to run beside greensq")
-    parser.add_argument("--client-processes", type=int, default=4,
+    parser.add_argument("--client-processes", type=int, default=2,
                         help="processes of the lock-step load generators (f, h, i)")
     args = parser.parse_args()
     letters = [letter for letter in NAMES if letter in args.only.split(",")]
@@ -372,7 +375,10 @@ def main():
                 continue   # run with (a)
             for (name, scenarios), (_, results) in zip(servers, columns):
                 results.update(scenarios.run(letter, letters))
-                print(f"  {NAMES[letter]} [{name}]: {results[letter].text}", flush=True)
+                result = results[letter]
+                client = (f", client {result.client_cpu_us:.1f} µs CPU/op"
+                          if result.client_cpu_us else "")
+                print(f"  {NAMES[letter]} [{name}]: {result.text}{client}", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print_table(letters, columns)
 
