@@ -27,6 +27,7 @@ its operations (messages published or drained, requests).
 """
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -84,8 +85,7 @@ class Scenarios:
     def writer_and_reader(self, only):
         """(a), and (b) on the same nsqd."""
         results = {}
-        nsqd = self.start()
-        try:
+        with self.running() as nsqd:
             cpu = nsqd.cpu_seconds()
             messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_a", SIZE,
                                            BATCH, self.runfor)
@@ -95,8 +95,6 @@ class Scenarios:
                 drained, _, seconds = in_process(run_reader, nsqd.tcp_address, "bench_a",
                                                  "ch", 2500, self.runfor * 3, messages)
                 results["b"] = rate_result(drained, seconds, "msgs/s", nsqd, cpu)
-        finally:
-            nsqd.stop()
         return results
 
     def together(self):
@@ -166,8 +164,14 @@ class Scenarios:
                                            BATCH, self.runfor)
             return rate_result(messages, seconds, "msgs/s", nsqd, cpu)
 
+    @contextlib.contextmanager
     def running(self, *flags):
-        return _Running(self, flags)
+        """A fresh nsqd for the length of a ``with`` block."""
+        nsqd = self.start(*flags)
+        try:
+            yield nsqd
+        finally:
+            nsqd.stop()
 
     def run(self, letter, only):
         """``{letter: Result}`` for one scenario ((a) brings (b) along)."""
@@ -178,21 +182,6 @@ class Scenarios:
                 "h": lambda: self.http_pub(16), "i": lambda: self.many_publishers(32),
                 "j": self.disk_writer}
         return {letter: runs[letter]()}
-
-
-class _Running:
-    """A fresh nsqd for the length of a ``with`` block."""
-
-    def __init__(self, scenarios, flags):
-        self.scenarios = scenarios
-        self.flags = flags
-
-    def __enter__(self):
-        self.nsqd = self.scenarios.start(*self.flags)
-        return self.nsqd
-
-    def __exit__(self, *exc):
-        self.nsqd.stop()
 
 
 def rate_result(operations, seconds, unit, nsqd, cpu_before):
