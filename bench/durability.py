@@ -6,20 +6,11 @@ every message goes through the disk queue (``--mem-queue-size=0``).
 
 import argparse
 import tempfile
-import time
 
 from nsqbench import NsqdProcess, report, rss_bytes, run_writer
 
 SIZE = 200
 BATCH = 200
-
-
-def wait_for_depth(nsqd, topic, depth, timeout=300):
-    deadline = time.monotonic() + timeout
-    while nsqd.topic_depth(topic) < depth:
-        if time.monotonic() > deadline:
-            raise RuntimeError("backlog never reached its depth")
-        time.sleep(0.2)
 
 
 def main():
@@ -34,7 +25,7 @@ def main():
         messages, seconds = run_writer(nsqd.tcp_address, "backlog", SIZE, BATCH,
                                        runfor=3600, count=args.messages)
         report("backlog publish (default --mem-queue-size)", messages, seconds, SIZE)
-        wait_for_depth(nsqd, "backlog", args.messages)
+        nsqd.wait_for_depth("backlog", args.messages)
         loaded = rss_bytes(nsqd.worker_pid)
         print(f"RSS idle: {idle / 1e6:.1f} MB; with a {args.messages:,}-message backlog of "
               f"{SIZE}-byte messages: {loaded / 1e6:.1f} MB (+{(loaded - idle) / 1e6:.1f} MB)")

@@ -160,6 +160,139 @@ def rss_bytes(pid):
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def pss_bytes(pid):
+    """Proportional set size: resident memory with each shared page divided among the
+    processes that map it (so an arbiter and its worker add up)."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no Pss for {pid}")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of ``pid``, all its threads included."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- Lock-step load: many connections, each waiting for its reply before the next request.
+
+def http_reply_end(buf):
+    """End of the first complete HTTP response in ``buf`` (0 if incomplete); a response
+    other than 200 raises."""
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return 0
+    if not buf.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"answered {bytes(buf[:60])!r}")
+    head = bytes(buf[:head_end]).lower()
+    at = head.find(b"content-length:")
+    length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+    end = head_end + 4 + length
+    return end if len(buf) >= end else 0
+
+
+def nsq_reply_end(buf):
+    """End of the first complete NSQ frame in ``buf`` (0 if incomplete); anything but OK
+    raises."""
+    if len(buf) < 4:
+        return 0
+    end = 4 + int.from_bytes(buf[:4], "big")
+    if len(buf) < end:
+        return 0
+    if buf[:end] != OK_FRAME:
+        raise RuntimeError(f"answered {bytes(buf[:60])!r}")
+    return end
+
+
+def http_pub_request(port, topic, size):
+    body = b"x" * size
+    return (f"POST /pub?topic={topic} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Length: {size}\r\n\r\n").encode() + body
+
+
+def run_lockstep(address, request, reply_end, connections, start_at, stop_at, magic=b""):
+    """From ``start_at`` to ``stop_at`` (``time.time()``), keep ``connections``
+    connections busy, each sending ``request`` and waiting for its whole reply before
+    sending again, multiplexed with epoll; returns the replies received.
+
+    Replies to the same request are alike (an HTTP Date header keeps its length), so once
+    ``reply_end`` has parsed one, a read of exactly that many bytes with the same start is
+    taken as the next without parsing it again."""
+    import select
+
+    host, _, port = address.rpartition(":")
+    socks = {}
+    for _ in range(connections):
+        sock = socket.create_connection((host or "127.0.0.1", int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if magic:
+            sock.sendall(magic)
+        sock.setblocking(False)
+        socks[sock.fileno()] = [sock, b""]
+    poller = select.epoll()
+    for fd in socks:
+        poller.register(fd, select.EPOLLIN)
+    time.sleep(max(0.0, start_at - time.time()))
+    for sock, _ in socks.values():
+        sock.send(request)
+    replies = 0
+    size, head = -1, None   # a reply's length and first 12 bytes, once seen
+    while time.time() < stop_at:
+        for fd, _ in poller.poll(0.1):
+            state = socks[fd]
+            sock = state[0]
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed a connection")
+            if not state[1] and len(data) == size and data.startswith(head):
+                replies += 1
+            else:
+                buf = state[1] + data
+                end = reply_end(buf)
+                if not end:
+                    state[1] = buf
+                    continue
+                size, head = end, buf[:12]
+                state[1] = buf[end:]
+                replies += 1
+            if sock.send(request) != len(request):   # it fits an empty send buffer
+                raise RuntimeError("request not sent whole")
+    for sock, _ in socks.values():
+        sock.close()
+    poller.close()
+    return replies
+
+
+def lockstep_load(address, request, reply_end, connections, processes, runfor, magic=b""):
+    """``connections`` lock-step connections spread over ``processes`` client processes
+    (so the client is not the bottleneck); returns ``(replies, seconds, client CPU
+    seconds)``."""
+    import multiprocessing
+    import resource
+
+    processes = max(1, min(processes, connections))
+    shares = [connections // processes + (index < connections % processes)
+              for index in range(processes)]
+    start_at = time.time() + 0.3 + 0.05 * processes   # every process connected by then
+    stop_at = start_at + runfor
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pool = multiprocessing.get_context("fork").Pool(processes)
+    try:
+        results = [pool.apply_async(run_lockstep, (address, request, reply_end, share,
+                                                   start_at, stop_at, magic))
+                   for share in shares]
+        replies = sum(result.get() for result in results)
+    finally:
+        pool.close()
+        pool.join()   # reaped, so their CPU time counts in RUSAGE_CHILDREN
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return replies, runfor, client_cpu
+
+
 def common_args(parser):
     parser.add_argument("--nsqd-tcp-address", default="127.0.0.1:4150")
     parser.add_argument("--topic", default="sub_bench")
@@ -172,43 +305,68 @@ def new_parser(description):
     return common_args(argparse.ArgumentParser(description=description))
 
 
-class NsqdProcess:
-    """greensq's nsqd in a subprocess on free ports (for the bench drivers)."""
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, data_path, *flags, python=None):
-        """``python``: the interpreter (and so the greensq checkout) to run nsqd with."""
-        import re
+
+class NsqdProcess:
+    """An nsqd in a subprocess on free loopback ports, for the bench drivers: greensq's by
+    default, or any other nsqd binary (Go's, to compare side by side) as ``binary``;
+    ``python`` runs greensq with another interpreter (and so another checkout)."""
+
+    def __init__(self, data_path, *flags, binary=None, python=None):
         import subprocess
         import sys
-        import threading
+        import tempfile
+        import urllib.request
 
         os.makedirs(data_path, exist_ok=True)
+        self.binary = binary
+        self.http_port = free_port()
+        self.tcp_address = f"127.0.0.1:{free_port()}"
+        command = [binary] if binary else [python or sys.executable, "-m",
+                                             "greensq.http.nsqd_launcher"]
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [python or sys.executable, "-m", "greensq.http.nsqd_launcher",
-             "--tcp-address=127.0.0.1:0",
-             "--http-address=127.0.0.1:0", f"--data-path={data_path}", *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        ports = {}
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stdout:
-                match = re.search(rb"(TCP|HTTP): listening on .*:(\d+)", line)
-                if match:
-                    ports[match.group(1).decode()] = int(match.group(2))
-                    if len(ports) == 2:
-                        ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(15):
-            raise RuntimeError("nsqd did not start")
-        self.tcp_address = f"127.0.0.1:{ports['TCP']}"
-        self.http_port = ports["HTTP"]
+            [*command, f"--tcp-address={self.tcp_address}",
+             f"--http-address=127.0.0.1:{self.http_port}", f"--data-path={data_path}", *flags],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/ping",
+                                            timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                raise RuntimeError(f"nsqd did not start: {self.log.read().decode()[-2000:]}")
+            time.sleep(0.02)
 
     @property
     def worker_pid(self):
+        """greensq's worker (the one process of another nsqd)."""
+        pids = self.pids()
+        return pids.get("worker", self.proc.pid)
+
+    def pids(self):
+        """``{"arbiter": pid, "worker": pid}`` for greensq, ``{"nsqd": pid}`` otherwise."""
+        if self.binary:
+            return {"nsqd": self.proc.pid}
         with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
-            return int(fh.read().split()[0])
+            return {"arbiter": self.proc.pid, "worker": int(fh.read().split()[0])}
+
+    def cpu_seconds(self):
+        """CPU time used so far by the daemon's processes."""
+        return sum(cpu_seconds(pid) for pid in self.pids().values())
+
+    def pss(self):
+        """PSS in bytes of each of the daemon's processes, by ``pids()``'s names."""
+        return {name: pss_bytes(pid) for name, pid in self.pids().items()}
 
     def stats(self):
         import urllib.request
@@ -223,8 +381,16 @@ class NsqdProcess:
                 return entry["depth"]
         return 0
 
+    def wait_for_depth(self, topic, depth, timeout=300):
+        deadline = time.monotonic() + timeout
+        while self.topic_depth(topic) < depth:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{topic} never reached a depth of {depth}")
+            time.sleep(0.2)
+
     def stop(self):
         import signal
 
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(120)
+        self.log.close()

@@ -1,7 +1,5 @@
-"""NSQ's benchmark scenarios against greensq's nsqd, printed as one table.
-
-Starts nsqd in a temporary data directory and drives it with the load generators in
-nsqbench.py, each in its own process:
+"""NSQ's benchmark scenarios against greensq's nsqd, and beside it any other nsqd binary
+(Go's), printed as one table.
 
   (a) writer only (MPUB batches of 200, 200-byte messages, default --mem-queue-size)
   (b) one reader (RDY 2500) draining the backlog (a) left
@@ -9,24 +7,197 @@ nsqbench.py, each in its own process:
   (d) one client sending single PUBs, waiting for each OK (it polls its socket for the
       reply, as a Go client's runtime spins before it sleeps; the figure for a client that
       sleeps in recv() is printed beside it)
-  (e) RSS idle, and after (a) with its backlog
-  (f) HTTP /pub requests/s from one keep-alive client
+  (e) PSS idle, and after a backlog of 1,000,000 messages (greensq: arbiter + worker)
+  (f) HTTP POST /pub, one keep-alive connection, one request at a time
   (g) end-to-end latency p50 / p99 at a steady 10,000 msgs/s
+  (h) HTTP POST /pub, 16 keep-alive connections, each one request at a time
+  (i) single PUBs from 32 publishers, each waiting for its OK
+  (j) writer with --mem-queue-size=0 (every message goes through the disk queues)
 
-    python bench/scenarios.py [--runfor 10] [--only a,b,...]
+Every scenario starts a fresh nsqd in a temporary data directory ((b) drains the one (a)
+filled). With ``--nsqd-binary`` (e.g. Go's nsqd) each scenario runs against that binary
+right after greensq, so both see the same machine, and the last column is greensq's figure
+over the other's. ``--durable`` instead runs each scenario on greensq in durable mode and
+then in the default mode (the last column: durable over default); it picks (a), (b), (c),
+(d) and (i) unless ``--only`` says otherwise. The load generators (nsqbench.py) run in their own processes; the
+lock-step ones ((f), (h), (i)) spread their connections over ``--client-processes``
+processes that multiplex them with epoll, so the client is not the bottleneck. "CPU/op"
+is the user + system time the daemon's processes used during the scenario, divided by
+its operations (messages published or drained, requests).
+
+    python bench/scenarios.py [--runfor 10] [--only a,b,...] [--nsqd-binary PATH | --durable]
 """
 
 import argparse
+import contextlib
 import multiprocessing
+import os
 import socket
 import struct
 import tempfile
 import time
+from dataclasses import dataclass
 
-from nsqbench import NsqdProcess, connect, identify, read_frame, rss_bytes, run_reader, run_writer
+from nsqbench import (
+    NsqdProcess, connect, http_pub_request, http_reply_end, identify, lockstep_load,
+    nsq_reply_end, pub_frame, read_frame, run_reader, run_writer)
 
 SIZE = 200
 BATCH = 200
+BACKLOG = 1_000_000
+MIB = 1 << 20
+
+NAMES = {
+    "a": "(a) writer, MPUB 200 x 200 B",
+    "b": "(b) one reader draining (a)'s backlog",
+    "c": "(c) writer + reader together",
+    "d": "(d) single PUB, 1 publisher",
+    "e": "(e) PSS idle / 1M-message backlog",
+    "f": "(f) HTTP /pub, 1 connection",
+    "g": "(g) e2e latency at 10,000 msgs/s",
+    "h": "(h) HTTP /pub, 16 connections",
+    "i": "(i) single PUB, 32 publishers",
+    "j": "(j) writer, --mem-queue-size=0",
+}
+
+
+@dataclass
+class Result:
+    text: str
+    rate: float = None      # what the ratio column compares
+    cpu_us: float = None    # server CPU per operation
+    client_cpu_us: float = None   # the load generator's, where it may limit the rate
+
+
+class Scenarios:
+    """The scenarios against one kind of nsqd (``binary`` None: greensq)."""
+
+    def __init__(self, tmp, binary, runfor, client_processes, flags=()):
+        self.tmp = tmp
+        self.binary = binary
+        self.flags = flags
+        self.runfor = runfor
+        self.client_processes = client_processes
+        self.starts = 0
+
+    def start(self, *flags):
+        self.starts += 1
+        return NsqdProcess(os.path.join(self.tmp, f"data{self.starts}"), *self.flags, *flags,
+                           binary=self.binary)
+
+    def writer_and_reader(self, only):
+        """(a), and (b) on the same nsqd."""
+        results = {}
+        with self.running() as nsqd:
+            cpu = nsqd.cpu_seconds()
+            messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_a", SIZE,
+                                           BATCH, self.runfor)
+            results["a"] = rate_result(messages, seconds, "msgs/s", nsqd, cpu)
+            if "b" in only:
+                cpu = nsqd.cpu_seconds()
+                drained, _, seconds = in_process(run_reader, nsqd.tcp_address, "bench_a",
+                                                 "ch", 2500, self.runfor * 3, messages)
+                results["b"] = rate_result(drained, seconds, "msgs/s", nsqd, cpu)
+        return results
+
+    def together(self):
+        with self.running() as nsqd:
+            cpu = nsqd.cpu_seconds()
+            (sent, sent_seconds), (got, got_seconds) = together(nsqd.tcp_address, self.runfor)
+            result = rate_result(sent, sent_seconds, "msgs/s", nsqd, cpu)
+            result.text = f"in {sent / sent_seconds:,.0f} / out {got / got_seconds:,.0f} msgs/s"
+            return result
+
+    def single_pub(self):
+        with self.running() as nsqd:
+            cpu = nsqd.cpu_seconds()
+            messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_d", SIZE, 1,
+                                           self.runfor, None, 1, True)
+            result = rate_result(messages, seconds, "msgs/s", nsqd, cpu)
+            sleeping, sleeping_seconds = in_process(run_writer, nsqd.tcp_address, "bench_d",
+                                                    SIZE, 1, self.runfor, None, 1, False)
+            result.text += f" (sleeping in recv: {sleeping / sleeping_seconds:,.0f})"
+            return result
+
+    def memory(self):
+        with self.running() as nsqd:
+            time.sleep(1.0)
+            idle = nsqd.pss()
+            in_process(run_writer, nsqd.tcp_address, "bench_e", SIZE, BATCH, 3600, BACKLOG)
+            nsqd.wait_for_depth("bench_e", BACKLOG)
+            time.sleep(1.0)
+            loaded = nsqd.pss()
+        growth = (sum(loaded.values()) - sum(idle.values())) / MIB
+        return Result(f"{format_pss(idle)} / {format_pss(loaded)} MiB (+{growth:.1f})",
+                      rate=sum(idle.values()))
+
+    def lockstep(self, request, reply_end, connections, magic=b""):
+        with self.running() as nsqd:
+            address = nsqd.tcp_address if magic else f"127.0.0.1:{nsqd.http_port}"
+            if not magic:
+                request = request(nsqd.http_port)
+            cpu = nsqd.cpu_seconds()
+            replies, seconds, client_cpu = lockstep_load(
+                address, request, reply_end, connections, self.client_processes,
+                self.runfor, magic)
+            result = rate_result(replies, seconds, "msgs/s" if magic else "req/s", nsqd, cpu)
+            result.client_cpu_us = client_cpu / replies * 1e6 if replies else None
+            return result
+
+    def http_pub(self, connections):
+        return self.lockstep(lambda port: http_pub_request(port, "bench_http", SIZE),
+                             http_reply_end, connections)
+
+    def many_publishers(self, publishers):
+        return self.lockstep(pub_frame("bench_i", SIZE), nsq_reply_end, publishers,
+                             magic=b"  V2")
+
+    def latency(self):
+        with self.running() as nsqd:
+            cpu = nsqd.cpu_seconds()
+            p50, p99, count = latency(nsqd.tcp_address, self.runfor)
+            cpu_us = (nsqd.cpu_seconds() - cpu) / count * 1e6 if count else None
+            return Result(f"p50 {p50:.2f} ms / p99 {p99:.2f} ms ({count:,} msgs)",
+                          cpu_us=cpu_us)
+
+    def disk_writer(self):
+        with self.running("--mem-queue-size=0") as nsqd:
+            cpu = nsqd.cpu_seconds()
+            messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_j", SIZE,
+                                           BATCH, self.runfor)
+            return rate_result(messages, seconds, "msgs/s", nsqd, cpu)
+
+    @contextlib.contextmanager
+    def running(self, *flags):
+        """A fresh nsqd for the length of a ``with`` block."""
+        nsqd = self.start(*flags)
+        try:
+            yield nsqd
+        finally:
+            nsqd.stop()
+
+    def run(self, letter, only):
+        """``{letter: Result}`` for one scenario ((a) brings (b) along)."""
+        if letter == "a":
+            return self.writer_and_reader(only)
+        runs = {"c": self.together, "d": self.single_pub, "e": self.memory,
+                "f": lambda: self.http_pub(1), "g": self.latency,
+                "h": lambda: self.http_pub(16), "i": lambda: self.many_publishers(32),
+                "j": self.disk_writer}
+        return {letter: runs[letter]()}
+
+
+def rate_result(operations, seconds, unit, nsqd, cpu_before):
+    rate = operations / seconds if seconds else 0.0
+    used = nsqd.cpu_seconds() - cpu_before
+    return Result(f"{rate:,.0f} {unit}", rate, used / operations * 1e6 if operations else None)
+
+
+def format_pss(pss):
+    total = sum(pss.values()) / MIB
+    if len(pss) == 1:
+        return f"{total:.1f}"
+    return f"{' + '.join(f'{value / MIB:.1f}' for value in pss.values())} = {total:.1f}"
 
 
 def in_process(target, *args):
@@ -35,75 +206,23 @@ def in_process(target, *args):
         return pool.apply(target, args)
 
 
-def scenario_writer(nsqd, runfor):
-    messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_a", SIZE, BATCH, runfor)
-    return messages / seconds, messages
+def _writer(address, runfor):
+    return run_writer(address, "bench_c", SIZE, BATCH, runfor)
 
 
-def scenario_reader(nsqd, runfor, backlog):
-    messages, _, seconds = in_process(
-        run_reader, nsqd.tcp_address, "bench_a", "ch", 2500, runfor * 3, backlog)
-    return messages / seconds
-
-
-def _writer_then_rate(address, runfor):
-    messages, seconds = run_writer(address, "bench_c", SIZE, BATCH, runfor)
-    return messages / seconds
-
-
-def _reader_then_rate(address, runfor):
+def _reader(address, runfor):
     messages, _, seconds = run_reader(address, "bench_c", "ch", 2500, runfor)
-    return messages / seconds
+    return messages, seconds
 
 
-def scenario_together(nsqd, runfor):
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(2) as pool:
+def together(address, runfor):
+    """``((published, seconds), (consumed, seconds))`` with a writer and a reader at once."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
         # Subscribe first so the channel exists before the first message.
-        reader = pool.apply_async(_reader_then_rate, (nsqd.tcp_address, runfor + 1))
+        reader = pool.apply_async(_reader, (address, runfor + 1))
         time.sleep(0.5)
-        writer = pool.apply_async(_writer_then_rate, (nsqd.tcp_address, runfor))
+        writer = pool.apply_async(_writer, (address, runfor))
         return writer.get(), reader.get()
-
-
-def scenario_single_pub(nsqd, runfor, busy_poll):
-    messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_d", SIZE, 1, runfor,
-                                   None, 1, busy_poll)
-    return messages / seconds
-
-
-def _http_pub_rate(port, runfor):
-    """One keep-alive connection, one /pub at a time: a pre-encoded request and just
-    enough response parsing to find each response's end (so the client is cheap)."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    body = b"x" * SIZE
-    request = (b"POST /pub?topic=bench_f HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    count = 0
-    buf = b""
-    deadline = time.monotonic() + runfor
-    start = time.monotonic()
-    while time.monotonic() < deadline:
-        sock.sendall(request)
-        while True:
-            head_end = buf.find(b"\r\n\r\n")
-            if head_end >= 0:
-                head = buf[:head_end].lower()
-                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(buf) >= head_end + 4 + length:
-                    break
-            buf += sock.recv(65536)
-        if not buf.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(f"/pub answered {buf[:40]!r}")
-        buf = buf[head_end + 4 + length:]
-        count += 1
-    sock.close()
-    return count / (time.monotonic() - start)
-
-
-def scenario_http(nsqd, runfor):
-    return in_process(_http_pub_rate, nsqd.http_port, runfor)
 
 
 def _latency_publisher(address, rate, runfor):
@@ -172,12 +291,13 @@ def _latency_reader(address, runfor):
     return latencies
 
 
-def scenario_latency(nsqd, runfor, rate=10_000):
+def latency(address, runfor, rate=10_000):
+    """``(p50 ms, p99 ms, messages)`` end to end at a steady ``rate``."""
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(2) as pool:
-        reader = pool.apply_async(_latency_reader, (nsqd.tcp_address, runfor + 2))
+        reader = pool.apply_async(_latency_reader, (address, runfor + 2))
         time.sleep(0.5)
-        pool.apply(_latency_publisher, (nsqd.tcp_address, rate, runfor))
+        pool.apply(_latency_publisher, (address, rate, runfor))
         latencies = sorted(reader.get())
     warm = latencies[len(latencies) // 20:] or latencies  # drop the warm-up tail
     warm.sort()
@@ -188,50 +308,78 @@ def scenario_latency(nsqd, runfor, rate=10_000):
     return pct(0.50), pct(0.99), len(latencies)
 
 
+def binary_label(binary):
+    """"go nsqd" for Go's nsqd (its ``--version`` says "built w/go..."), else the name."""
+    import subprocess
+
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    return "go nsqd" if "built w/go" in version else os.path.basename(binary)
+
+
+def print_table(letters, columns):
+    """``columns``: [(server name, {letter: Result})]; the ratio is the first over the
+    second."""
+    header = ["scenario"]
+    for name, _ in columns:
+        header += [name, "CPU/op"]
+    if len(columns) == 2:
+        header.append(f"{columns[0][0]} / {columns[1][0]}")
+    rows = [header]
+    for letter in letters:
+        if letter == "b" and "a" not in letters:
+            continue
+        row = [NAMES[letter]]
+        results = [results.get(letter) for _, results in columns]
+        for result in results:
+            row += [result.text if result else "-",
+                    f"{result.cpu_us:.1f} µs" if result and result.cpu_us else ""]
+        if len(results) == 2 and all(r and r.rate for r in results):
+            row.append(f"{results[0].rate / results[1].rate:.2f}")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runfor", type=float, default=10.0)
-    parser.add_argument("--only", default="a,b,c,d,e,f,g")
+    parser.add_argument("--runfor", type=float, default=10.0, help="seconds per scenario")
+    parser.add_argument("--only", help="comma-separated scenario letters (default: all)")
+    side = parser.add_mutually_exclusive_group()
+    side.add_argument("--nsqd-binary", help="another nsqd (e.g. Go's) to run beside greensq")
+    side.add_argument("--durable", action="store_true",
+                      help="greensq --durable beside greensq's default mode")
+    parser.add_argument("--client-processes", type=int, default=2,
+                        help="processes of the lock-step load generators (f, h, i)")
     args = parser.parse_args()
-    only = set(args.only.split(","))
-    rows = []
+    only = args.only or ("a,b,c,d,i" if args.durable else ",".join(NAMES))
+    letters = [letter for letter in NAMES if letter in only.split(",")]
+    if "b" in letters and "a" not in letters:
+        letters.insert(0, "a")   # (b) drains what (a) publishes
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        nsqd = NsqdProcess(f"{tmp}/data")
-        idle = rss_bytes(nsqd.worker_pid)
-        backlog = 0
-        if only & {"a", "b", "e"}:
-            rate, backlog = scenario_writer(nsqd, args.runfor)
-            rows.append(("(a) writer, default --mem-queue-size", f"{rate:,.0f} msgs/s", "150,000"))
-            loaded = rss_bytes(nsqd.worker_pid)
-            rows.append(("(e) RSS idle / with backlog",
-                         f"{idle / 1e6:.1f} MB / {loaded / 1e6:.1f} MB ({backlog:,} msgs)",
-                         "60 MB"))
-        if "b" in only and backlog:
-            rate = scenario_reader(nsqd, args.runfor, backlog)
-            rows.append(("(b) one reader draining the backlog", f"{rate:,.0f} msgs/s", "120,000"))
-        if "c" in only:
-            w, r = scenario_together(nsqd, args.runfor)
-            rows.append(("(c) writer + reader together",
-                         f"in {w:,.0f} / out {r:,.0f} msgs/s", "100,000"))
-        if "d" in only:
-            polling = scenario_single_pub(nsqd, args.runfor, busy_poll=True)
-            sleeping = scenario_single_pub(nsqd, args.runfor, busy_poll=False)
-            rows.append(("(d) single PUB, wait for each OK",
-                         f"{polling:,.0f} msgs/s (client sleeping in recv: {sleeping:,.0f})",
-                         "15,000"))
-        if "f" in only:
-            rows.append(("(f) HTTP /pub, keep-alive client",
-                         f"{scenario_http(nsqd, args.runfor):,.0f} req/s", "5,000"))
-        if "g" in only:
-            p50, p99, count = scenario_latency(nsqd, args.runfor)
-            rows.append(("(g) e2e latency at 10,000 msgs/s",
-                         f"p50 {p50:.2f} ms / p99 {p99:.2f} ms ({count:,} msgs)", "p99 5 ms"))
-        nsqd.stop()
-    width = max(len(r[0]) for r in rows)
-    print(f"{'scenario':<{width}}  {'measured':<45}  target")
-    for name, value, target in rows:
-        print(f"{name:<{width}}  {value:<45}  {target}")
+        def scenarios(name, binary=None, flags=()):
+            return name, Scenarios(os.path.join(tmp, name.replace(" ", "")), binary,
+                                   args.runfor, args.client_processes, flags)
+
+        servers = [scenarios("greensq")]
+        if args.durable:
+            servers.insert(0, scenarios("greensq --durable", flags=("--durable",)))
+        elif args.nsqd_binary:
+            servers.append(scenarios(binary_label(args.nsqd_binary), args.nsqd_binary))
+        columns = [(name, {}) for name, _ in servers]
+        for letter in letters:
+            if letter == "b":
+                continue   # run with (a)
+            for (name, scenarios), (_, results) in zip(servers, columns):
+                results.update(scenarios.run(letter, letters))
+                result = results[letter]
+                client = (f", client {result.client_cpu_us:.1f} µs CPU/op"
+                          if result.client_cpu_us else "")
+                print(f"  {NAMES[letter]} [{name}]: {result.text}{client}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print_table(letters, columns)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ GET, administrative ones POST; responses are bare JSON with ``{"message": ...}``
 """
 
 from greensq.http.nsq_http import (
-    NsqHTTPError, create_api, query_params, respond_json, respond_ping, respond_text)
+    NsqHTTPError, create_api, query_params, respond_json, respond_ping)
 from greensq.services.metrics import CONTENT_TYPE, lookupd_metrics
 from greensq.services.names import is_valid_name
 from greensq.services.version import NSQ_VERSION

@@ -16,7 +16,6 @@ in the config file, integers meaning milliseconds.
 import json
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 
 _DURATION_UNITS = {
@@ -226,6 +225,8 @@ class FlagSet:
 
     def load_config(self, path):
         """Option values from a TOML config file (keys are flag names with underscores)."""
+        import tomllib   # only with --config: every daemon's arbiter parses flags
+
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)

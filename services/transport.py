@@ -13,6 +13,9 @@ wraps the one below it, so the frame code above never changes:
 Server and client share these: bytes already read from the plain stream past the point
 of the upgrade (a pipelined peer) are handed to a compressing transport as ``pending``
 and decoded first.
+
+The arbiter checks the TLS flags with ``server_context`` before it forks, so this module
+imports gevent and cramjam only where they are used: the arbiter stays small.
 """
 
 import array
@@ -20,10 +23,6 @@ import fcntl
 import ssl
 import termios
 import zlib
-
-import cramjam
-import gevent
-from gevent import ssl as gevent_ssl
 
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 _SNAPPY_MAX_CHUNK = 65536 + 4 + 4 + 32768   # header + crc + worst-case compressed block
@@ -74,7 +73,9 @@ class PlainTransport:
     def recv_when_readable(self, size):
         """Wait in the hub until the socket is readable, then read (``b""`` at EOF)."""
         if self._readable is None:
-            hub = gevent.get_hub()
+            from gevent import get_hub
+
+            hub = get_hub()
             self._readable = hub.loop.io(self.sock.fileno(), 1)
             self._wait = hub.wait
         while True:
@@ -127,8 +128,11 @@ class SnappyTransport:
     name = "snappy"
 
     def __init__(self, inner, pending=b""):
+        from cramjam import snappy
+
         self.inner = inner
-        self._compressor = cramjam.snappy.Compressor()
+        self._snappy = snappy
+        self._compressor = snappy.Compressor()
         self._in = bytearray(pending)
         self._seen_stream_id = False
 
@@ -174,7 +178,7 @@ class SnappyTransport:
         if not chunks.startswith(SNAPPY_STREAM_ID):
             chunks = SNAPPY_STREAM_ID + chunks
         try:   # cramjam checks every chunk's CRC-32C
-            return bytes(cramjam.snappy.decompress(chunks))
+            return bytes(self._snappy.decompress(chunks))
         except Exception as exc:
             raise TransportError(f"snappy: {exc}") from None
 
@@ -217,6 +221,8 @@ def server_context(opts):
     """nsqd's TLS context from its flags, or None without ``--tls-cert``."""
     if not (opts.tls_cert and opts.tls_key):
         return None
+    from gevent import ssl as gevent_ssl
+
     context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)   # cooperative sockets
     context.load_cert_chain(opts.tls_cert, opts.tls_key)
     minimum = TLS_VERSIONS.get((opts.tls_min_version or "").lower())

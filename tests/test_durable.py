@@ -32,7 +32,7 @@ import urllib.request
 import pytest
 
 from support import (
-    FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, Daemon, V2Client, consume_expected,
+    FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, consume_expected,
     wait_until)
 
 SENTINEL = b"0" * 16     # a message ID never in flight: its FIN's error confirms the rest

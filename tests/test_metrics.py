@@ -6,7 +6,6 @@ import math
 import random
 import time
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import V2Client, children, nsqadmin_daemon, wait_until

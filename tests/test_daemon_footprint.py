@@ -1,0 +1,78 @@
+"""What a daemon's two processes load: the arbiter stays small, the worker has the rest.
+
+The arbiter (the PID that was started) binds, locks and supervises; gevent, greenlet and
+Falcon belong to the worker, imported after the fork, so the arbiter does not hold them
+and the worker does not copy them. Modules the dependencies import but no daemon uses
+are deferred, and still work the moment something does use them.
+"""
+
+import subprocess
+import sys
+
+import pytest
+
+from support import Daemon, children, nsqadmin_daemon, nsqlookupd_daemon, wait_until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc/<pid>/maps")
+
+WORKER_LIBRARIES = ("/gevent/", "/greenlet/", "/falcon/")
+
+
+def mapped_files(pid):
+    with open(f"/proc/{pid}/maps") as fh:
+        return {line.split()[-1] for line in fh if "/" in line}
+
+
+def libraries(paths):
+    return sorted(path for path in paths if any(part in path for part in WORKER_LIBRARIES))
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp_path: Daemon(tmp_path / "data"),
+    lambda tmp_path: nsqlookupd_daemon(None),
+    lambda tmp_path: nsqadmin_daemon(["--nsqd-http-address=127.0.0.1:4151"]),
+], ids=["nsqd", "nsqlookupd", "nsqadmin"])
+def test_gevent_and_falcon_are_loaded_by_the_worker_only(tmp_path, make):
+    daemon = make(tmp_path).start()
+    try:
+        assert daemon.http("GET", "/ping")[0] == 200
+        worker = wait_until(lambda: children(daemon.proc.pid), message="the worker")[0]
+        assert libraries(mapped_files(daemon.proc.pid)) == []
+        worker_libraries = libraries(mapped_files(worker))
+        for part in WORKER_LIBRARIES:
+            assert any(part in path for path in worker_libraries), part
+    finally:
+        daemon.stop()
+
+
+DEFERRED_USES = """
+import greensq.http.launcher
+from greensq.http.unused_modules import UNUSED
+deferred = sorted(name for name in UNUSED if type(sys.modules[name]).__name__ == "DeferredModule")
+print(",".join(deferred))
+
+import argparse, email.utils, html, importlib.metadata, logging.handlers, urllib.request
+import xml.etree.ElementTree as et
+from html import unescape
+
+print(html.escape("<a>"), unescape("&lt;"))
+print(argparse.ArgumentParser(prog="p").prog)
+print(email.utils.formatdate(0, usegmt=True))
+print(importlib.metadata.version("gunicorn") != "")
+print(logging.handlers.RotatingFileHandler.__name__)
+print(et.tostring(et.Element("e")).decode())
+print(urllib.request.Request("http://127.0.0.1/x").host)
+print(sorted(name for name in UNUSED if type(sys.modules[name]).__name__ != "module"))
+"""
+
+
+def test_deferred_modules_work_when_used():
+    out = subprocess.run([sys.executable, "-c", "import sys\n" + DEFERRED_USES],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].split(",") == sorted(
+        ["argparse", "email.utils", "html", "importlib.metadata", "logging.handlers",
+         "urllib.request", "xml.etree.ElementTree"])
+    assert lines[1:] == ["&lt;a&gt; <", "p", "Thu, 01 Jan 1970 00:00:00 GMT", "True",
+                         "RotatingFileHandler", "<e />", "127.0.0.1", "[]"]
