@@ -18,7 +18,6 @@ Go's ``/stats`` reports its runtime's heap; the closest figures a Python process
 """
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import sys
@@ -77,7 +76,7 @@ class _MallInfo2(ctypes.Structure):
 
 def _load_mallinfo2():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)   # the process's own symbols, libc's included
         mallinfo2 = libc.mallinfo2
     except (OSError, AttributeError):
         return None
