@@ -24,7 +24,7 @@ from greensq.http.nsqadmin_pages import add_pages, is_admin_request
 from greensq.services.cluster_http import UpstreamError
 from greensq.services.cluster_stats import join_host_port
 from greensq.services.graphite import GraphiteError
-from greensq.services.metrics import CONTENT_TYPE, admin_metrics
+from greensq.services.metrics import content_type, admin_metrics
 from greensq.services.nsqadmin import ApiError
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsqadmin_assets")
@@ -180,7 +180,7 @@ class Metrics(Resource):
     """GET /metrics: Prometheus' text format, the cluster as last polled."""
 
     def on_get(self, req, resp):
-        resp.content_type = CONTENT_TYPE
+        resp.content_type = content_type()
         resp.data = admin_metrics(self.admin)
 
 

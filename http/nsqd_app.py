@@ -17,7 +17,7 @@ from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
     respond_text)
 from greensq.services.logs import LEVELS
-from greensq.services.metrics import CONTENT_TYPE, nsqd_metrics
+from greensq.services.metrics import content_type, nsqd_metrics
 from greensq.services.names import is_valid_name
 from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT, NSQD_FLAGSET
 from greensq.services.stats import format_text, nsqd_stats
@@ -177,7 +177,7 @@ class Metrics(Resource):
     """GET /metrics: Prometheus' text format (services/metrics.py)."""
 
     def on_get(self, req, resp):
-        resp.content_type = CONTENT_TYPE
+        resp.content_type = content_type()
         resp.data = nsqd_metrics(self.nsqd)
 
 

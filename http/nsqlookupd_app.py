@@ -6,7 +6,7 @@ GET, administrative ones POST; responses are bare JSON with ``{"message": ...}``
 
 from greensq.http.nsq_http import (
     NsqHTTPError, create_api, query_params, respond_json, respond_ping)
-from greensq.services.metrics import CONTENT_TYPE, lookupd_metrics
+from greensq.services.metrics import content_type, lookupd_metrics
 from greensq.services.names import is_valid_name
 from greensq.services.version import NSQ_VERSION
 
@@ -116,7 +116,7 @@ class Metrics(Resource):
     """GET /metrics: Prometheus' text format (services/metrics.py)."""
 
     def on_get(self, req, resp):
-        resp.content_type = CONTENT_TYPE
+        resp.content_type = content_type()
         resp.data = lookupd_metrics(self.lookupd)
 
 
