@@ -1,7 +1,7 @@
 """The channel actor: one consumer group's queue of a topic's messages.
 
 A channel holds messages in memory up to ``--mem-queue-size`` and the rest in its own disk
-queue; it hands them to subscribed sessions in proportion to their free RDY, tracks each
+queue; it hands them to subscribed clients in proportion to their free RDY, tracks each
 delivered message in flight until FIN, REQ or timeout, and keeps requeued-with-delay and
 DPUB messages in a deferred heap. It runs as its own greenlet, so a paused or slow channel
 never holds up its topic or its sibling channels.
@@ -31,18 +31,18 @@ now = time.monotonic
 
 
 class Consumer:
-    """One session's subscription, as the channel sees it.
+    """One client's subscription, as the channel sees it.
 
-    The channel owns and updates every field but ``session``; the session and the stats
+    The channel owns and updates every field but ``client``; the client and the stats
     read them. ``ready_count`` is the client's RDY; the channel keeps ``in_flight_count``
     at or below it.
     """
 
-    __slots__ = ("session", "ready_count", "in_flight_count", "message_count",
+    __slots__ = ("client", "ready_count", "in_flight_count", "message_count",
                  "finish_count", "requeue_count", "closing")
 
-    def __init__(self, session):
-        self.session = session
+    def __init__(self, client):
+        self.client = client
         self.ready_count = 0
         self.in_flight_count = 0
         self.message_count = 0
@@ -88,7 +88,7 @@ class Channel(MessageHolder):
         self.timeout_count = 0
         self._rotation = 0
 
-    # -- called synchronously by sessions (never switches) -------------------------
+    # -- called synchronously by clients (never switches) -------------------------
 
     def attach(self, consumer):
         """Count a new subscriber at once (for limits and ephemeral lifetime), then
@@ -229,7 +229,7 @@ class Channel(MessageHolder):
     def on_delete(self):
         """Close every subscriber and remove the channel's disk queue."""
         for consumer in list(self.consumers):
-            consumer.session.close()
+            consumer.client.close()
         self.queue.delete()
         self.stop_loop()
 
@@ -304,7 +304,7 @@ class Channel(MessageHolder):
             reason = "client does not own message"
         else:
             return msg
-        consumer.session.send_error(
+        consumer.client.send_error(
             ClientError(code, f"{verb} {msg_id.decode('latin-1')} failed {reason}"))
         return None
 
@@ -339,12 +339,12 @@ class Channel(MessageHolder):
             msgs = self._bury_exhausted(msgs)
             if not msgs:
                 return
-        sample_rate = consumer.session.sample_rate
+        sample_rate = consumer.client.sample_rate
         if sample_rate:
             msgs = [msg for msg in msgs if random.randrange(100) < sample_rate]
             if not msgs:
                 return
-        timeout = consumer.session.msg_timeout
+        timeout = consumer.client.msg_timeout
         table = self.timeout_tables.get(timeout)
         if table is None:
             table = self.timeout_tables[timeout] = OrderedDict()
@@ -361,7 +361,7 @@ class Channel(MessageHolder):
             table[msg.id] = msg
         consumer.in_flight_count += len(msgs)
         consumer.message_count += len(msgs)
-        consumer.session.deliver(msgs)
+        consumer.client.deliver(msgs)
 
     def _bury_exhausted(self, msgs):
         """Publish the messages already delivered ``max_attempts`` times to the

@@ -48,7 +48,7 @@ class Topic(MessageHolder):
         self.message_bytes = 0
         self._drain_requested = False
 
-    # -- called by sessions and HTTP handlers ------------------------------------------
+    # -- called by clients and HTTP handlers ------------------------------------------
 
     def publish(self, receipt, msgs):
         """Take a batch of new messages: at once when the topic is idle, else through the

@@ -1,7 +1,7 @@
 """nsqd's HTTP API as Falcon resources, with NSQ's paths, parameters, codes and bodies.
 
 ``create_app(nsqd)`` builds the WSGI app over a running core. The handlers run as
-greenlets in the same hub as the TCP sessions; they publish through the topic actors and
+greenlets in the same hub as the TCP clients; they publish through the topic actors and
 read stats straight from the actors' counters.
 """
 

@@ -85,7 +85,7 @@ class NsqdSpec(ProtocolDaemonSpec):
             log.info("HTTPS: listening on %s", format_sockname(listener))
 
     def protocols(self):
-        from greensq.actors.session import Session
+        from greensq.actors.protocol_v2 import ProtocolV2
         from greensq.services.wire import MAGIC_V2
 
         nsqd = self.core
@@ -93,12 +93,12 @@ class NsqdSpec(ProtocolDaemonSpec):
         def serve_v2(sock, address):
             if nsqd.exiting:
                 return   # a connection that starts during shutdown is closed
-            session = Session(nsqd, sock, address)
-            nsqd.sessions.add(session)
+            protocol = ProtocolV2(nsqd, sock, address)
+            nsqd.clients.add(protocol.client)
             try:
-                session.run()
+                protocol.serve()
             finally:
-                nsqd.sessions.discard(session)
+                nsqd.clients.discard(protocol.client)
 
         return {MAGIC_V2: serve_v2}
 

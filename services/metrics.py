@@ -214,7 +214,7 @@ def nsqd_metrics(nsqd):
     healthy.sample(node_labels, int(nsqd.health_error is None))
     topic_count.sample(node_labels, len(topics))
     channel_count.sample(node_labels, seen)
-    clients.sample(node_labels, len(nsqd.sessions))
+    clients.sample(node_labels, len(nsqd.clients))
     return out.text()
 
 

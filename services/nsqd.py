@@ -1,6 +1,6 @@
 """The nsqd core: the registry of topic actors, message IDs, metadata and shutdown.
 
-One ``NSQD`` lives in the worker process and is shared by the TCP sessions and the HTTP
+One ``NSQD`` lives in the worker process and is shared by the TCP clients and the HTTP
 resources, all greenlets of one hub. Creating or looking up a topic or channel is a plain
 call that never switches; everything else goes through the actors' mailboxes, except
 that a publish to an idle topic is handled at once in the publisher's greenlet (see
@@ -40,7 +40,7 @@ class NSQD:
         self.opts = opts
         self.data_path = os.path.abspath(opts.data_path or os.getcwd())
         self.topics = {}
-        self.sessions = set()
+        self.clients = set()
         self.ids = IdGenerator(opts.node_id)
         self.start_time = int(time.time())
         self.tcp_port = 0          # the bound ports, once listening
@@ -50,7 +50,7 @@ class NSQD:
         self._loading = False
         self._metadata_writer = None
         self._metadata_dirty = False
-        self.watchdog = Watchdog(self.sessions)
+        self.watchdog = Watchdog(self.clients)
         self.statsd = None         # the StatsdPusher, with --statsd-address
         self.lookup_peers = {}     # lookupd TCP address -> LookupPeer (while started)
         self.lookup_started = False
@@ -65,7 +65,7 @@ class NSQD:
 
     def start(self):
         """Background work once the listeners serve: the lookupd peers and the watchdog
-        that sends every session's heartbeats and enforces its read deadline."""
+        that sends every client's heartbeats and enforces its read deadline."""
         self.watchdog.start()
         self.start_lookup()
         GC_PAUSES.install()
@@ -318,13 +318,13 @@ class NSQD:
     # -- shutdown ---------------------------------------------------------------------------
 
     def close(self):
-        """Stop every session and actor, flush every queue to disk, write metadata."""
+        """Stop every client and actor, flush every queue to disk, write metadata."""
         self.exiting = True
         self.watchdog.stop()
         if self.statsd is not None:
             self.statsd.stop()
-        for session in list(self.sessions):
-            session.close()
+        for client in list(self.clients):
+            client.close()
         self.write_metadata()
         log.info("NSQ: closing topics")
         events = []

@@ -16,27 +16,27 @@ from greensq.services.memory import memory_stats
 from greensq.services.version import __version__, NSQ_VERSION
 
 
-def client_stats(session, topic_filter=None):
+def client_stats(client, topic_filter=None):
     """One client's stats, the shape of NSQ's ClientV2Stats."""
-    consumer = session.consumer
+    consumer = client.consumer
     stats = {
-        "client_id": session.client_id,
-        "hostname": session.hostname,
+        "client_id": client.client_id,
+        "hostname": client.hostname,
         "version": "V2",
-        "remote_address": session.remote_address,
-        "state": session.state,
+        "remote_address": client.remote_address,
+        "state": client.state,
         "ready_count": consumer.ready_count if consumer else 0,
         "in_flight_count": consumer.in_flight_count if consumer else 0,
         "message_count": consumer.message_count if consumer else 0,
         "finish_count": consumer.finish_count if consumer else 0,
         "requeue_count": consumer.requeue_count if consumer else 0,
-        "connect_ts": session.connect_ts,
-        "sample_rate": session.sample_rate,
-        "deflate": session.deflate,
-        "snappy": session.snappy,
-        "user_agent": session.user_agent,
+        "connect_ts": client.connect_ts,
+        "sample_rate": client.sample_rate,
+        "deflate": client.deflate,
+        "snappy": client.snappy,
+        "user_agent": client.user_agent,
     }
-    auth_state = getattr(session, "auth_state", None)
+    auth_state = getattr(client, "auth_state", None)
     if auth_state is not None:      # omitempty, as NSQ
         if auth_state.authorizations:
             stats["authed"] = True
@@ -45,11 +45,11 @@ def client_stats(session, topic_filter=None):
         if auth_state.identity_url:
             stats["auth_identity_url"] = auth_state.identity_url
     pub_counts = [{"topic": topic, "count": count}
-                  for topic, count in sorted(session.pub_counts.items())
+                  for topic, count in sorted(client.pub_counts.items())
                   if topic_filter is None or topic == topic_filter]
     if pub_counts:
         stats["pub_counts"] = pub_counts
-    stats.update(session.tls_stats())
+    stats.update(client.tls_stats())
     return stats
 
 
@@ -58,7 +58,7 @@ def bounded(opts):
 
 
 def channel_stats(channel, include_clients):
-    clients = ([client_stats(c.session) for c in channel.consumers]
+    clients = ([client_stats(c.client) for c in channel.consumers]
                if include_clients else None)
     stats = {
         "channel_name": channel.name,
@@ -135,9 +135,9 @@ def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
         stats["memory"] = memory_stats()
     producers = None
     if include_clients:
-        producers = [client_stats(session, topic_filter) for session in nsqd.sessions
-                     if session.pub_counts and (
-                         topic_filter is None or topic_filter in session.pub_counts)] or None
+        producers = [client_stats(client, topic_filter) for client in nsqd.clients
+                     if client.pub_counts and (
+                         topic_filter is None or topic_filter in client.pub_counts)] or None
     stats["producers"] = producers
     return stats
 

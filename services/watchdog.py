@@ -1,10 +1,10 @@
-"""One greenlet that keeps time for every V2 session: heartbeats and read deadlines.
+"""One greenlet that keeps time for every V2 client: heartbeats and read deadlines.
 
-No read or write in a session carries a timer of its own. Heartbeats are kept in a heap by
+No read or write in a client carries a timer of its own. Heartbeats are kept in a heap by
 due time and leave within a millisecond or two of it (clients check: ansq expects exactly
 one heartbeat 1.1 s after an IDENTIFY with ``heartbeat_interval`` 1000). Read deadlines
 (a command must arrive within two heartbeat intervals) change with every command, so they
-are not scheduled: a sweep over the sessions once a second enforces them, which is
+are not scheduled: a sweep over the clients once a second enforces them, which is
 precise enough for a deadline of two seconds or more.
 """
 
@@ -20,12 +20,12 @@ SWEEP_INTERVAL = 1.0
 
 class Watchdog:
     """Sessions call ``schedule`` when their next heartbeat changes; the watchdog calls
-    ``session.heartbeat(now)`` when it is due (which returns the next due time, or None)
-    and ``session.check_read_deadline(now)`` on every sweep."""
+    ``client.heartbeat(now)`` when it is due (which returns the next due time, or None)
+    and ``client.check_read_deadline(now)`` on every sweep."""
 
-    def __init__(self, sessions):
-        self.sessions = sessions          # the live set, swept for read deadlines
-        self._heap = []                   # (due, seq, session)
+    def __init__(self, clients):
+        self.clients = clients            # the live set, swept for read deadlines
+        self._heap = []                   # (due, seq, client)
         self._seq = itertools.count()
         self._wake = Event()
         self._sleeping_until = float("inf")
@@ -39,9 +39,9 @@ class Watchdog:
         if self._greenlet is not None:
             self._greenlet.kill()
 
-    def schedule(self, session, due):
-        """``session``'s next heartbeat is at ``due`` (monotonic); older entries lapse."""
-        heapq.heappush(self._heap, (due, next(self._seq), session))
+    def schedule(self, client, due):
+        """``client``'s next heartbeat is at ``due`` (monotonic); older entries lapse."""
+        heapq.heappush(self._heap, (due, next(self._seq), client))
         if due < self._sleeping_until:
             self._wake.set()
 
@@ -51,15 +51,15 @@ class Watchdog:
         while True:
             now = time.monotonic()
             while heap and heap[0][0] <= now:
-                due, _, session = heapq.heappop(heap)
-                if due == session.next_heartbeat:     # not superseded, not closed
-                    following = session.heartbeat(now)
+                due, _, client = heapq.heappop(heap)
+                if due == client.next_heartbeat:     # not superseded, not closed
+                    following = client.heartbeat(now)
                     if following is not None:
-                        heapq.heappush(heap, (following, next(self._seq), session))
+                        heapq.heappush(heap, (following, next(self._seq), client))
             if now >= next_sweep:
                 next_sweep = now + SWEEP_INTERVAL
-                for session in list(self.sessions):
-                    session.check_read_deadline(now)
+                for client in list(self.clients):
+                    client.check_read_deadline(now)
             self._sleeping_until = min(next_sweep, heap[0][0] if heap else next_sweep)
             self._wake.clear()
             self._wake.wait(max(0.0, self._sleeping_until - time.monotonic()))
