@@ -354,11 +354,13 @@ class NsqdProcess:
         return pids.get("worker", self.proc.pid)
 
     def pids(self):
-        """``{"arbiter": pid, "worker": pid}`` for greensq, ``{"nsqd": pid}`` otherwise."""
-        if self.binary:
-            return {"nsqd": self.proc.pid}
+        """``{"arbiter": pid, "worker": pid}`` for greensq (whichever checkout ``binary``
+        runs), ``{"nsqd": pid}`` for a daemon of one process (Go's)."""
         with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
-            return {"arbiter": self.proc.pid, "worker": int(fh.read().split()[0])}
+            children = fh.read().split()
+        if not children:
+            return {"nsqd": self.proc.pid}
+        return {"arbiter": self.proc.pid, "worker": int(children[0])}
 
     def cpu_seconds(self):
         """CPU time used so far by the daemon's processes."""

@@ -309,11 +309,12 @@ def latency(address, runfor, rate=10_000):
 
 
 def binary_label(binary):
-    """"go nsqd" for Go's nsqd (its ``--version`` says "built w/go..."), else the name."""
+    """"go nsqd" for Go's nsqd (its ``--version`` says "built w/go..."), else the path
+    (another greensq checkout's ``nsqd``, to compare before and after a change)."""
     import subprocess
 
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-    return "go nsqd" if "built w/go" in version else os.path.basename(binary)
+    return "go nsqd" if "built w/go" in version else binary
 
 
 def print_table(letters, columns):
