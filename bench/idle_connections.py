@@ -22,7 +22,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from support import FRAME_RESPONSE, Daemon, V2Client, _children, wait_until  # noqa: E402
+from support import FRAME_RESPONSE, Daemon, V2Client, children, wait_until  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -40,7 +40,7 @@ def rss(pid):
 
 
 def worker_pid(daemon):
-    return wait_until(lambda: (_children(daemon.proc.pid) or [None])[0], message="worker")
+    return wait_until(lambda: (children(daemon.proc.pid) or [None])[0], message="worker")
 
 
 def hold_connections(port, count, ready, done):

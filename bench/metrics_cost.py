@@ -22,7 +22,6 @@ costs per FIN batch (LatencyWindow.record, in this process).
 """
 
 import argparse
-import os
 import socket
 import statistics
 import tempfile
@@ -31,8 +30,8 @@ import time
 import timeit
 import urllib.request
 
-from nsqbench import NsqdProcess
-from scenarios import scenario_together, scenario_writer
+from nsqbench import NsqdProcess, cpu_seconds, run_writer
+from scenarios import BATCH, SIZE, in_process, together
 
 ON_FLAGS = ["--statsd-interval=1s", "--e2e-processing-latency-percentile=0.99,0.95,0.5"]
 
@@ -76,13 +75,6 @@ class Sidecar:
         self.sink.close()
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(config, runfor, baseline_python):
     with tempfile.TemporaryDirectory() as tmp:
         sidecar = None
@@ -97,9 +89,12 @@ def run(config, runfor, baseline_python):
         try:
             worker = nsqd.worker_pid
             cpu_before = cpu_seconds(worker)
-            writer, messages = scenario_writer(nsqd, runfor)
+            messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_a", SIZE,
+                                           BATCH, runfor)
+            writer = messages / seconds
             cpu_per_message = (cpu_seconds(worker) - cpu_before) / messages
-            together_in, together_out = scenario_together(nsqd, runfor)
+            (sent, sent_seconds), (got, got_seconds) = together(nsqd.tcp_address, runfor)
+            together_in, together_out = sent / sent_seconds, got / got_seconds
         finally:
             if sidecar is not None:
                 sidecar.stop()
