@@ -18,13 +18,14 @@ Figures depend on the machine; take them on a quiet one.
 import argparse
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from nsqbench import free_port
 
 # Everything the page loaded (with its size on the wire) and the paint timings, after
 # waiting for the topics and (on greensq's page) the sparklines.
@@ -58,12 +59,6 @@ let tableAt = null;
   setTimeout(poll, 5);
 })();
 """
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url, timeout=30.0):

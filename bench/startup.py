@@ -15,7 +15,6 @@ import argparse
 import glob
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,11 +23,7 @@ import time
 import urllib.error
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from nsqbench import free_port
 
 
 def ping(port):

@@ -21,6 +21,23 @@ import urllib.request
 FRAME_RESPONSE, FRAME_ERROR, FRAME_MESSAGE = 0, 1, 2
 
 
+def free_port():
+    """A loopback port that was free a moment ago (bind to 0, read it, close); nothing
+    listens on it, so connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ping(port, timeout=2.0):
+    """True if ``GET /ping`` on ``port`` answers 200 OK."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=timeout) as resp:
+            return resp.status == 200 and resp.read() == b"OK"
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", sleep=time.sleep):
     """Poll ``predicate`` until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout

@@ -5,7 +5,6 @@ out. Exercised over raw V2, greensq.client, and pynsq / gnsq in a subprocess.
 """
 
 import json
-import socket
 import struct
 import threading
 import urllib.parse
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from support import (
-    FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, run_client_script, wait_until)
+    FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, free_port, run_client_script,
+    wait_until)
 
 SCRIPT = Path(__file__).with_name("auth_clients.py")
 
@@ -91,13 +91,6 @@ def auth_server():
 @pytest.fixture
 def auth_nsqd(nsqd_factory, auth_server):
     return nsqd_factory(f"--auth-http-address={auth_server.address}")
-
-
-def free_port():
-    """A loopback port with nothing listening on it (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def connect(nsqd):

@@ -2,11 +2,10 @@
 greensq daemons. The client runs in this process on gevent sockets (no monkey-patching);
 waits poll with ``gevent_wait_until`` so the client's greenlets keep running."""
 
-import socket
 
 import pytest
 
-from support import gevent_wait_until, nsqlookupd_daemon
+from support import free_port, gevent_wait_until, nsqlookupd_daemon
 
 from greensq.client import (
     ERRORS, BadBodyError, BadMessageError, BadTopicError, Connection,
@@ -18,12 +17,6 @@ from greensq.services.version import __version__
 
 def tcp(daemon):
     return f"127.0.0.1:{daemon.tcp_port}"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CommandLog:

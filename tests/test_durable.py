@@ -32,7 +32,7 @@ import urllib.request
 import pytest
 
 from support import (
-    FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, consume_expected,
+    FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, consume_expected, free_port, ping,
     wait_until)
 
 SENTINEL = b"0" * 16     # a message ID never in flight: its FIN's error confirms the rest
@@ -262,7 +262,7 @@ def publish_markers_under_strace(tmp_path, *flags):
          f"--http-address=127.0.0.1:{http_port}", f"--data-path={data}", *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_until(lambda: _ping(http_port), timeout=60, message="nsqd under strace")
+        wait_until(lambda: ping(http_port), timeout=60, message="nsqd under strace")
         for path in ("/topic/create?topic=marked", "/channel/create?topic=marked&channel=a",
                      "/channel/create?topic=marked&channel=b"):
             _post(http_port, path)
@@ -356,20 +356,6 @@ def test_a_durable_data_directory_is_read_by_the_default_mode(nsqd_factory, tmp_
     plain = nsqd_factory(data_path=data)
     # At least once: every message not FINished is there.
     consume_expected(plain.tcp_port, "both", "ch", bodies)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ping(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def _post(port, path):

@@ -16,23 +16,15 @@ import re
 import pytest
 
 from go_nsq_fakes import FakeGoCluster, load_fixture
-from support import nsqadmin_daemon, wait_until
+from support import free_port, nsqadmin_daemon, wait_until
 
 MODES = ("lookupd", "nsqd")
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     cluster = FakeGoCluster().start()
-    subs = dict(cluster.substitutions, DEAD=f"127.0.0.1:{_free_port()}")
+    subs = dict(cluster.substitutions, DEAD=f"127.0.0.1:{free_port()}")
     args = {
         "lookupd": [f"--lookupd-http-address={subs['LOOKUPD']}"],
         "nsqd": [f"--nsqd-http-address={subs['NSQD0']}", f"--nsqd-http-address={subs['NSQD1']}",

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from greensq.services.version import __version__
-from support import FRAME_RESPONSE, Daemon, V2Client, children, wait_until
+from support import FRAME_RESPONSE, Daemon, V2Client, children, free_port, ping, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = "greensq.http.nsqd_launcher"
@@ -33,22 +33,6 @@ LOG_LINE = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\.\d{6} "
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-def free_port():
-    """A loopback port that was free a moment ago (bind to 0, read it, close)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ping(port, timeout=2.0):
-    """True if ``GET /ping`` on ``port`` answers 200 OK."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=timeout) as resp:
-            return resp.status == 200 and resp.read() == b"OK"
-    except (OSError, urllib.error.URLError):
-        return False
-
 
 def post(port, path):
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
