@@ -10,7 +10,9 @@ import logging
 import os
 import shlex
 
-from greensq.http.launcher import DaemonSpec, StartupError, daemon_main, options_or_exit
+from greensq.http.daemon_spec import DaemonSpec
+from greensq.http.launcher import daemon_main, options_or_exit
+from greensq.http.listeners import StartupError
 from greensq.services.nsqadmin_options import InvalidOptions, parse_nsqadmin_options, validate
 
 

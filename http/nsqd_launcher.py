@@ -11,9 +11,10 @@ import logging
 import os
 import shlex
 
-from greensq.http.launcher import (
-    ProtocolDaemonSpec, StartupError, bind_listener, daemon_main, die_with_parent,
-    options_or_exit)
+from greensq.http.daemon_spec import ProtocolDaemonSpec
+from greensq.http.launcher import daemon_main, options_or_exit
+from greensq.http.listeners import StartupError, bind_listener
+from greensq.http.worker import die_with_parent
 from greensq.services.nsqd_options import parse_nsqd_options
 
 log = logging.getLogger("greensq")
@@ -74,7 +75,7 @@ class NsqdSpec(ProtocolDaemonSpec):
         if "HTTPS" in sockets:
             from gevent.pool import Pool
 
-            from greensq.http.launcher import format_sockname
+            from greensq.http.listeners import format_sockname
             from greensq.http.wsgi_server import ApiServer
 
             listener = sockets["HTTPS"]
@@ -107,7 +108,7 @@ class NsqdSpec(ProtocolDaemonSpec):
 
     def stop(self):
         if self.https_server is not None:
-            from greensq.http.launcher import format_sockname
+            from greensq.http.listeners import format_sockname
 
             log.info("HTTPS: closing %s", format_sockname(self.https_server.socket))
             self.https_server.close()

@@ -5,7 +5,8 @@ announcements) beside the Falcon app (discovery and administration). nsqlookupd 
 data, so there is nothing to lock or flush.
 """
 
-from greensq.http.launcher import ProtocolDaemonSpec, daemon_main
+from greensq.http.daemon_spec import ProtocolDaemonSpec
+from greensq.http.launcher import daemon_main
 from greensq.services.nsqlookupd_options import parse_nsqlookupd_options
 
 

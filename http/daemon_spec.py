@@ -1,0 +1,116 @@
+"""What a daemon plugs into the launcher: the sockets to bind, the directory to lock, and,
+in the worker, the WSGI app, the protocol servers and a graceful stop. The launcher knows
+nothing about NSQ; nsqd, nsqlookupd and nsqadmin are specs.
+"""
+
+import logging
+
+from greensq.http.listeners import format_sockname
+
+
+class DaemonSpec:
+    """What a daemon provides to the launcher (subclass and fill in).
+
+    ``listen_addresses()`` names the sockets to bind, e.g. ``{"TCP": "0.0.0.0:4150",
+    "HTTP": "0.0.0.0:4151"}``; "HTTP" is served by Gunicorn. ``lock_path()`` is a data
+    directory to lock, or None. In the worker, ``build_app(sockets)`` returns the WSGI app,
+    ``start(sockets)`` starts the protocol servers and ``stop()`` shuts down gracefully.
+    """
+
+    name = "daemon"
+    graceful_timeout = 30
+    bound = None
+
+    def listen_addresses(self):
+        raise NotImplementedError
+
+    def lock_path(self):
+        return None
+
+    def log_prefix(self):
+        return f"[{self.name}] "
+
+    def http_max_body(self):
+        """The largest request body the HTTP server buffers for the app."""
+        return 1 << 20
+
+    def build_app(self, sockets):
+        raise NotImplementedError
+
+    def start(self, sockets):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+
+class ProtocolDaemonSpec(DaemonSpec):
+    """An NSQ-shaped daemon: a core built in the worker, a TCP protocol server on the
+    ``--tcp-address`` port beside the Falcon app on ``--http-address``, NSQ's log lines.
+
+    Subclasses set ``name`` and implement ``build_core()``, ``create_app(core)`` and
+    ``protocols()`` (magic -> serve(sock, address)); ``after_start`` and ``close_core``
+    are optional hooks. The core gets ``tcp_port`` and ``http_port`` once bound.
+    """
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.core = None
+        self.tcp_server = None
+        self.log_handler = None
+
+    def log_prefix(self):
+        return self.opts.log_prefix
+
+    def listen_addresses(self):
+        return {"TCP": self.opts.tcp_address, "HTTP": self.opts.http_address}
+
+    def build_core(self):
+        raise NotImplementedError
+
+    def create_app(self, core):
+        raise NotImplementedError
+
+    def protocols(self):
+        raise NotImplementedError
+
+    def after_start(self):
+        """Runs once the listeners serve (nsqd connects to its lookupds here)."""
+
+    def close_core(self):
+        """Runs after the listeners stopped accepting: flush and release."""
+
+    def build_app(self, sockets):
+        from greensq.services.logs import setup_logging
+        from greensq.services.version import version_banner
+
+        self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
+        logging.getLogger("greensq").info("%s", version_banner(self.name))
+        self.core = self.build_core()
+        return self.create_app(self.core)
+
+    def start(self, sockets):
+        from greensq.services.tcp_server import ProtocolServer
+
+        log = logging.getLogger("greensq")
+        tcp = sockets["TCP"]
+        bound = self.bound or {}
+        self.core.tcp_port = tcp.getsockname()[1]
+        if "HTTP" in bound:
+            self.core.http_port = int(bound["HTTP"].rpartition(":")[2])
+        self.tcp_server = ProtocolServer(tcp, self.protocols())
+        self.tcp_server.start()
+        log.info("TCP: listening on %s", format_sockname(tcp))
+        if "HTTP" in bound:
+            log.info("HTTP: listening on %s", bound["HTTP"])
+        self.after_start()
+
+    def stop(self):
+        if self.tcp_server is not None:
+            logging.getLogger("greensq").info(
+                "TCP: closing %s", format_sockname(self.tcp_server.socket))
+            self.tcp_server.close()
+        if self.core is not None:
+            self.close_core()
+        if self.log_handler is not None:
+            self.log_handler.flush_pending()

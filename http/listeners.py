@@ -1,0 +1,85 @@
+"""What the arbiter does before it forks: bind every listening socket and lock the data
+directory, so a restarted worker keeps the same ports (port 0 included), connections wait
+in the backlog during a restart, and a second daemon on the same data directory fails at
+once. A killed daemon's dying worker is waited for (services/holders.py).
+"""
+
+import errno
+import fcntl
+import os
+import socket
+
+
+class StartupError(Exception):
+    """A daemon cannot start; the message is printed and the process exits 1."""
+
+
+def parse_address(address):
+    """``"host:port"``, ``":port"`` or ``"[v6]:port"`` as ``(family, host, port)``."""
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        raise StartupError(f"invalid address {address!r}: missing port")
+    try:
+        port = int(port)
+    except ValueError:
+        raise StartupError(f"invalid address {address!r}: bad port") from None
+    if host.startswith("[") and host.endswith("]"):
+        return socket.AF_INET6, host[1:-1], port
+    return socket.AF_INET, host or "0.0.0.0", port
+
+
+def bind_listener(address, backlog=1024):
+    """A listening TCP socket on ``address``, reusable at once after a restart (a killed
+    daemon's dying worker is waited for: see services/holders.py)."""
+    from greensq.services.holders import port_holders, retry_while_holders_die
+
+    family, host, port = parse_address(address)
+
+    def attempt():
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        family_, _, _, _, sockaddr = next(
+            (info for info in infos if info[0] == family), infos[0])
+        sock = socket.socket(family_, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    try:
+        sock = retry_while_holders_die(attempt, lambda: port_holders(port)) if port else attempt()
+    except OSError as exc:
+        raise StartupError(f"listen ({address}) failed - {exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def format_sockname(sock):
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def lock_directory(path, daemon_name):
+    """Hold an exclusive flock on the data directory for the life of the process.
+
+    flock on the directory itself is what Go's nsqd takes too, so greensq and Go nsqd
+    also exclude each other.
+    """
+    from greensq.services.holders import lock_holders, retry_while_holders_die
+
+    os.makedirs(path, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        retry_while_holders_die(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB),
+                                lambda: lock_holders(path))
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StartupError(
+                f"--data-path={path} in use (possibly by another instance of {daemon_name})"
+            ) from None
+        raise StartupError(f"failed to lock --data-path={path} - {exc}") from None
+    return fd

@@ -1,0 +1,180 @@
+"""The daemon's one worker process: a Gunicorn worker that runs a gevent hub with the
+Falcon app on the HTTP server of wsgi_server.py and the spec's protocol servers beside it.
+
+Gunicorn loads the worker class in the arbiter, so this module imports gevent, the app
+and the daemon's core only in the worker, after the fork. The worker dies with its
+arbiter (``PR_SET_PDEATHSIG``), as a killed Go binary takes its ports with it.
+"""
+
+import gc
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+
+from greensq.http.unused_modules import defer_unused_modules
+
+defer_unused_modules()   # before Gunicorn, whichever module imports it first
+
+from gunicorn.arbiter import Arbiter  # noqa: E402 (after the deferral)
+from gunicorn.workers.base import Worker  # noqa: E402
+
+from greensq.http.listeners import format_sockname  # noqa: E402
+
+
+def raise_fd_limit():
+    """Raise the soft open-files limit to the hard limit: every client connection is a
+    file descriptor, and the usual soft limit (1024) would cap nsqd at ~1000 clients."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid):
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux), then make sure
+    the parent is still ``parent_pid``: it may have died before the request was made.
+
+    Whoever started a daemon sees one process. Killing that PID, even with SIGKILL, must
+    end the worker at once too, so the ports and the data-directory lock are free for the
+    next start, as they are when a Go binary is killed.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def monkey_patch():
+    """gevent's ``patch_all()`` without its plugin lookup.
+
+    Around every module it patches, gevent looks for plugins among the entry points of
+    every installed distribution: 25 reads of all the package metadata, about 0.1 s of
+    CPU and 2 MB at each worker start. The daemons use no gevent plugins; subscribers
+    registered in code (``zope.event``) are still notified. The daemons start no
+    processes either, so ``subprocess`` stays unpatched (and gevent's copy unloaded).
+    """
+    from gevent import events, monkey
+
+    events.notify_and_call_entry_points = events.notify
+    monkey.patch_all(subprocess=False)
+
+
+def release_free_heap():
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Imports leave the heap full of freed buffers (file contents, compiler scratch) that
+    stay resident: about 1 MB once a worker has started.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
+class DaemonWorker(Worker):
+    """The single gevent worker: the Falcon app on the HTTP server in wsgi_server.py, and
+    the spec's protocol servers beside it.
+
+    Gunicorn loads the worker class in the arbiter, so gevent is imported here only once
+    the worker runs, after the fork. Its run loop wakes as soon as a stop signal arrives
+    (Gunicorn's polls once a second), then stops accepting, gives requests under way a
+    moment, and lets the spec flush.
+    """
+
+    drain_timeout = 2.0
+
+    def init_process(self):
+        die_with_parent(self.ppid)
+        monkey_patch()
+        from gevent import hub
+
+        # Sockets bound in the arbiter predate monkey-patching: re-wrap them for the hub.
+        self.sockets = [socket.socket(listener.FAMILY, socket.SOCK_STREAM,
+                                      fileno=listener.sock.detach())
+                        for listener in self.sockets]
+        hub.reinit()
+        # Falcon's App copies mimetypes' table (for static routes); Python's own table is
+        # enough for the daemons (nsqadmin serves .css and .js), and reading the system's
+        # mime.types would cost 0.4 MB.
+        import mimetypes
+
+        mimetypes.init(files=[])
+        super().init_process()
+
+    def notify(self):
+        super().notify()
+        if self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            sys.exit(0)
+
+    def run(self):
+        import gevent
+        from gevent.event import Event
+        from gevent.pool import Pool
+
+        from greensq.http.wsgi_server import ApiServer
+
+        spec = self.app.spec
+        raise_fd_limit()
+        self._stop = Event()
+        sockets = {label: socket.socket(sock.family, sock.type, fileno=sock.detach())
+                   for label, sock in self.app.sockets.items() if label != "HTTP"}
+        servers = []
+        try:
+            spec.start(sockets)
+            for listener in self.sockets:
+                listener.setblocking(1)
+                server = ApiServer(listener, self.wsgi,
+                                   spawn=Pool(self.cfg.worker_connections),
+                                   max_body=spec.http_max_body())
+                server.start()
+                servers.append(server)
+        except Exception:
+            self.log.exception("%s failed to start", spec.name)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        # Messages are not cyclic garbage; let the cyclic collector run rarely, and never
+        # rescan what startup allocated, so it cannot pause the hub under load.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+        release_free_heap()
+        try:
+            while self.alive:
+                self.notify()
+                self._stop.wait(1.0)
+            for server in servers:
+                logging.getLogger("greensq").info(
+                    "HTTP: closing %s", format_sockname(server.socket))
+                server.close_idle()
+            deadline = time.monotonic() + self.drain_timeout
+            while time.monotonic() < deadline and any(server.active for server in servers):
+                gevent.sleep(0.05)
+        finally:
+            spec.stop()
+
+    def handle_exit(self, sig, frame):
+        self.alive = False
+        self._stop.set()
+
+    # SIGINT / SIGQUIT shut down as gracefully as SIGTERM: queues must reach disk.
+    handle_quit = handle_exit
+
+    def handle_usr1(self, sig, frame):
+        # Reopening log files may block: not in a signal handler on the hub.
+        import gevent
+
+        gevent.spawn(super().handle_usr1, sig, frame)
