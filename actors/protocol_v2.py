@@ -82,6 +82,7 @@ class ProtocolV2:
             if (len(line) == 20 and line[:4] == b"FIN " and client.state >= STATE_SUBSCRIBED
                     and (client.tls or not client.tls_required)):
                 fins.append(line[4:])   # the hot path: one per message
+                reader.take_fins(fins)  # and the FINs that came with it
                 continue
             params = line.split(b" ")
             handler = commands.get(params[0])

@@ -5,6 +5,7 @@ A frame is ``[4-byte size][4-byte frame type][data]`` where size counts the type
 Errors carry NSQ's code (``E_INVALID`` ...) and text; fatal ones close the connection.
 """
 
+import re
 import struct
 
 FRAME_RESPONSE = 0
@@ -79,6 +80,10 @@ class LineTooLong(Exception):
     """A command line longer than the reader allows."""
 
 
+# A run of FIN commands as consumers send them: "FIN " and a 16-byte message ID per line.
+_FIN_RUN = re.compile(rb"(?:FIN [^\r\n]{16}\n)+")
+
+
 class StreamReader:
     """Buffered reads of command lines and sized bodies from a socket (or a transport:
     anything with ``recv``).
@@ -125,6 +130,16 @@ class StreamReader:
             if len(self._buf) - self._pos >= limit:
                 raise LineTooLong()
             self._fill()
+
+    def take_fins(self, ids):
+        """Take the run of ``FIN <id>`` lines that starts at the read position and is
+        already buffered, appending the IDs to ``ids``: a consumer sends one FIN per
+        message, and one match over the run costs less than a ``readline`` each."""
+        run = _FIN_RUN.match(self._buf, self._pos)
+        if run is not None:
+            lines = run.group()
+            ids.extend([lines[start + 4:start + 20] for start in range(0, len(lines), 21)])
+            self._pos = run.end()
 
     def readexactly(self, size):
         while len(self._buf) - self._pos < size:
@@ -195,29 +210,35 @@ def parse_digits(raw):
 
 
 def split_mpub_body(body, opts, prefix="MPUB"):
-    """The messages of an MPUB body (``[count][size][bytes]...``), or a FatalClientError
-    with NSQ's text. Shared by the TCP MPUB command and HTTP ``/mpub?binary=true``."""
-    view = memoryview(body)
-    if len(view) < 4:
+    """The messages of an MPUB body (``[count][size][bytes]...``, bytes), or a
+    FatalClientError with NSQ's text. Shared by the TCP MPUB command and HTTP
+    ``/mpub?binary=true``. One size read and one slice per message: this runs for every
+    message published in a batch."""
+    end = len(body)
+    if end < 4:
         raise FatalClientError("E_BAD_BODY", f"{prefix} failed to read message count")
-    count = int.from_bytes(view[:4], "big", signed=True)
+    count = SIZE.unpack_from(body)[0]
     if count <= 0 or count > (opts.max_body_size - 4) // 5:
         raise FatalClientError("E_BAD_BODY", f"{prefix} invalid message count {count}")
-    bodies, pos, end = [], 4, len(view)
+    read_size = SIZE.unpack_from
+    max_size = opts.max_msg_size
+    bodies = []
+    append = bodies.append
+    pos = 4
     for index in range(count):
         if pos + 4 > end:
             raise FatalClientError(
                 "E_BAD_MESSAGE", f"{prefix} failed to read message({index}) body size")
-        size = int.from_bytes(view[pos:pos + 4], "big", signed=True)
+        size = read_size(body, pos)[0]
         pos += 4
-        if size <= 0:
-            raise FatalClientError(
-                "E_BAD_MESSAGE", f"{prefix} invalid message({index}) body size {size}")
-        if size > opts.max_msg_size:
-            raise FatalClientError(
-                "E_BAD_MESSAGE", f"{prefix} message too big {size} > {opts.max_msg_size}")
-        if pos + size > end:
+        if not 0 < size <= max_size or pos + size > end:
+            if size <= 0:
+                raise FatalClientError(
+                    "E_BAD_MESSAGE", f"{prefix} invalid message({index}) body size {size}")
+            if size > max_size:
+                raise FatalClientError(
+                    "E_BAD_MESSAGE", f"{prefix} message too big {size} > {max_size}")
             raise FatalClientError("E_BAD_MESSAGE", f"{prefix} failed to read message body")
-        bodies.append(bytes(view[pos:pos + size]))
+        append(body[pos:pos + size])
         pos += size
     return bodies
