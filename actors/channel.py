@@ -151,13 +151,8 @@ class Channel(MessageHolder):
         consumer.ready_count = 0  # CLS forces RDY 0, as stats show
 
     def on_fin(self, consumer, ids):
-        finished = []
-        for msg_id in ids:
-            msg = self._owned_in_flight(consumer, msg_id, "FIN", "E_FIN_FAILED")
-            if msg is not None:
-                self._take_in_flight(msg)
-                self.queue.finish(msg)
-                finished.append(msg)
+        finished = self._take_owned(consumer, ids, "FIN", "E_FIN_FAILED")
+        self.queue.finish(finished)
         consumer.finish_count += len(finished)
         if self.latency is not None and finished:
             self.latency.record(finished)
@@ -308,6 +303,24 @@ class Channel(MessageHolder):
             ClientError(code, f"{verb} {msg_id.decode('latin-1')} failed {reason}"))
         return None
 
+    def _take_owned(self, consumer, ids, verb, code):
+        """The messages of ``ids`` that ``consumer`` has in flight, taken out of flight (as
+        ``_take_in_flight`` does, inline: this runs for every FIN); the others get an
+        error frame."""
+        in_flight = self.in_flight
+        taken = []
+        for msg_id in ids:
+            msg = in_flight.get(msg_id)
+            if msg is None or msg.owner is not consumer:
+                self._owned_in_flight(consumer, msg_id, verb, code)
+                continue
+            del in_flight[msg_id]
+            del msg.timeout_bucket[msg_id]
+            msg.timeout_bucket = msg.owner = None
+            taken.append(msg)
+        consumer.in_flight_count -= len(taken)
+        return taken
+
     def _take_in_flight(self, msg):
         del self.in_flight[msg.id]
         del msg.timeout_bucket[msg.id]
@@ -391,6 +404,5 @@ class Channel(MessageHolder):
                           len(dead), target, err)
                 return keep + dead
             self.dead_letter_count += len(dead)
-            for msg in dead:
-                self.queue.finish(msg)      # durable mode: done with here
+            self.queue.finish(dead)      # durable mode: done with here
         return keep

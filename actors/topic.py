@@ -127,11 +127,11 @@ class Topic(MessageHolder):
     def on_drained(self, msgs, error):
         """Durable mode: the channels have (or, on a write error, have not) stored a
         drained batch."""
+        if error is None:
+            self.queue.finish(msgs)
+            return
         for msg in msgs:
-            if error is None:
-                self.queue.finish(msg)
-            else:
-                self.queue.undefer(msg)   # back in memory, drained again later
+            self.queue.undefer(msg)   # back in memory, drained again later
 
     def on_unpause(self):
         super().on_unpause()

@@ -268,12 +268,13 @@ class DurableQueue:
         """A deferred message is due: its record stays as it is."""
         self.memory.append(msg)
 
-    def finish(self, msg):
-        """FIN: the message is done with."""
-        entry = getattr(msg, "entry", None)
-        if entry is not None:
-            msg.entry = None
-            self._done(entry)
+    def finish(self, msgs):
+        """FIN: the messages are done with."""
+        for msg in msgs:
+            entry = getattr(msg, "entry", None)
+            if entry is not None:
+                msg.entry = None
+                self._done(entry)
 
     def _rewrite(self, msg):
         entry = getattr(msg, "entry", None)

@@ -117,8 +117,8 @@ class MessageQueue:
         """A deferred message is due."""
         self.put(msg)
 
-    def finish(self, msg):
-        """A message FINished."""
+    def finish(self, msgs):
+        """Messages FINished."""
 
     def flush(self):
         """End of the owner's turn."""

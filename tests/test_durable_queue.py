@@ -43,12 +43,12 @@ def test_the_read_position_moves_only_past_finished_records(tmp_path):
     publish(queue, [b"a", b"b", b"c", b"d"])
     a, b, c, d = queue.take(4)
     for msg in (b, c, d):
-        queue.finish(msg)
+        queue.finish([msg])
     queue.flush()
     # a holds the read position; b..d are one finished run behind it.
     assert queue.window.head.start == a.entry.start
     assert queue.window.head.next.count == 3 and queue.window.head.next.next is None
-    queue.finish(a)
+    queue.finish([a])
     queue.flush()
     assert queue.window.head is None
     queue.close()
@@ -61,7 +61,7 @@ def test_a_reopened_queue_delivers_what_was_not_finished(tmp_path):
     taken = queue.take(10)
     for msg in taken:
         if msg.body not in (b"3", b"7"):
-            queue.finish(msg)
+            queue.finish([msg])
     queue.flush()
     queue.log._stop_syncer()            # a crash: nothing more is written
     reopened = open_queue(tmp_path)
@@ -93,7 +93,7 @@ def test_the_finish_log_is_rewritten_compactly(tmp_path, monkeypatch):
     while len(taken) < 400:
         taken += queue.take(50)
     for msg in taken[1:]:                   # out of order behind the first, still in flight
-        queue.finish(msg)
+        queue.finish([msg])
         queue.flush()
     size = os.path.getsize(tmp_path / "q.finished")
     assert size <= 2000 + finish_log.ENTRY.size
