@@ -361,7 +361,7 @@ def main():
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         def scenarios(name, binary=None, flags=()):
-            return name, Scenarios(os.path.join(tmp, name.replace(" ", "")), binary,
+            return name, Scenarios(tempfile.mkdtemp(dir=tmp), binary,
                                    args.runfor, args.client_processes, flags)
 
         servers = [scenarios("greensq")]
