@@ -269,12 +269,16 @@ class DurableQueue:
         self.memory.append(msg)
 
     def finish(self, msgs):
-        """FIN: the messages are done with."""
+        """FIN: the messages are done with. Their records are written to the finish log at
+        once, not at the end of the turn: a reply the client gets later (an error for a
+        FIN further on, say) tells it these FINs were handled, and the turn may yield
+        before it ends (an fsync for a requeue), letting that reply out first."""
         for msg in msgs:
             entry = getattr(msg, "entry", None)
             if entry is not None:
                 msg.entry = None
                 self._done(entry)
+        self.finish_log.flush()
 
     def _rewrite(self, msg):
         entry = getattr(msg, "entry", None)
