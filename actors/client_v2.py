@@ -93,7 +93,7 @@ class ClientV2:
         self.schedule_heartbeats()
         return gevent.spawn(self._write_loop)
 
-    def finish(self, writer):
+    def shut_down(self, writer):
         """After the protocol's loop: let the writer send what is queued, drop the
         subscription, close the socket."""
         self.closed = True

@@ -67,7 +67,7 @@ class ProtocolV2:
                       client.remote_address)
         finally:
             log.info("PROTOCOL(V2): [%s] exiting ioloop", client.remote_address)
-            client.finish(writer)
+            client.shut_down(writer)
 
     # -- reading --------------------------------------------------------------------------
 
