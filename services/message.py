@@ -87,6 +87,9 @@ class Message:
         return f"<Message {self.id.decode()} attempts={self.attempts} {len(self.body)}B>"
 
 
+_ID_ENDINGS = [b"%03x" % low for low in range(4096)]   # an ID's last 12 bits, in hex
+
+
 class IdGenerator:
     """Unique, increasing 16-hex-digit message IDs, shaped like NSQ's.
 
@@ -102,9 +105,21 @@ class IdGenerator:
         self._last = 0
 
     def next_ids(self, count, now_ns=None):
-        """``count`` new IDs (bytes) in increasing order (``now_ns``: the time to use)."""
-        start = self._take(count, now_ns)
-        return [b"%016x" % value for value in range(start, start + count)]
+        """``count`` new IDs (bytes) in increasing order (``now_ns``: the time to use).
+
+        Consecutive values share their top 13 hex digits for up to 4096 values: each run is
+        one formatted prefix joined to precomputed 3-digit endings, about half the cost
+        of formatting every ID (an MPUB of 200 takes 200 IDs)."""
+        value = self._take(count, now_ns)
+        end = value + count
+        ids = []
+        while value < end:
+            low = value & 0xfff
+            run = min(end - value, 4096 - low)
+            prefix = b"%013x" % (value >> 12)
+            ids += [prefix + ending for ending in _ID_ENDINGS[low:low + run]]
+            value += run
+        return ids
 
     def next_id(self, now_ns=None):
         """One new ID."""
