@@ -11,7 +11,6 @@ how many publishes failed (those were never acknowledged, so may be lost).
 
 import json
 import sys
-import time
 
 import gevent
 import gevent.event
@@ -23,6 +22,8 @@ from greensq.client.errors import NSQError
 
 def main(config):
     acked, received = set(), set()
+    outstanding = set()              # acknowledged, not received yet
+    drained = gevent.event.Event()   # set once stopping and nothing is outstanding
     failed = 0
     deliveries = 0
     stopping = gevent.event.Event()
@@ -37,6 +38,8 @@ def main(config):
             try:
                 producer.publish(config["topic"], body.encode())
                 acked.add(body)
+                if body not in received:
+                    outstanding.add(body)
             except (NSQError, OSError, gevent.Timeout):
                 failed += 1
             stopping.wait(config["interval"])
@@ -45,7 +48,11 @@ def main(config):
     def handler(message):
         nonlocal deliveries
         deliveries += 1
-        received.add(message.body.decode())
+        body = message.body.decode()
+        received.add(body)
+        outstanding.discard(body)
+        if stopping.is_set() and not outstanding:
+            drained.set()
 
     def report(**extra):
         line = {"acked": len(acked), "received": len(received), **extra}
@@ -68,11 +75,11 @@ def main(config):
     stopping.set()
     publisher.join()
     reporter.join()
-    deadline = time.monotonic() + config["drain_timeout"]
-    while not acked <= received and time.monotonic() < deadline:
-        gevent.sleep(0.1)
+    if not outstanding:
+        drained.set()
+    drained.wait(config["drain_timeout"])
     consumer.close()
-    report(missing=sorted(acked - received), failed_publishes=failed, deliveries=deliveries,
+    report(missing=sorted(outstanding), failed_publishes=failed, deliveries=deliveries,
            done=True)
 
 
