@@ -53,6 +53,9 @@ def mpub_frame(topic, size, batch):
     return f"MPUB {topic}\n".encode() + struct.pack(">i", len(payload)) + payload
 
 
+MIB = 1 << 20
+
+
 def pub_frame(topic, size):
     return f"PUB {topic}\n".encode() + struct.pack(">i", size) + b"x" * size
 
@@ -168,6 +171,42 @@ def pss_bytes(pid):
             if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no Pss for {pid}")
+
+
+def resident_pages(pid):
+    """The physical pages ``pid`` has resident (frame numbers from /proc/<pid>/pagemap,
+    which only root may read); None where they cannot be read."""
+    import array
+
+    frames = set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            start, _, end = line.split(None, 1)[0].partition("-")
+            first, last = int(start, 16) // page, int(end, 16) // page
+            try:
+                pagemap.seek(first * 8)
+                entries = array.array("Q", pagemap.read((last - first) * 8))
+            except OSError:
+                continue   # [vsyscall]
+            frames.update(entry & ((1 << 55) - 1) for entry in entries if entry >> 63)
+    if frames and not any(frames):
+        return None        # frame numbers hidden: not root
+    return frames
+
+
+def resident_once_bytes(pids):
+    """The memory a daemon's processes hold together, each physical page counted once
+    however many of them map it. Unlike PSS it does not depend on what else runs on the
+    host (other Python processes share, and so lower the PSS of, the interpreter's and
+    the C libraries' pages). None without root."""
+    frames = set()
+    for pid in pids:
+        pages = resident_pages(pid)
+        if pages is None:
+            return None
+        frames |= pages
+    return len(frames) * os.sysconf("SC_PAGE_SIZE")
 
 
 def cpu_seconds(pid):
@@ -369,6 +408,10 @@ class NsqdProcess:
     def pss(self):
         """PSS in bytes of each of the daemon's processes, by ``pids()``'s names."""
         return {name: pss_bytes(pid) for name, pid in self.pids().items()}
+
+    def resident_once(self):
+        """``resident_once_bytes`` of the daemon's processes (None without root)."""
+        return resident_once_bytes(self.pids().values())
 
     def stats(self):
         import urllib.request

@@ -7,7 +7,9 @@
   (d) one client sending single PUBs, waiting for each OK (it polls its socket for the
       reply, as a Go client's runtime spins before it sleeps; the figure for a client that
       sleeps in recv() is printed beside it)
-  (e) PSS idle, and after a backlog of 1,000,000 messages (greensq: arbiter + worker)
+  (e) PSS idle, and after a backlog of 1,000,000 messages (greensq: arbiter + worker);
+      beside it (as root) the same memory with each physical page counted once, which
+      does not depend on other processes sharing the interpreter's and C libraries' pages
   (f) HTTP POST /pub, one keep-alive connection, one request at a time
   (g) end-to-end latency p50 / p99 at a steady 10,000 msgs/s
   (h) HTTP POST /pub, 16 keep-alive connections, each one request at a time
@@ -39,13 +41,12 @@ import time
 from dataclasses import dataclass
 
 from nsqbench import (
-    NsqdProcess, connect, http_pub_request, http_reply_end, identify, lockstep_load,
+    MIB, NsqdProcess, connect, http_pub_request, http_reply_end, identify, lockstep_load,
     nsq_reply_end, pub_frame, read_frame, run_reader, run_writer)
 
 SIZE = 200
 BATCH = 200
 BACKLOG = 1_000_000
-MIB = 1 << 20
 
 NAMES = {
     "a": "(a) writer, MPUB 200 x 200 B",
@@ -122,14 +123,16 @@ class Scenarios:
     def memory(self):
         with self.running() as nsqd:
             time.sleep(1.0)
-            idle = nsqd.pss()
+            idle, idle_once = nsqd.pss(), nsqd.resident_once()
             in_process(run_writer, nsqd.tcp_address, "bench_e", SIZE, BATCH, 3600, BACKLOG)
             nsqd.wait_for_depth("bench_e", BACKLOG)
             time.sleep(1.0)
-            loaded = nsqd.pss()
+            loaded, loaded_once = nsqd.pss(), nsqd.resident_once()
         growth = (sum(loaded.values()) - sum(idle.values())) / MIB
-        return Result(f"{format_pss(idle)} / {format_pss(loaded)} MiB (+{growth:.1f})",
-                      rate=sum(idle.values()))
+        text = f"{format_pss(idle)} / {format_pss(loaded)} MiB (+{growth:.1f})"
+        if idle_once is not None and loaded_once is not None:
+            text += f"; each page once: {idle_once / MIB:.1f} / {loaded_once / MIB:.1f}"
+        return Result(text, rate=sum(idle.values()))
 
     def lockstep(self, request, reply_end, connections, magic=b""):
         with self.running() as nsqd:

@@ -1,6 +1,6 @@
 """Time from starting a daemon to its first successful ``GET /ping``, wall clock and CPU.
 
-    python bench/startup.py [--daemon nsqd] [--runs 10] [--target 0.25]
+    python bench/startup.py [--daemon nsqd] [--runs 10] [--target 0.25] [--memory]
 
 Each run starts ``python -m greensq.http.<daemon>_launcher`` (the interpreter running this
 script) on free loopback ports (nsqd with a fresh temporary data directory), polls /ping
@@ -8,7 +8,10 @@ until it answers 200, and records the time since ``Popen`` and the CPU time the 
 processes (arbiter and worker) have used by then; then it stops the daemon with SIGTERM.
 Prints every run, then the median and max of both. greensq's modules are compiled to
 bytecode first, as in an installed package. On a loaded machine the wall time
-mostly measures the wait for a CPU; the CPU time is the cost of starting.
+mostly measures the wait for a CPU; the CPU time is the cost of starting. With
+``--memory`` each run also prints the daemon's memory a second after its first answer,
+at rest: the PSS of its processes, and (as root) the memory they hold with each
+physical page counted once, which other processes on the host do not lower.
 """
 
 import argparse
@@ -23,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 
-from nsqbench import free_port
+from nsqbench import MIB, free_port, pss_bytes, resident_once_bytes
 
 
 def ping(port):
@@ -83,8 +86,9 @@ def with_bytecode():
     return env
 
 
-def one_run(daemon, env, timeout=30.0):
-    """``(wall seconds, CPU seconds)`` from start to the first /ping answer."""
+def one_run(daemon, env, timeout=30.0, memory=False):
+    """``(wall seconds, CPU seconds)`` from start to the first /ping answer; with
+    ``memory``, and ``(PSS, each page once)`` in bytes a second later."""
     http_port = free_port()
     with tempfile.TemporaryDirectory(prefix="greensq-bench-") as data_path:
         started = time.monotonic()
@@ -101,7 +105,12 @@ def one_run(daemon, env, timeout=30.0):
                 if time.monotonic() - started > timeout:
                     raise RuntimeError(f"{daemon} did not answer /ping in time")
                 time.sleep(0.002)
-            return time.monotonic() - started, cpu_seconds(process_tree(proc.pid))
+            result = time.monotonic() - started, cpu_seconds(process_tree(proc.pid))
+            if not memory:
+                return result
+            time.sleep(1.0)
+            pids = process_tree(proc.pid)
+            return result + ((sum(pss_bytes(pid) for pid in pids), resident_once_bytes(pids)),)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -117,14 +126,22 @@ def main():
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.25,
                         help="seconds to compare the median wall time against (report only)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also print the daemon's memory at rest after each start")
     args = parser.parse_args()
     walls, cpus = [], []
     env = with_bytecode()
     for index in range(args.runs):
-        wall, cpu = one_run(args.daemon, env)
+        wall, cpu, *memory = one_run(args.daemon, env, memory=args.memory)
         walls.append(wall)
         cpus.append(cpu)
-        print(f"run {index + 1}: {wall * 1000:.0f} ms to first /ping, {cpu * 1000:.0f} ms CPU")
+        line = f"run {index + 1}: {wall * 1000:.0f} ms to first /ping, {cpu * 1000:.0f} ms CPU"
+        if memory:
+            pss, once = memory[0]
+            line += f"; at rest PSS {pss / MIB:.1f} MiB"
+            if once is not None:
+                line += f", each page once {once / MIB:.1f} MiB"
+        print(line)
     median = statistics.median(walls)
     verdict = "within" if median < args.target else "OVER"
     print(f"wall: median {median * 1000:.0f} ms, max {max(walls) * 1000:.0f} ms; "

@@ -1,0 +1,173 @@
+"""What the platform alone costs, under the loads of ``scenarios.py``: the floors beneath
+greensq's per-request and memory figures.
+
+- (i) floor: a gevent server that answers every read with an OK frame, and nothing else
+  (no parsing, no topic), under (i)'s load: single PUBs from 32 lock-step publishers.
+- (h) / (f) floor: greensq's HTTP server and a Falcon app made by ``create_api`` whose one
+  responder reads the body and answers ``OK`` (no topic, no message), under (h)'s and
+  (f)'s loads: ``POST /pub`` on 16 keep-alive connections, and on one.
+- (e) floor: memory of a parent and its forked child, idle, as greensq's arbiter and
+  worker are: a bare interpreter; then the parent with Gunicorn's arbiter imported and
+  the child with gevent patched in and Falcon and httptools imported (the dependencies
+  greensq's design asks for, without greensq).
+
+Each line prints the server's rate, its CPU time per request (user + system), and for
+memory the PSS and the resident memory with each physical page counted once (as root).
+Compare them with ``scenarios.py``'s (i), (h), (f) and (e), and with Go nsqd's there.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from nsqbench import (MIB, cpu_seconds, free_port, http_pub_request, http_reply_end,
+                      lockstep_load, nsq_reply_end, pub_frame)
+
+OK_FRAME = b"\x00\x00\x00\x06\x00\x00\x00\x00OK"
+
+
+def serve_echo(port):
+    """Answer every read with one OK frame (a lock-step client sends one PUB a read)."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    from gevent.server import StreamServer
+    from greensq.services.transport import PlainTransport
+
+    def handle(sock, address):
+        transport = PlainTransport(sock)
+        try:
+            while True:
+                data = transport.recv_nowait(65536)
+                if data is None:
+                    data = transport.recv_when_readable(65536)
+                if not data:
+                    return
+                transport.sendall(OK_FRAME)
+        except OSError:
+            return
+
+    StreamServer(("127.0.0.1", port), handle).serve_forever()
+
+
+def serve_http(port):
+    """greensq's HTTP server and NSQ-shaped Falcon app, with a /pub that stores nothing."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    import socket
+
+    from gevent.pool import Pool
+    from greensq.http.nsq_http import create_api, respond_text
+    from greensq.http.wsgi_server import ApiServer
+
+    class Pub:
+        def on_post(self, req, resp):
+            req.stream.read(1 << 20)
+            respond_text(resp, "OK")
+
+    app = create_api()
+    app.add_route("/pub", Pub())
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1024)
+    ApiServer(listener, app, spawn=Pool(1000)).serve_forever()
+
+
+def measure_server(kind, connections, runfor, client_processes):
+    """Start a floor server in its own process and load it; (rate, CPU µs per request)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while not _accepts(port):
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"the {kind} floor server did not start")
+            time.sleep(0.05)
+        address = f"127.0.0.1:{port}"
+        before = cpu_seconds(server.pid)
+        if kind == "echo":
+            replies, seconds, _ = lockstep_load(address, pub_frame("floor", 200), nsq_reply_end,
+                                                connections, client_processes, runfor, b"  V2")
+        else:
+            replies, seconds, _ = lockstep_load(address, http_pub_request(port, "floor", 200),
+                                                http_reply_end, connections, client_processes,
+                                                runfor)
+        used = cpu_seconds(server.pid) - before
+    finally:
+        server.kill()
+        server.wait()
+    return replies / seconds, used / replies * 1e6
+
+
+def _accepts(port):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def measure_memory(parent_imports, child_setup):
+    """PSS of a parent and its forked child (each page once beside it), both idle."""
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from nsqbench import pss_bytes, resident_once_bytes
+{parent_imports}
+import gc; gc.freeze()
+ready_r, ready_w = os.pipe()
+child = os.fork()
+if child == 0:
+{chr(10).join('    ' + line for line in child_setup.splitlines()) or '    pass'}
+    os.write(ready_w, b"x")
+    time.sleep(3600)
+    os._exit(0)
+os.read(ready_r, 1)
+time.sleep(1.0)
+pids = [os.getpid(), child]
+once = resident_once_bytes(pids)
+print(sum(pss_bytes(pid) for pid in pids), once if once is not None else -1)
+os.kill(child, 9)
+"""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    pss, once = int(out[0]), int(out[1])
+    return pss / MIB, (once / MIB if once >= 0 else None)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runfor", type=float, default=6.0, help="seconds per load")
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        kind, port = args.serve
+        (serve_echo if kind == "echo" else serve_http)(int(port))
+        return
+    for label, kind, connections in (("(i) floor: OK per read, 32 publishers", "echo", 32),
+                                     ("(h) floor: HTTP + Falcon, 16 connections", "http", 16),
+                                     ("(f) floor: HTTP + Falcon, 1 connection", "http", 1)):
+        rate, cpu_us = measure_server(kind, connections, args.runfor, args.client_processes)
+        print(f"{label}: {rate:,.0f} requests/s, {cpu_us:.1f} µs CPU/request", flush=True)
+    for label, parent, child in (
+            ("(e) floor: bare interpreter, parent + child", "", ""),
+            ("(e) floor: gunicorn arbiter + gevent/Falcon/httptools worker",
+             "import gunicorn.arbiter",
+             "from gevent import monkey\nmonkey.patch_all()\nimport falcon, httptools")):
+        pss, once = measure_memory(parent, child)
+        text = f"{label}: PSS {pss:.1f} MiB"
+        if once is not None:
+            text += f", each page once {once:.1f} MiB"
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
