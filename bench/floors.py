@@ -5,7 +5,9 @@ greensq's per-request and memory figures.
   (no parsing, no topic), under (i)'s load: single PUBs from 32 lock-step publishers.
 - (h) / (f) floor: greensq's HTTP server and a Falcon app made by ``create_api`` whose one
   responder reads the body and answers ``OK`` (no topic, no message), under (h)'s and
-  (f)'s loads: ``POST /pub`` on 16 keep-alive connections, and on one.
+  (f)'s loads: ``POST /pub`` on 16 keep-alive connections, and on one. Beside it, the
+  same server with a plain WSGI function that does the same, to tell the server's share
+  from Falcon's.
 - (e) floor: memory of a parent and its forked child, idle, as greensq's arbiter and
   worker are: a bare interpreter; then the parent with Gunicorn's arbiter imported and
   the child with gevent patched in and Falcon and httptools imported (the dependencies
@@ -52,8 +54,9 @@ def serve_echo(port):
     StreamServer(("127.0.0.1", port), handle).serve_forever()
 
 
-def serve_http(port):
-    """greensq's HTTP server and NSQ-shaped Falcon app, with a /pub that stores nothing."""
+def serve_http(port, falcon=True):
+    """greensq's HTTP server and NSQ-shaped Falcon app (or a WSGI function), with a /pub
+    that stores nothing."""
     from gevent import monkey
 
     monkey.patch_all()
@@ -68,8 +71,17 @@ def serve_http(port):
             req.stream.read(1 << 20)
             respond_text(resp, "OK")
 
-    app = create_api()
-    app.add_route("/pub", Pub())
+    def plain_app(environ, start_response):
+        environ["wsgi.input"].read(1 << 20)
+        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"),
+                                  ("X-NSQ-Content-Type", "nsq; version=1.0")])
+        return [b"OK"]
+
+    if falcon:
+        app = create_api()
+        app.add_route("/pub", Pub())
+    else:
+        app = plain_app
     listener = socket.socket()
     listener.bind(("127.0.0.1", port))
     listener.listen(1024)
@@ -150,10 +162,14 @@ def main():
     args = parser.parse_args()
     if args.serve:
         kind, port = args.serve
-        (serve_echo if kind == "echo" else serve_http)(int(port))
+        if kind == "echo":
+            serve_echo(int(port))
+        else:
+            serve_http(int(port), falcon=kind == "http")
         return
     for label, kind, connections in (("(i) floor: OK per read, 32 publishers", "echo", 32),
                                      ("(h) floor: HTTP + Falcon, 16 connections", "http", 16),
+                                     ("(h) floor: HTTP, plain WSGI, 16 connections", "wsgi", 16),
                                      ("(f) floor: HTTP + Falcon, 1 connection", "http", 1)):
         rate, cpu_us = measure_server(kind, connections, args.runfor, args.client_processes)
         print(f"{label}: {rate:,.0f} requests/s, {cpu_us:.1f} µs CPU/request", flush=True)

@@ -90,6 +90,10 @@ def create_api():
     """A Falcon app with NSQ's error shapes and headers."""
     app = falcon.App(response_type=NsqResponse)
     app.req_options.strip_url_path_trailing_slash = True
+    # Falcon parses the query string once, for every request, as Go's url.ParseQuery
+    # does: blank values kept, commas not splitting values (query_params reads it).
+    app.req_options.keep_blank_qs_values = True
+    app.req_options.auto_parse_qs_csv = False
     app.add_error_handler(Exception, _unexpected_error)
     app.add_error_handler(OSError, _connection_error)
     app.add_error_handler(falcon.HTTPError, _falcon_error)
@@ -97,20 +101,20 @@ def create_api():
     return app
 
 
-def _first_values(query):
-    """A query string (or form body) as a dict of first values, blank values kept."""
-    return {key: value if type(value) is str else value[0]
-            for key, value in parse_query_string(query, keep_blank=True, csv=False).items()}
+def _first_values(parsed):
+    """Parsed query parameters (a value, or a list of them) as a dict of first values."""
+    return {key: value if type(value) is str else value[0] for key, value in parsed.items()}
 
 
 def query_params(req):
     """The query string, then a POSTed form's fields, as a dict of first values; blank
     values kept (as Go's url.ParseQuery)."""
-    params = _first_values(req.query_string) if req.query_string else {}
+    params = _first_values(req.params) if req.query_string else {}
     if req.method == "POST" and req.content_type and req.content_type.startswith(
             "application/x-www-form-urlencoded"):
         body = req.bounded_stream.read(64 * 1024).decode("utf-8", "replace")
-        for key, value in _first_values(body).items():
+        form = parse_query_string(body, keep_blank=True, csv=False)
+        for key, value in _first_values(form).items():
             params.setdefault(key, value)
     return params
 
