@@ -26,7 +26,7 @@ from greensq.services.transport import (
     tls_required_mode)
 from greensq.services.wire import (
     HEARTBEAT_FRAME, OK_FRAME, FatalClientError, StreamReader, go_quote,
-    message_frame_header)
+    message_frames)
 
 log = logging.getLogger("greensq")
 
@@ -218,12 +218,8 @@ class ClientV2:
 
     def deliver(self, msgs):
         """Queue message frames (called by the channel); the writer sends them next."""
-        out = self.out
-        size = 0
-        for msg in msgs:
-            out.append(message_frame_header(msg))
-            out.append(msg.body)
-            size += len(msg.body) + 34
+        pieces, size = message_frames(msgs)
+        self.out += pieces
         self.out_size += size
         self.wake.set()
 

@@ -42,10 +42,19 @@ HEARTBEAT_FRAME = response_frame(HEARTBEAT)
 CLOSE_WAIT_FRAME = response_frame(CLOSE_WAIT)
 
 
-def message_frame_header(msg):
-    """The frame header plus message header of ``msg``; the body follows it on the wire."""
-    return MESSAGE_FRAME_HEADER.pack(
-        len(msg.body) + 30, FRAME_MESSAGE, msg.timestamp, msg.attempts, msg.id)
+def message_frames(msgs):
+    """The frames that deliver ``msgs``, as pieces to send in order (each message's frame
+    and message headers, then its body), and their total size in bytes."""
+    pack = MESSAGE_FRAME_HEADER.pack
+    pieces = []
+    append = pieces.append
+    size = 0
+    for msg in msgs:
+        body = msg.body
+        append(pack(len(body) + 30, FRAME_MESSAGE, msg.timestamp, msg.attempts, msg.id))
+        append(body)
+        size += len(body)
+    return pieces, size + MESSAGE_FRAME_HEADER.size * len(msgs)
 
 
 class ClientError(Exception):
