@@ -19,6 +19,7 @@ from greensq.services.graphite import Graphite, sanitize_key
 from greensq.services.goflags import FlagError
 from greensq.services.nsqadmin_options import (
     InvalidOptions, normalize_base_path, parse_nsqadmin_options, validate)
+from greensq.http.nsqadmin_pages import lookupd_connection
 from greensq.services.rate_history import RateHistory, Sample
 
 A, B = "10.0.0.1:4151", "10.0.0.2:4151"
@@ -101,6 +102,12 @@ def test_graphs_start_at_the_first_sample_of_what_they_show():
     assert history.step_times(15) == [15, 16, 17, 18, 19]
     assert history.combined([(A, "young", None)], start=15) == {
         "rate": [None, 1.0, 1.0, 1.0, 1.0], "depth": [1, 1, 1, 1, 1]}
+
+
+def test_lookupd_connections_read_apart():
+    assert lookupd_connection("127.0.0.1:4161/127.0.0.1:50123") == (
+        "127.0.0.1:4161", "127.0.0.1:50123")
+    assert lookupd_connection("[::1]:4161/N/A") == ("[::1]:4161", "N/A")
 
 
 # -- node documents ----------------------------------------------------------------------
