@@ -79,7 +79,7 @@ def v1_identify(client, body):
 
 
 PEER = (b'{"broadcast_address": "127.0.0.1", "hostname": "h\\udfff\xff",'
-        b' "tcp_port": 4150, "http_port": %d, "version": "1.3.0\\ud800"}')
+        b' "tcp_port": 4150, "http_port": %d, "version": "1.3.0\\ud800\\n[forged] line"}')
 
 
 def test_nsqlookupd_endpoints_after_a_hostile_identify(lookupd_factory):
@@ -91,7 +91,11 @@ def test_nsqlookupd_endpoints_after_a_hostile_identify(lookupd_factory):
                  "/metrics", "/info"):
         valid_utf8(lookupd, path)
     (producer,) = json.loads(valid_utf8(lookupd, "/nodes"))["producers"]
-    assert (producer["hostname"], producer["version"]) == (f"h{BAD}{BAD}", f"1.3.0{BAD}")
+    assert (producer["hostname"], producer["version"]) == (
+        f"h{BAD}{BAD}", f"1.3.0{BAD}\n[forged] line")
+    # nsqlookupd logs the version: on one line, the line break escaped.
+    assert "1.3.0\ufffd\\n[forged] line" in lookupd.log_text()
+    assert not any(line.startswith("[forged]") for line in lookupd.log_text().splitlines())
     # A port that does not fit Go's int fails IDENTIFY, as in Go.
     other = V1Client(lookupd.tcp_port)
     body = (b'{"broadcast_address": "a", "tcp_port": 1, "http_port": 100000000000000000000000,'
