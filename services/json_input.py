@@ -23,8 +23,15 @@ def loads(data):
     """The document in ``data`` (bytes or str); ValueError if it is not JSON or nests
     deeper than ujson's 1,024 levels (Go's limit is 10,000). Invalid UTF-8 and lone
     surrogates in strings and keys become U+FFFD, one per invalid byte or escape."""
-    text = data if isinstance(data, str) else str(data, "utf-8", "replace")
-    doc = ujson.loads(text)
+    if isinstance(data, str):
+        text = data
+    else:
+        data = bytes(data)
+        try:
+            text = data.decode("utf-8")    # strict: refuses encoded surrogates too
+        except UnicodeDecodeError:
+            text = data = data.decode("utf-8", "replace")
+    doc = ujson.loads(data)                # (ujson reads UTF-8 bytes fastest)
     if _SURROGATE_ESCAPE.search(text):
         doc = _replace_lone_surrogates(doc)
     return doc
