@@ -21,6 +21,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from greensq.services.auth import AuthError, query_any_auth_server
+from greensq.services.json_input import decodes_as
 from greensq.services.transport import (
     DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError,
     tls_required_mode)
@@ -270,7 +271,7 @@ class ClientV2:
             value = data.get(name, default)
             if value is None:
                 return default
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            if not decodes_as(value, kind):
                 raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
             return value
 

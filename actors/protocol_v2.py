@@ -22,6 +22,7 @@ from greensq.actors.actor import Refused
 from greensq.actors.channel import Consumer
 from greensq.actors.client_v2 import (
     STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2)
+from greensq.services import json_input
 from greensq.services.message import ID_LENGTH
 from greensq.services.names import is_valid_name
 from greensq.services.transport import TransportError
@@ -166,7 +167,7 @@ class ProtocolV2:
             raise FatalClientError("E_INVALID", "cannot IDENTIFY in current state")
         body = self._read_body("IDENTIFY", "E_BAD_BODY", "body")
         try:
-            data = ujson.loads(body)
+            data = json_input.loads(body)
         except ValueError:
             data = None
         if not isinstance(data, dict):

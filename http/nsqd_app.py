@@ -9,13 +9,12 @@ import base64
 import logging
 import re
 
-import ujson
-
 from greensq.actors.actor import Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
     respond_text)
+from greensq.services import json_input
 from greensq.services.logs import LEVELS
 from greensq.services.metrics import content_type, nsqd_metrics
 from greensq.services.names import is_valid_name
@@ -321,7 +320,7 @@ class Config(Resource):
             raise NsqHTTPError(413, "INVALID_VALUE")
         if opt == "nsqlookupd_tcp_addresses":
             try:
-                addresses = ujson.loads(body)
+                addresses = json_input.loads(body)
             except ValueError:
                 addresses = None
             if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):

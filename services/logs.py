@@ -8,6 +8,7 @@ dropped (and counted) instead of the broker freezing.
 
 import logging
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -21,6 +22,17 @@ _LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "
 
 QUEUE_LIMIT = 10000
 
+# A message is one line: its control characters (a tab aside) are written escaped. Text
+# that clients and peers sent reaches messages, where a line break would forge a log line
+# and an escape sequence would drive the reader's terminal.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escaped(match):
+    char = match.group()
+    return _ESCAPES.get(char) or f"\\x{ord(char):02x}"
+
 
 class NsqFormatter(logging.Formatter):
     def __init__(self, prefix):
@@ -31,7 +43,10 @@ class NsqFormatter(logging.Formatter):
         stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
         micros = int((record.created % 1) * 1_000_000)
         level = _LEVEL_NAMES.get(record.levelno, record.levelname)
-        text = f"{self.prefix}{stamp}.{micros:06d} {level}: {record.getMessage()}"
+        message = record.getMessage()
+        if _CONTROL.search(message):
+            message = _CONTROL.sub(_escaped, message)
+        text = f"{self.prefix}{stamp}.{micros:06d} {level}: {message}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

@@ -18,6 +18,7 @@ from gevent.event import Event
 
 from greensq.actors.actor import Receipt, Refused
 from greensq.actors.topic import Topic
+from greensq.services import json_input
 from greensq.services.durable_queue import DurableQueue
 from greensq.services.finish_log import FinishLog
 from greensq.services.memory import GC_PAUSES
@@ -115,6 +116,7 @@ class NSQD:
 
     def _create_channels_from_lookupd(self, topic):
         """Create the channels the nsqlookupds already know for a new topic."""
+        import http.client
         import urllib.parse
         import urllib.request
 
@@ -127,8 +129,8 @@ class NSQD:
             try:
                 with urllib.request.urlopen(
                         url, timeout=self.opts.http_client_request_timeout) as resp:
-                    channels = ujson.loads(resp.read()).get("channels") or []
-            except (OSError, ValueError, AttributeError) as exc:
+                    channels = json_input.loads(resp.read()).get("channels") or []
+            except (OSError, ValueError, AttributeError, http.client.HTTPException) as exc:
                 log.error("failed to query nsqlookupd %s for channels of topic %s - %s",
                           address, topic.name, exc)
                 continue

@@ -35,6 +35,14 @@ TLS_VERSIONS = {
     "tls1.3": ssl.TLSVersion.TLSv1_3,
 }
 
+# With --tls-min-version below tls1.2 (nsqd's default is tls1.0, as Go's): Python's
+# default cipher list with the SHA-1 suites, the only ones TLS 1.0 and 1.1 have (Go offers
+# ECDHE with AES-CBC-SHA to them), at OpenSSL's security level 0, since from OpenSSL 3 on
+# level 1 and above refuse the MD5-SHA1 / SHA-1 signatures these versions sign with. From
+# tls1.2 up the context keeps Python's defaults.
+LEGACY_TLS_CIPHERS = ("ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!AESCCM"
+                      ":@SECLEVEL=0")
+
 # NSQ's names in /stats (Go's tls.Version* constants as nsqd prints them).
 _VERSION_NAMES = {"SSLv3": "SSL30", "TLSv1": "TLS1.0", "TLSv1.1": "TLS1.1",
                   "TLSv1.2": "TLS1.2", "TLSv1.3": "TLS1.3"}
@@ -228,6 +236,8 @@ def server_context(opts):
     minimum = TLS_VERSIONS.get((opts.tls_min_version or "").lower())
     if minimum is not None:
         context.minimum_version = minimum
+        if minimum < ssl.TLSVersion.TLSv1_2:
+            context.set_ciphers(LEGACY_TLS_CIPHERS)
     policy = opts.tls_client_auth_policy
     if opts.tls_root_ca_file:
         context.load_verify_locations(cafile=opts.tls_root_ca_file)
