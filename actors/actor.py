@@ -36,7 +36,7 @@ class Refused(Exception):
 
 
 class StoreFailed(Exception):
-    """A published batch could not be written to a disk queue."""
+    """A disk queue could not be written: a published batch, or an emptied queue."""
 
 
 class Receipt:
@@ -174,6 +174,9 @@ class Actor:
     def on_answer(self, receipt, kind, args):
         try:
             getattr(self, "on_" + kind)(*args)
+        except StoreFailed as exc:      # logged where it happened: the asker answers it
+            receipt.fail(exc)
+            return
         except Exception as exc:
             receipt.fail(exc)
             raise
@@ -247,25 +250,31 @@ class MessageHolder(Actor):
     def store(self, msgs, receipt):
         """Put a published batch into the queue (``place``); ``receipt`` is done once the
         queue has it stored (in memory or written; in durable mode, fsynced). On a disk
-        error the publisher is told (NSQ's ``PUB failed <error>``) and nsqd's health
-        says so. True if stored."""
+        error the publisher is told (NSQ's ``PUB failed <error>``); the disk queue tells
+        nsqd's health. Without a receipt the messages were accepted before (a topic's
+        backlog handed over) and a failed write keeps them in memory. True if stored."""
         try:
-            self.place(msgs)
+            self.place(msgs, accepted=receipt is None)
         except (OSError, ValueError) as exc:
             log.error("%s: failed to write messages to backend - %s", self.label, exc)
-            self.nsqd.set_health(exc)
             if receipt is not None:
                 receipt.fail(StoreFailed(str(exc)))
             return False
-        if self.nsqd.health_error is not None:
-            self.nsqd.set_health(None)
         if receipt is not None:
             self.queue.when_stored(receipt.stored)
         return True
 
-    def place(self, msgs):
+    def place(self, msgs, accepted=False):
         """Where a published batch goes: the queue."""
-        self.queue.put_many(msgs)
+        self.queue.put_many(msgs, accepted)
+
+    def empty_queue(self):
+        """Drop everything queued; a disk error is logged and raised as ``StoreFailed``."""
+        try:
+            self.queue.empty()
+        except OSError as exc:
+            log.error("%s: failed to empty the queue - %s", self.label, exc)
+            raise StoreFailed(str(exc)) from None
 
     def on_pause(self):
         self.paused = True

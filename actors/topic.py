@@ -11,7 +11,7 @@ has no room for is refused whole (``QueueFull``) before any of them stores it.
 """
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult
 from gevent.queue import Full
 
 from greensq.actors.actor import MessageHolder, Receipt, StoreFailed
@@ -138,7 +138,7 @@ class Topic(MessageHolder):
         self.on_drain()
 
     def on_empty(self):
-        self.queue.empty()
+        self.empty_queue()
 
     def on_delete(self):
         for name in list(self.channels):
@@ -147,19 +147,20 @@ class Topic(MessageHolder):
         self.stop_loop()
 
     def on_close(self, done):
-        """Shutdown: close every channel (each flushes to disk), then flush our own queue."""
+        """Shutdown: close every channel (each flushes to disk), then flush our own
+        queue; ``done`` gets whether everything was written."""
+        persisted = False
         try:
-            channel_events = []
+            results = []
             for channel in self.channels.values():
-                event = Event()
-                channel.send("close", event)
-                channel_events.append(event)
-            for event in channel_events:
-                event.wait()
-            self.queue.close()
+                result = AsyncResult()
+                channel.send("close", result)
+                results.append(result)
+            persisted = all([result.get() for result in results])
+            persisted = self.queue.close() and persisted
         finally:
             self.stop_loop()
-            done.set()
+            done.set(persisted)
 
     # -- internals ----------------------------------------------------------------------
 

@@ -252,12 +252,15 @@ class TopicAction(Resource):
 
     @staticmethod
     def _act(actor, action):
-        """Empty, pause or unpause a topic or channel, and wait until it is done."""
+        """Empty, pause or unpause a topic or channel, and wait until it is done (an
+        empty whose disk queue cannot be written is NSQ's 500)."""
         try:
             actor.ask(action)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND" if hasattr(actor, "topic")
                                else "TOPIC_NOT_FOUND") from None
+        except StoreFailed:
+            raise NsqHTTPError(500, "INTERNAL_ERROR") from None
 
     def _answer(self, resp, action):
         """200 once the action is done: what it changed in the topics and channels (and

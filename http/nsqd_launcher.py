@@ -52,7 +52,15 @@ class NsqdSpec(ProtocolDaemonSpec):
         log.info("ID: %d", self.opts.node_id)
         nsqd = NSQD(self.opts)
         nsqd.tls_context = server_context(self.opts)   # None without --tls-cert
-        nsqd.load_metadata()
+        try:
+            nsqd.load_metadata()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"failed to load metadata - {exc}") from None
+        # As NSQ's nsqd, refuse to start unless the data path can be written.
+        try:
+            nsqd.write_metadata()
+        except OSError as exc:
+            raise StartupError(f"failed to persist metadata - {exc}") from None
         return nsqd
 
     def create_app(self, core):
@@ -114,10 +122,10 @@ class NsqdSpec(ProtocolDaemonSpec):
             self.https_server.close()
         if self.core is not None:
             self.core.stop_lookup()
-        super().stop()
+        return super().stop()
 
     def close_core(self):
-        self.core.close()
+        return self.core.close()
 
 
 def tls_required_app(https_port):
@@ -151,9 +159,9 @@ def standalone_app():
     spec = NsqdSpec(opts)
     try:
         sockets = {"TCP": bind_listener(opts.tcp_address)}
+        app = spec.build_app(sockets)
     except StartupError as exc:
         raise RuntimeError(str(exc)) from None
-    app = spec.build_app(sockets)
     spec.start(sockets)
     atexit.register(spec.stop)
     return app
