@@ -96,8 +96,9 @@ class ClientV2:
 
     def shut_down(self, writer):
         """After the protocol's loop: let the writer send what is queued, drop the
-        subscription, close the socket."""
+        subscription, close the socket, and let go of the objects that point back here."""
         self.closed = True
+        self.nsqd.watchdog.cancel(self)
         self.wake.set()
         self._release_subscription()
         writer.join(timeout=2.0)
@@ -105,6 +106,11 @@ class ClientV2:
         self._shutdown_socket()
         if self.tls_conn is not None:
             self.tls_conn.close()
+        # The protocol's hook and the subscription refer back to this client: without
+        # them nothing here is in a reference cycle, and the connection is freed as soon
+        # as its last holder lets go (the worker's cyclic collector seldom runs).
+        self.reader.on_idle = None
+        self.consumer = None
 
     def close(self):
         """Drop the connection from outside (channel deleted, nsqd exiting)."""
@@ -145,6 +151,7 @@ class ClientV2:
             self.nsqd.watchdog.schedule(self, self.next_heartbeat)
         else:
             self.next_heartbeat = None
+            self.nsqd.watchdog.cancel(self)
 
     def heartbeat(self, now):
         """Send the heartbeat that is due; the time of the next one (None: no more)."""

@@ -45,12 +45,6 @@ class ProtocolV2:
         self.nsqd = nsqd
         self.opts = nsqd.opts
         self.client = ClientV2(nsqd, sock, address, on_idle=self._on_idle)
-        self._commands = {
-            b"FIN": self.cmd_fin, b"RDY": self.cmd_rdy, b"REQ": self.cmd_req,
-            b"PUB": self.cmd_pub, b"MPUB": self.cmd_mpub, b"DPUB": self.cmd_dpub,
-            b"NOP": self.cmd_nop, b"TOUCH": self.cmd_touch, b"SUB": self.cmd_sub,
-            b"CLS": self.cmd_cls, b"AUTH": self.cmd_auth, b"IDENTIFY": self.cmd_identify,
-        }
 
     def serve(self):
         """Serve the connection until it closes (called after the magic was read)."""
@@ -75,7 +69,7 @@ class ProtocolV2:
     def _read_loop(self):
         client = self.client
         reader = client.reader
-        commands = self._commands
+        commands = COMMANDS
         fins = client.pending_fins
         while not client.closed:
             client.command_start = None   # _on_idle starts this command's clock
@@ -96,7 +90,7 @@ class ProtocolV2:
                         "E_INVALID", f"invalid command {raw_text(params[0])}")
                 if fins and params[0] != b"FIN":
                     client.flush_fins()
-                reply = handler(params)
+                reply = handler(self, params)
                 if reply is not None:
                     client.reply(reply)
             except ClientError as err:
@@ -383,3 +377,14 @@ class ProtocolV2:
                 "E_BAD_BODY", f"MPUB body too big {size} > {self.opts.max_body_size}")
         body = reader.readexactly(size)
         return self._publish("MPUB", topic_name, split_mpub_body(body, self.opts))
+
+
+# Each verb's method as a plain function of the protocol (kept by the class, not by each
+# connection, whose own table of bound methods would tie it to itself in a cycle).
+COMMANDS = {
+    b"FIN": ProtocolV2.cmd_fin, b"RDY": ProtocolV2.cmd_rdy, b"REQ": ProtocolV2.cmd_req,
+    b"PUB": ProtocolV2.cmd_pub, b"MPUB": ProtocolV2.cmd_mpub, b"DPUB": ProtocolV2.cmd_dpub,
+    b"NOP": ProtocolV2.cmd_nop, b"TOUCH": ProtocolV2.cmd_touch, b"SUB": ProtocolV2.cmd_sub,
+    b"CLS": ProtocolV2.cmd_cls, b"AUTH": ProtocolV2.cmd_auth,
+    b"IDENTIFY": ProtocolV2.cmd_identify,
+}

@@ -164,7 +164,9 @@ class DaemonWorker(Worker):
             self.log.exception("%s failed to start", spec.name)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         # Messages are not cyclic garbage; let the cyclic collector run rarely, and never
-        # rescan what startup allocated, so it cannot pause the hub under load.
+        # rescan what startup allocated, so it cannot pause the hub under load. So what a
+        # connection, topic or channel leaves when it ends must not be cyclic garbage
+        # either: reference counting frees it (tests/test_churn_memory.py).
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         release_free_heap()
