@@ -20,7 +20,8 @@ import logging
 import gevent
 from gevent.lock import Semaphore
 
-from .connection import Connection, encode_command, encode_mpub_body, parse_address
+from .connection import Connection
+from .protocol import encode_command, encode_mpub_body, parse_address
 from .errors import ConnectionClosedError, NoConnectionsError
 from .errors import NSQTimeoutError
 
