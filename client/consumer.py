@@ -14,8 +14,8 @@ the gevent side of it, in the order things happen:
   (:mod:`.workers`). A handler may also TOUCH, FIN or REQ itself, or call
   ``message.enable_async()`` and answer later.
 * **Closing.** :meth:`Consumer.close` stops discovery, sends CLS (nsqd stops sending and
-  answers ``CLOSE_WAIT``), lets the running handlers finish and their FIN/REQ go out,
-  then closes the sockets.
+  answers ``CLOSE_WAIT``), requeues at once the messages no handler has started, lets
+  the running handlers finish and their FIN/REQ go out, then closes the sockets.
 
 Everything runs in greenlets on gevent's hub, with gevent's own sockets: no
 monkey-patching needed.
@@ -87,7 +87,8 @@ class Consumer(ConsumerCore):
         return self
 
     def close(self, timeout=10.0):
-        """Stop taking messages, let handlers finish (up to ``timeout``), CLS, disconnect."""
+        """Stop taking messages: CLS, requeue the messages no handler has started, let
+        handlers finish (up to ``timeout``), disconnect."""
         if self._closing:
             self._closed.wait(timeout)
             return
@@ -96,6 +97,7 @@ class Consumer(ConsumerCore):
         states = self._closing_states()
         answers = [state.conn.request(encode_command("CLS")) for state in states
                    if state.conn is not None and not state.conn.closed]
+        self._requeue_untaken(self._pool.take_pending())
         deadline = time.monotonic() + timeout
         for answer in answers:
             try:

@@ -342,6 +342,15 @@ class ConsumerCore:
         if not msg.has_responded():
             msg.requeue()
 
+    def _requeue_untaken(self, messages):
+        """Closing: ``messages``, which no handler has started, go back to nsqd now (REQ
+        without delay, no backoff) rather than when their timeout runs out."""
+        for msg in messages:
+            self._handler_done()
+            if not msg._responded:
+                msg._responded = True
+                msg._responder.requeue(msg, 0, backoff=False)
+
     def _handler_done(self):
         self._handlers -= 1
         if self._handlers == 0:

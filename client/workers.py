@@ -61,6 +61,12 @@ class WorkerPool:
     def pending(self):
         return len(self._queue)
 
+    def take_pending(self):
+        """Empty the queue: the items no worker has started."""
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
     def stop(self):
         """Kill every worker (their handlers included)."""
         self._stopped = True

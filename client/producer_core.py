@@ -1,0 +1,79 @@
+"""What a Producer decides, without I/O: which nsqd to publish to, in which order to try
+them, and the commands each publish sends. Shared by the gevent
+:class:`~.producer.Producer` and the asyncio :class:`~.aio.producer.Producer`.
+"""
+
+import logging
+
+from .errors import NoConnectionsError
+from .protocol import encode_command, encode_mpub_body, parse_address
+
+log = logging.getLogger("greensq.client")
+
+
+def pub_command(topic, body):
+    return encode_command("PUB", topic, body=body)
+
+
+def mpub_command(topic, bodies):
+    return encode_command("MPUB", topic, body=encode_mpub_body(bodies))
+
+
+def dpub_command(topic, body, delay_ms):
+    return encode_command("DPUB", topic, int(delay_ms), body=body)
+
+
+class ProducerCore:
+    """Publishes to one of ``nsqd_tcp_addresses`` (``"host:port"`` strings or tuples).
+
+    ``timeout`` bounds how long a blocking publish waits for its answer; ``retries`` is how
+    many times a blocking publish is sent again after losing its connection.
+    Other keyword arguments are the connection's (IDENTIFY options, ``auth_secret``,
+    TLS, snappy, deflate).
+    """
+
+    def __init__(self, nsqd_tcp_addresses, *, timeout=10.0, retries=2, connect_timeout=5.0,
+                 on_command=None, **connection_options):
+        if isinstance(nsqd_tcp_addresses, (str, tuple)):
+            nsqd_tcp_addresses = [nsqd_tcp_addresses]
+        self.addresses = ["%s:%d" % parse_address(a) for a in nsqd_tcp_addresses]
+        if not self.addresses:
+            raise ValueError("a Producer needs at least one nsqd address")
+        self.timeout = timeout
+        self.retries = retries
+        self.connect_timeout = connect_timeout
+        self.on_command = on_command
+        self.connection_options = connection_options
+        self.connection = None
+        self._index = 0
+        self._closed = False
+
+    @property
+    def address(self):
+        """The nsqd currently published to, or None."""
+        conn = self.connection
+        return conn.address if conn is not None and not conn.closed else None
+
+    def _live_connection(self):
+        conn = self.connection
+        return conn if conn is not None and not conn.closed else None
+
+    def _failover_order(self):
+        """``(index, address)`` of each nsqd, starting with the one last used."""
+        count = len(self.addresses)
+        return [((self._index + step) % count, self.addresses[(self._index + step) % count])
+                for step in range(count)]
+
+    def _connected(self, index, conn):
+        self._index = index
+        self.connection = conn
+        log.info("producer connected to %s", conn.address)
+        return conn
+
+    def _unreachable(self, errors):
+        """Every nsqd failed: the error to raise. The next attempt starts with the next."""
+        self._index = (self._index + 1) % len(self.addresses)
+        return NoConnectionsError("no nsqd reachable: " + "; ".join(errors))
+
+    def _on_error(self, conn, error):
+        log.error("%s: %s", conn.address, error)
