@@ -2,7 +2,7 @@
 
 import pytest
 
-from support import Daemon, ToolProcess, nsqlookupd_daemon
+from support import Daemon, GoDaemon, ToolProcess, go_nsqd_binary, nsqlookupd_daemon
 
 # Modules whose tests share one expensive module fixture (the deploy tests: one cluster of
 # hosts) and so must run on one xdist worker, in order. xdist's own xdist_group marks do
@@ -52,6 +52,17 @@ def _daemon_factory(make, prefix, tmp_path):
 def nsqd_factory(tmp_path):
     """Start nsqd processes with extra flags; all are stopped at the end of the test."""
     yield from _daemon_factory(Daemon, "data", tmp_path)
+
+
+@pytest.fixture
+def go_nsqd_factory(tmp_path):
+    """Start Go nsqd processes (the binary $GREENSQ_GO_NSQD names); skips the test when
+    there is none."""
+    binary = go_nsqd_binary()
+    if binary is None:
+        pytest.skip("no Go nsqd: set GREENSQ_GO_NSQD to the path of a Go nsqd 1.3.0")
+    yield from _daemon_factory(lambda path, args, **kw: GoDaemon(binary, path, args, **kw),
+                               "go-data", tmp_path)
 
 
 @pytest.fixture

@@ -1,0 +1,352 @@
+"""The same behaviours of greensq.client's two flavours, the gevent client and the asyncio
+client (greensq.client.aio), each test run against both (tests/client_drivers.py), and
+against greensq's nsqd and Go's nsqd 1.3.0 (when $GREENSQ_GO_NSQD names one, see
+shared/tools/build-go-nsq; skipped otherwise): publishing and its typed errors, FIN,
+REQ with growing delays and give-up, messages answered later, backoff, RDY over several
+nsqd, graceful close, heartbeats, TLS, snappy and deflate, lookupd discovery."""
+
+import pytest
+
+from certs import Certs
+from client_drivers import DRIVERS
+
+from greensq.client import BadMessageError, BadTopicError
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def driver(request):
+    driver = DRIVERS[request.param]()
+    yield driver
+    driver.shutdown()
+
+
+@pytest.fixture(params=["greensq", "go"])
+def start_nsqd(request):
+    """Start an nsqd with extra flags: greensq's, or Go's."""
+    return request.getfixturevalue("nsqd_factory" if request.param == "greensq"
+                                   else "go_nsqd_factory")
+
+
+@pytest.fixture
+def clients(driver):
+    """Producers and consumers to close after the test (through the driver)."""
+    made = []
+    yield made
+    for client in made:
+        try:
+            driver.close(client)
+        except Exception:   # closed by the test already, or its nsqd is gone
+            pass
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+class CommandLog:
+    """An ``on_command`` hook: every command line sent, as ``(nsqd address, line)``."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, conn, data):
+        for line in bytes(data).split(b"\n"):
+            if line:
+                self.lines.append((conn.address, line))
+
+    def verbs(self, verb):
+        return [line for _, line in self.lines if line.split(b" ")[0] == verb.encode()]
+
+    def rdy(self):
+        return [int(line.split(b" ")[1]) for line in self.verbs("RDY")]
+
+
+def prepare(nsqd, topic, channel="ch"):
+    nsqd.http("POST", f"/topic/create?topic={topic}")
+    nsqd.http("POST", f"/channel/create?topic={topic}&channel={channel}")
+
+
+def publish(driver, clients, nsqd, topic, bodies):
+    producer = driver.producer([nsqd.tcp_address])
+    clients.append(producer)
+    assert driver.publish(producer, "multi_publish", topic, list(bodies)) == b"OK"
+
+
+def consume(driver, clients, nsqd, topic, func, gate=None, **options):
+    consumer = driver.consumer(topic, "ch", driver.handler(func, gate),
+                               nsqd_tcp_addresses=[nsqd.tcp_address], **options)
+    clients.append(consumer)
+    return driver.start(consumer)
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+def test_publish_multi_publish_and_deferred_publish(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    prepare(nsqd, "pubs")
+    producer = driver.producer([nsqd.tcp_address])
+    clients.append(producer)
+    assert driver.publish(producer, "publish", "pubs", b"one") == b"OK"
+    assert driver.publish(producer, "multi_publish", "pubs", [b"two", b"three"]) == b"OK"
+    assert driver.publish(producer, "deferred_publish", "pubs", b"later", 60000) == b"OK"
+    channel = nsqd.channel_stats("pubs", "ch")
+    assert (channel["depth"], channel["deferred_count"]) == (3, 1)
+
+
+def test_pipelined_publishes_are_answered_in_order_on_one_connection(driver, start_nsqd,
+                                                                     clients):
+    nsqd = start_nsqd()
+    producer = driver.producer([nsqd.tcp_address])
+    clients.append(producer)
+    in_flight, answers = driver.publish_pipelined(producer, "pipe",
+                                                  [b"m%d" % i for i in range(500)])
+    assert in_flight == 500       # all sent before any answer was read
+    assert answers == [b"OK"] * 500
+    assert nsqd.topic_stats("pipe")["message_count"] == 500
+
+
+def test_refused_publishes_raise_typed_errors_and_the_producer_goes_on(driver, start_nsqd,
+                                                                       clients):
+    nsqd = start_nsqd("--max-msg-size=100")
+    producer = driver.producer([nsqd.tcp_address])
+    clients.append(producer)
+    with pytest.raises(BadTopicError) as bad_topic:
+        driver.publish(producer, "publish", "bad$topic", b"x")
+    assert bad_topic.value.code == "E_BAD_TOPIC" and bad_topic.value.fatal
+    with pytest.raises(BadMessageError) as empty:
+        driver.publish(producer, "publish", "t", b"")
+    assert "size 0" in empty.value.description
+    with pytest.raises(BadMessageError) as too_big:
+        driver.publish(producer, "publish", "t", b"x" * 101)
+    assert "too big 101 > 100" in too_big.value.description
+    assert driver.publish(producer, "publish", "t", b"fine") == b"OK"
+    assert nsqd.topic_stats("t")["message_count"] == 1
+
+
+# -- consuming ----------------------------------------------------------------------------
+
+def test_handler_return_finishes_every_message(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    got = []
+    publish(driver, clients, nsqd, "basic", [b"m%d" % i for i in range(50)])
+    consumer = consume(driver, clients, nsqd, "basic", lambda m: got.append(m.body),
+                       max_in_flight=10)
+    driver.wait_until(lambda: len(got) == 50, message="50 messages")
+    assert sorted(got) == sorted(b"m%d" % i for i in range(50))
+    channel = driver.wait_until(
+        lambda: (c := nsqd.channel_stats("basic", "ch"))["clients"][0]["finish_count"] == 50
+        and c, message="50 FINs")
+    assert (channel["depth"], channel["in_flight_count"], channel["requeue_count"]) == (0, 0, 0)
+    assert channel["clients"][0]["ready_count"] == 10
+    assert consumer.stats["finished"] == 50
+
+
+def test_failures_requeue_with_growing_delays_then_give_up(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    log = CommandLog()
+    attempts, given_up = [], []
+
+    def fail(message):
+        attempts.append(message.attempts)
+        raise RuntimeError("always fails")
+
+    publish(driver, clients, nsqd, "poison", [b"poison"])
+    consumer = consume(driver, clients, nsqd, "poison", fail, max_attempts=2,
+                       requeue_delay=0.05, backoff=0.01, on_command=log,
+                       on_give_up=lambda m: given_up.append((m.body, m.attempts)))
+    driver.wait_until(lambda: given_up, message="give-up")
+    assert attempts == [1, 2]
+    assert given_up == [(b"poison", 3)]
+    assert [int(line.split(b" ")[2]) for line in log.verbs("REQ")] == [50, 100]
+    driver.wait_until(lambda: (c := nsqd.channel_stats("poison", "ch"))["in_flight_count"]
+                      == 0 and c["depth"] == 0, message="the given-up message FINed")
+    assert consumer.stats["given_up"] == 1 and consumer.stats["handler_errors"] == 2
+
+
+def test_async_messages_are_touched_requeued_and_finished_later(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    held = []
+    log = CommandLog()
+
+    def hold(message):
+        message.enable_async()
+        held.append(message)
+
+    publish(driver, clients, nsqd, "async", [b"a"])
+    consume(driver, clients, nsqd, "async", hold, on_command=log)
+    first = driver.wait_until(lambda: held and held[0], message="delivery")
+    assert nsqd.channel_stats("async", "ch")["in_flight_count"] == 1   # not answered yet
+    driver.call(first.touch)
+    driver.call(lambda: first.requeue(delay=0, backoff=False))
+    with pytest.raises(RuntimeError):
+        driver.call(first.finish)
+    second = driver.wait_until(lambda: len(held) == 2 and held[1], message="redelivery")
+    assert (second.id, second.attempts) == (first.id, 2)
+    driver.call(second.finish)
+    driver.wait_until(lambda: nsqd.channel_stats("async", "ch")["in_flight_count"] == 0,
+                      message="FIN")
+    channel = nsqd.channel_stats("async", "ch")
+    assert (channel["depth"], channel["requeue_count"], channel["timeout_count"]) == (0, 1, 0)
+    assert log.verbs("TOUCH") == [b"TOUCH " + first.id]
+
+
+def test_a_failure_backs_off_with_rdy_0_then_tests_with_rdy_1(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    log = CommandLog()
+    got = []
+
+    def handler(message):
+        got.append(message.body)
+        if message.body == b"fail":
+            raise RuntimeError("fail")
+
+    prepare(nsqd, "backoff")
+    consumer = consume(driver, clients, nsqd, "backoff", handler, max_in_flight=5,
+                       requeue_delay=60, backoff=0.05, on_command=log)
+    driver.wait_until(lambda: log.rdy() == [5], message="RDY 5")
+    publish(driver, clients, nsqd, "backoff", [b"fail"])
+    driver.wait_until(lambda: log.rdy() == [5, 0, 1], message="RDY 0 then RDY 1")
+    assert consumer.in_backoff
+    driver.wait_until(lambda: nsqd.channel_stats("backoff", "ch")["clients"][0]["ready_count"]
+                      == 1, message="ready_count 1 on nsqd")
+    publish(driver, clients, nsqd, "backoff", [b"ok"])
+    driver.wait_until(lambda: log.rdy() == [5, 0, 1, 5], message="full RDY again")
+    assert not consumer.in_backoff
+    assert got == [b"fail", b"ok"]
+
+
+def test_max_in_flight_is_spread_over_every_nsqd(driver, start_nsqd, clients):
+    nsqds = [start_nsqd(), start_nsqd()]
+    for nsqd in nsqds:
+        prepare(nsqd, "spread")
+    consumer = driver.consumer("spread", "ch", driver.handler(lambda m: None),
+                               nsqd_tcp_addresses=[n.tcp_address for n in nsqds],
+                               max_in_flight=9)
+    clients.append(consumer)
+    driver.start(consumer)
+    ready = driver.wait_until(
+        lambda: sorted(n.channel_stats("spread", "ch")["clients"][0]["ready_count"]
+                       for n in nsqds) == [4, 5] or None, message="RDY 4 and 5")
+    assert ready
+
+
+def test_graceful_close_lets_running_handlers_finish_and_takes_no_more(driver, start_nsqd,
+                                                                       clients):
+    nsqd = start_nsqd()
+    log = CommandLog()
+    started = []
+    gate = driver.gate()
+    publish(driver, clients, nsqd, "closing", [b"first"])
+    consumer = driver.consumer("closing", "ch", driver.handler(started.append, gate),
+                               nsqd_tcp_addresses=[nsqd.tcp_address], max_in_flight=10,
+                               on_command=log)
+    driver.start(consumer)
+    driver.wait_until(lambda: started, message="the handler to start")
+    closing = driver.close_later(consumer)
+    driver.wait_until(lambda: log.verbs("CLS"), message="CLS")
+    driver.wait_until(lambda: nsqd.channel_stats("closing", "ch")["clients"][0]["ready_count"]
+                      == 0, message="RDY 0 after CLS")
+    publish(driver, clients, nsqd, "closing", [b"second"])
+    assert not driver.finished(closing, timeout=0)    # still waiting for the handler
+    gate.set()
+    assert driver.finished(closing, timeout=10)
+    assert [m.body for m in started] == [b"first"]
+    channel = driver.wait_until(lambda: (c := nsqd.channel_stats("closing", "ch"))
+                                ["client_count"] == 0 and c, message="disconnect")
+    # The first message was finished (not requeued by the disconnect); the second waits.
+    assert (channel["depth"], channel["in_flight_count"], channel["requeue_count"]) == (1, 0, 0)
+
+
+def test_close_requeues_at_once_the_messages_no_handler_has_started(driver, start_nsqd,
+                                                                    clients):
+    nsqd = start_nsqd()
+    started = []
+    gate = driver.gate()
+    publish(driver, clients, nsqd, "queued", [b"m%d" % i for i in range(3)])
+    consumer = driver.consumer("queued", "ch", driver.handler(started.append, gate),
+                               nsqd_tcp_addresses=[nsqd.tcp_address], max_in_flight=10,
+                               concurrency=1)
+    driver.start(consumer)
+    driver.wait_until(lambda: started and consumer.unhandled == 3,
+                      message="one handler running, two messages waiting their turn")
+    closing = driver.close_later(consumer)
+    # The two waiting are back in the channel before the running handler is done.
+    driver.wait_until(lambda: nsqd.channel_stats("queued", "ch")["requeue_count"] == 2,
+                      message="two requeued")
+    assert not driver.finished(closing, timeout=0)
+    gate.set()
+    assert driver.finished(closing, timeout=10)
+    assert len(started) == 1
+    channel = driver.wait_until(lambda: (c := nsqd.channel_stats("queued", "ch"))
+                                ["client_count"] == 0 and c, message="disconnect")
+    assert (channel["depth"], channel["in_flight_count"], channel["requeue_count"]) == (2, 0, 2)
+    assert consumer.stats["finished"] == 1 and consumer.stats["requeued"] == 2
+
+
+def test_heartbeats_are_answered_and_the_connection_stays_up(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    log = CommandLog()
+    producer = driver.producer([nsqd.tcp_address], heartbeat_interval=1.0, on_command=log)
+    clients.append(producer)
+    assert driver.publish(producer, "publish", "hb", b"one") == b"OK"
+    connection = producer.connection
+    driver.wait_until(lambda: len(log.verbs("NOP")) >= 2, timeout=10, message="two NOPs")
+    assert producer.connection is connection and not connection.closed
+    assert driver.publish(producer, "publish", "hb", b"two") == b"OK"
+
+
+# -- transports ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["tls", "snappy", "deflate", "tls+snappy"])
+def test_transport_upgrades_carry_publishes_and_messages(driver, start_nsqd, clients, certs,
+                                                         transport):
+    flags, options = [], {}
+    if "tls" in transport:
+        flags = list(certs.server_flags())
+        options.update(tls_v1=True, tls_ca_file=certs.ca)
+    if "snappy" in transport:
+        flags.append("--snappy=true")
+        options["snappy"] = True
+    if transport == "deflate":
+        flags.append("--deflate=true")
+        options.update(deflate=True, deflate_level=3)
+    nsqd = start_nsqd(*flags)
+    bodies = [b"m%d" % i + b"x" * (i * 100) for i in range(30)]   # past one TLS record
+    producer = driver.producer([nsqd.tcp_address], **options)
+    clients.append(producer)
+    assert driver.publish(producer, "multi_publish", "up", bodies[:10]) == b"OK"
+    for body in bodies[10:]:
+        assert driver.publish(producer, "publish", "up", body) == b"OK"
+    settings = producer.connection.settings
+    assert settings.get("tls_v1", False) == ("tls" in transport)
+    assert settings.get("snappy", False) == ("snappy" in transport)
+    assert settings.get("deflate", False) == (transport == "deflate")
+    got = []
+    consume(driver, clients, nsqd, "up", lambda m: got.append(m.body), max_in_flight=7,
+            **options)
+    driver.wait_until(lambda: len(got) == 30, message="30 messages")
+    assert sorted(got) == sorted(bodies)
+    channel = driver.wait_until(lambda: (c := nsqd.channel_stats("up", "ch"))
+                                ["in_flight_count"] == 0 and c, message="every FIN")
+    assert channel["clients"][0]["finish_count"] == 30
+
+
+# -- discovery ----------------------------------------------------------------------------
+
+def test_lookupd_discovery_finds_the_nsqd_of_the_topic(driver, start_nsqd, lookupd_factory,
+                                                       clients):
+    lookupd = lookupd_factory()
+    nsqd = start_nsqd(f"--lookupd-tcp-address={lookupd.tcp_address}",
+                      "--broadcast-address=127.0.0.1")
+    prepare(nsqd, "found")
+    publish(driver, clients, nsqd, "found", [b"a", b"b"])
+    got = []
+    consumer = driver.consumer("found", "ch", driver.handler(lambda m: got.append(m.body)),
+                               lookupd_http_addresses=[lookupd.http_address],
+                               max_in_flight=5, lookupd_poll_interval=0.2)
+    clients.append(consumer)
+    driver.start(consumer)
+    driver.wait_until(lambda: sorted(got) == [b"a", b"b"], timeout=20,
+                      message="messages from the nsqd lookupd lists")
+    assert list(consumer.connections) == [nsqd.tcp_address]
