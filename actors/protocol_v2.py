@@ -396,7 +396,12 @@ class ProtocolV2:
         if size > self.opts.max_body_size:
             raise FatalClientError(
                 "E_BAD_BODY", f"MPUB body too big {size} > {self.opts.max_body_size}")
-        body = reader.readexactly(size)
+        try:
+            body = reader.readexactly(size)
+        except ConnectionClosed:
+            # Go reads the messages off the stream, so a body cut short by EOF is
+            # answered with the error of the message it ends in.
+            body = reader.take_buffered()
         return self._publish("MPUB", topic_name, split_mpub_body(body, self.opts))
 
 
