@@ -23,13 +23,14 @@ from greensq.actors.channel import Consumer
 from greensq.actors.client_v2 import (
     STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2)
 from greensq.services import json_input
+from greensq.services.batches import split_mpub_body
 from greensq.services.message import ID_LENGTH
 from greensq.services.names import is_valid_name
 from greensq.services.transport import TransportError
 from greensq.services.version import NSQ_VERSION
 from greensq.services.wire import (
     CLOSE_WAIT_FRAME, OK_FRAME, ClientError, ConnectionClosed, FatalClientError, LineTooLong,
-    go_quote, parse_digits, raw_text, response_frame, split_mpub_body)
+    go_quote, parse_digits, raw_text, response_frame)
 
 log = logging.getLogger("greensq")
 
@@ -402,7 +403,8 @@ class ProtocolV2:
             # Go reads the messages off the stream, so a body cut short by EOF is
             # answered with the error of the message it ends in.
             body = reader.take_buffered()
-        return self._publish("MPUB", topic_name, split_mpub_body(body, self.opts))
+        bodies = split_mpub_body(body, self.opts, pause=gevent.sleep)
+        return self._publish("MPUB", topic_name, bodies)
 
 
 # Each verb's method as a plain function of the protocol (kept by the class, not by each
