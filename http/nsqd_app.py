@@ -9,19 +9,22 @@ import base64
 import logging
 import re
 
+import gevent
+
 from greensq.actors.actor import Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
     respond_text)
 from greensq.services import json_input
+from greensq.services.batches import LineTooBig, split_lines, split_mpub_body
 from greensq.services.logs import LEVELS
 from greensq.services.metrics import content_type, nsqd_metrics
 from greensq.services.names import is_valid_name
 from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT, NSQD_FLAGSET
 from greensq.services.stats import format_text, nsqd_stats
 from greensq.services.version import NSQ_VERSION
-from greensq.services.wire import FatalClientError, split_mpub_body
+from greensq.services.wire import FatalClientError
 
 log = logging.getLogger("greensq")
 
@@ -146,16 +149,19 @@ class Mpub(Resource):
             self.nsqd.get_topic(topic_name)
         if len(body) > limit:
             raise NsqHTTPError(413, "BODY_TOO_BIG")
+        # A big batch is checked (and later stored) in slices, the hub visiting the other
+        # greenlets in between (services/batches.py).
         binary = params.get("binary")
         if binary is not None and binary not in ("false", "0"):
             try:
-                bodies = split_mpub_body(body, self.opts)
+                bodies = split_mpub_body(body, self.opts, pause=gevent.sleep)
             except FatalClientError as err:
                 raise NsqHTTPError(413, err.code[2:]) from None
         else:
-            bodies = [line for line in body.split(b"\n") if line]
-            if any(len(line) > self.opts.max_msg_size for line in bodies):
-                raise NsqHTTPError(413, "MSG_TOO_BIG")
+            try:
+                bodies = split_lines(body, self.opts.max_msg_size, pause=gevent.sleep)
+            except LineTooBig:
+                raise NsqHTTPError(413, "MSG_TOO_BIG") from None
         self.publish(topic_name, bodies)
         respond_text(resp, "OK")
 

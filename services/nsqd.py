@@ -18,6 +18,7 @@ from gevent.event import AsyncResult
 from greensq.actors.actor import Receipt, Refused
 from greensq.actors.topic import Topic
 from greensq.services import json_input
+from greensq.services.batches import SlicedBodies
 from greensq.services.durable_queue import DurableQueue
 from greensq.services.files import replace_file
 from greensq.services.finish_log import FinishLog
@@ -167,14 +168,19 @@ class NSQD:
             receipt.wait()
 
     def start_publish(self, topic_name, bodies, defer_ms=0):
-        """``publish`` without the wait: the ``Receipt`` to wait on (None for no bodies)."""
+        """``publish`` without the wait: the ``Receipt`` to wait on (None for no bodies).
+        ``bodies`` is a list, or a big batch's ``SlicedBodies`` (services/batches.py),
+        which the topic stamps and stores a slice at a time."""
         if self.exiting:
             raise Refused()
         topic = self.topics.get(topic_name) or self.get_topic(topic_name)
         if not bodies:
             return None
         receipt = Receipt()
-        topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
+        if isinstance(bodies, SlicedBodies):
+            topic.publish_slices(receipt, bodies)
+        else:
+            topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
         return receipt
 
     def set_health(self, error):
