@@ -1,4 +1,8 @@
-"""Fixtures: a running nsqd per test, on free ports with a temporary data directory."""
+"""Fixtures: a running nsqd per test, on free ports with a temporary data directory; and
+the two tiers: tests marked ``slow`` start processes, the others (the fast tier, run with
+``-m "not slow"``) must not, and fail if they do."""
+
+import sys
 
 import pytest
 
@@ -10,9 +14,20 @@ from support import Daemon, ToolProcess, nsqlookupd_daemon
 ONE_WORKER_MODULES = {"tests/test_deploy.py"}
 
 
+# The fixtures below that start processes: a test that uses one, directly or through
+# another fixture, is marked slow. Tests that start processes otherwise carry the mark
+# themselves (FastTierGuard fails them if they do not).
+PROCESS_FIXTURES = frozenset({"nsqd", "nsqd_factory", "lookupd_factory", "tool_factory"})
+
+
+@pytest.hookimpl(tryfirst=True)   # before ``-m`` selects by mark
 def pytest_collection_modifyitems(items):
-    """ONE_WORKER_MODULES first: the worker that takes one is busy longest, so it starts
-    first while the other workers share the rest."""
+    """Mark the tests that use PROCESS_FIXTURES slow; then ONE_WORKER_MODULES first: the
+    worker that takes one is busy longest, so it starts first while the others share the
+    rest."""
+    for item in items:
+        if PROCESS_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in ONE_WORKER_MODULES)
 
 
@@ -30,6 +45,53 @@ def pytest_xdist_make_scheduler(config, log):
             return module if module in ONE_WORKER_MODULES else nodeid
 
     return OneWorkerModules(config, log)
+
+
+# The audit events of starting a process: subprocess, fork, exec, spawn, system.
+PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn",
+                            "os.spawn", "os.exec", "os.system"})
+
+
+class FastTierGuard:
+    """Refuses a process started by a test not marked ``slow`` (its setup, call and
+    teardown), and fails that test even if it swallowed the refusal: nothing that starts
+    a process can run in the fast tier unnoticed."""
+
+    def __init__(self):
+        self.item = None      # the running test, while it is a fast one
+        self.started = []     # what it tried to start
+
+    def audit(self, event, args):
+        if event in PROCESS_EVENTS and self.item is not None:
+            self.started.append(event)
+            raise RuntimeError(f"{self.item.nodeid} started a process ({event}) but is not "
+                               "marked slow")
+
+
+FAST_TIER_GUARD = FastTierGuard()
+
+
+def pytest_configure(config):
+    sys.addaudithook(FAST_TIER_GUARD.audit)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    FAST_TIER_GUARD.item = None if item.get_closest_marker("slow") else item
+    FAST_TIER_GUARD.started = []
+    try:
+        return (yield)
+    finally:
+        FAST_TIER_GUARD.item = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    if FAST_TIER_GUARD.started:
+        pytest.fail(f"started a process ({', '.join(FAST_TIER_GUARD.started)}): a test that "
+                    "starts processes belongs to the slow tier (mark it slow)", pytrace=False)
+    return result
 
 
 def _daemon_factory(make, prefix, tmp_path):

@@ -19,6 +19,8 @@ import pytest
 
 from support import FRAME_RESPONSE, Daemon, V2Client, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 MAX_MSG_SIZE = 64
 MAX_BODY_SIZE = 512
 MAX_REQ_TIMEOUT_MS = 10_000

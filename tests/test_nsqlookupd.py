@@ -11,6 +11,8 @@ import pytest
 
 from support import V1Client, nsqlookupd_daemon, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 
 @pytest.fixture(scope="module")
 def lookupd(tmp_path_factory):

@@ -14,6 +14,8 @@ import pytest
 from support import (FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, Daemon, Message, V2Client,
                      wait_until)
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 OK = (FRAME_RESPONSE, b"OK")
 UNKNOWN_ID = b"0123456789abcdef"
 
