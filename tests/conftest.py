@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from inprocess import InProcessNsqd, InProcessNsqlookupd
 from support import Daemon, ToolProcess, nsqlookupd_daemon
 
 # Modules whose tests share one expensive module fixture (the deploy tests: one cluster of
@@ -125,6 +126,57 @@ def lookupd_factory(tmp_path):
 @pytest.fixture
 def nsqd(nsqd_factory):
     return nsqd_factory()
+
+
+def _inproc_factory(make):
+    """A fixture body: build in-process daemons (tests/inprocess.py) with ``make``; close
+    them all after the test, which fails it if any left a greenlet running."""
+    started = []
+
+    def start(*args, **kwargs):
+        daemon = make(*args, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    errors = []
+    for daemon in started:
+        try:
+            daemon.close()
+        except AssertionError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def inproc_nsqd_factory():
+    """nsqd cores in this process with extra flags (the fast tier); closed after the test."""
+    yield from _inproc_factory(InProcessNsqd)
+
+
+@pytest.fixture
+def inproc_nsqd(inproc_nsqd_factory):
+    return inproc_nsqd_factory()
+
+
+@pytest.fixture
+def inproc_lookupd_factory():
+    """nsqlookupd cores in this process with extra flags; closed after the test."""
+    yield from _inproc_factory(InProcessNsqlookupd)
+
+
+@pytest.fixture
+def inproc_lookupd(inproc_lookupd_factory):
+    return inproc_lookupd_factory()
+
+
+@pytest.fixture
+def inproc_server(inproc_shared):
+    """The test module's shared in-process daemon (its module-scoped ``inproc_shared``
+    fixture); the connections this test opened are closed after it."""
+    yield inproc_shared
+    inproc_shared.disconnect()
 
 
 @pytest.fixture

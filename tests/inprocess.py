@@ -21,6 +21,7 @@ removes the data directory it made.
 
 import gc
 import itertools
+import logging
 import shutil
 import tempfile
 from functools import partial
@@ -50,6 +51,21 @@ _peer_ports = itertools.count(20000)
 REMOTE_FLAGS = {"lookupd_tcp_address": "--lookupd-tcp-address",
                 "statsd_address": "--statsd-address",
                 "auth_http_address": "--auth-http-address"}
+
+
+class EscapeSurrogates(logging.Filter):
+    """The daemons log a client's bad bytes as surrogate escapes, which their own handler
+    writes out byte for byte; pytest-xdist cannot send such text from a worker (the core's
+    log records are in the test's report), so here they are backslash-escaped."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        record.msg = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        record.args = None
+        return True
+
+
+logging.getLogger("greensq").addFilter(EscapeSurrogates())
 
 
 def live_greenlets():
@@ -93,7 +109,8 @@ class InProcessDaemon:
     def close_core(self):
         """Shut the core down (the worker's stop)."""
 
-    def _end_connections(self):
+    def disconnect(self):
+        """Close every client; fail unless their connections' greenlets end."""
         for client in self.clients:
             client.close()
         self.clients = []
@@ -106,7 +123,7 @@ class InProcessDaemon:
         try:
             self.close_core()
         finally:
-            self._end_connections()
+            self.disconnect()
         leftover = lambda: live_greenlets() - self._greenlets_before  # noqa: E731
         try:
             gevent_wait_until(lambda: not leftover(), timeout=5, message="greenlets to end")
@@ -152,7 +169,7 @@ class InProcessNsqd(InProcessDaemon, StatsQueries):
         try:
             self.close_core()
         finally:
-            self._end_connections()
+            self.disconnect()
         self.open()
         return self
 
