@@ -11,7 +11,8 @@ thread pool; the tests talk through gevent sockets, so a test waiting for a fram
 ``recv``) or polling with ``gevent_wait_until`` lets the hub run the daemon's greenlets.
 ``time.sleep``, ``wait_until`` or a standard-library socket would block the hub: not
 here. The features that reach other hosts through the standard library (nsqlookupd
-peers, statsd, auth servers) would need a patched process, so their flags are refused;
+peers, statsd, auth servers) would need a patched process, so their flags are refused
+(and a fast test must not PUT /config/nsqlookupd_tcp_addresses, which starts peers);
 the process tier tests them.
 
 ``close()`` stops the core as the worker does (clients closed, queues flushed to disk,
@@ -77,7 +78,6 @@ class InProcessDaemon:
     """What both daemons share: the HTTP test client, socket-pair connections, close."""
 
     client_class = None      # the test side of a connection (V2Client, V1Client)
-    default_magic = None
 
     def __init__(self):
         self.connections = Group()     # the server side of each socket pair
@@ -124,7 +124,9 @@ class InProcessDaemon:
             self.close_core()
         finally:
             self.disconnect()
-        leftover = lambda: live_greenlets() - self._greenlets_before  # noqa: E731
+        def leftover():
+            return live_greenlets() - self._greenlets_before
+
         try:
             gevent_wait_until(lambda: not leftover(), timeout=5, message="greenlets to end")
         except AssertionError:
@@ -140,14 +142,14 @@ class InProcessNsqd(InProcessDaemon, StatsQueries):
     client_class = V2Client
 
     def __init__(self, *args, data_path=None):
-        super().__init__()
-        self.own_dir = tempfile.mkdtemp(prefix="nsqd-") if data_path is None else None
-        self.data_path = str(data_path or self.own_dir)
-        self.opts = parse_nsqd_options([f"--data-path={self.data_path}", *args])
+        self.opts = parse_nsqd_options(list(args))
         for dest, flag in REMOTE_FLAGS.items():
             if getattr(self.opts, dest):
                 raise ValueError(f"{flag} needs a monkey-patched process: test it in the "
                                  "process tier")
+        super().__init__()
+        self.own_dir = tempfile.mkdtemp(prefix="nsqd-") if data_path is None else None
+        self.opts.data_path = self.data_path = str(data_path or self.own_dir)
         self.open()
 
     def open(self):
