@@ -23,6 +23,7 @@ removes the data directory it made.
 import gc
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 from functools import partial
@@ -47,6 +48,10 @@ from support import StatsQueries, V1Client, V2Client, gevent_wait_until
 # A socket pair has no peer address: each connection gets its own made-up one, so stats
 # and nsqlookupd's producers (keyed by remote address) tell the connections apart.
 _peer_ports = itertools.count(20000)
+
+# Where a core's own data directory goes: memory where there is some (Linux's /dev/shm),
+# so that the fsyncs a start, a publish in --durable and a close make cost nothing.
+DATA_ROOT = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # Flags whose features talk to other hosts through the standard library.
 REMOTE_FLAGS = {"lookupd_tcp_address": "--lookupd-tcp-address",
@@ -148,7 +153,8 @@ class InProcessNsqd(InProcessDaemon, StatsQueries):
                 raise ValueError(f"{flag} needs a monkey-patched process: test it in the "
                                  "process tier")
         super().__init__()
-        self.own_dir = tempfile.mkdtemp(prefix="nsqd-") if data_path is None else None
+        self.own_dir = (tempfile.mkdtemp(prefix="nsqd-", dir=DATA_ROOT)
+                        if data_path is None else None)
         self.opts.data_path = self.data_path = str(data_path or self.own_dir)
         self.open()
 
