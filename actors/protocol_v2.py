@@ -38,6 +38,19 @@ MAX_LINE = 16 * 1024            # NSQ's read buffer: a longer command line drops
 COMMANDS_PER_TURN = 64          # commands a reader handles before the other greenlets run
 
 
+def serve_v2(nsqd, sock, address):
+    """Serve one V2 connection (its magic read) as a client of ``nsqd`` until it ends; one
+    that starts while nsqd is exiting is closed at once."""
+    if nsqd.exiting:
+        return
+    protocol = ProtocolV2(nsqd, sock, address)
+    nsqd.clients.add(protocol.client)
+    try:
+        protocol.serve()
+    finally:
+        nsqd.clients.discard(protocol.client)
+
+
 class ProtocolV2:
     """The V2 protocol for one connection, over its ``ClientV2``."""
 

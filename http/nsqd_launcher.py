@@ -45,23 +45,12 @@ class NsqdSpec(ProtocolDaemonSpec):
         return addresses
 
     def build_core(self):
-        from greensq.services.nsqd import NSQD
+        from greensq.services.nsqd import CannotStart, load_nsqd
 
-        from greensq.services.transport import server_context
-
-        log.info("ID: %d", self.opts.node_id)
-        nsqd = NSQD(self.opts)
-        nsqd.tls_context = server_context(self.opts)   # None without --tls-cert
         try:
-            nsqd.load_metadata()
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"failed to load metadata - {exc}") from None
-        # As NSQ's nsqd, refuse to start unless the data path can be written.
-        try:
-            nsqd.write_metadata()
-        except OSError as exc:
-            raise StartupError(f"failed to persist metadata - {exc}") from None
-        return nsqd
+            return load_nsqd(self.opts)
+        except CannotStart as exc:
+            raise StartupError(str(exc)) from None
 
     def create_app(self, core):
         from greensq.http.nsqd_app import create_app
@@ -94,22 +83,12 @@ class NsqdSpec(ProtocolDaemonSpec):
             log.info("HTTPS: listening on %s", format_sockname(listener))
 
     def protocols(self):
-        from greensq.actors.protocol_v2 import ProtocolV2
+        from functools import partial
+
+        from greensq.actors.protocol_v2 import serve_v2
         from greensq.services.wire import MAGIC_V2
 
-        nsqd = self.core
-
-        def serve_v2(sock, address):
-            if nsqd.exiting:
-                return   # a connection that starts during shutdown is closed
-            protocol = ProtocolV2(nsqd, sock, address)
-            nsqd.clients.add(protocol.client)
-            try:
-                protocol.serve()
-            finally:
-                nsqd.clients.discard(protocol.client)
-
-        return {MAGIC_V2: serve_v2}
+        return {MAGIC_V2: partial(serve_v2, self.core)}
 
     def after_start(self):
         self.core.start()

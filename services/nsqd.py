@@ -35,6 +35,31 @@ log = logging.getLogger("greensq")
 METADATA_FILE = "nsqd.dat"
 
 
+class CannotStart(Exception):
+    """nsqd cannot start on its data path; the message says why, in NSQ's words."""
+
+
+def load_nsqd(opts):
+    """nsqd's core as the daemon starts it: the TLS context its flags ask for (None without
+    --tls-cert), the topics and channels recorded in ``nsqd.dat``, and ``nsqd.dat`` written
+    back, since nsqd, as NSQ's, refuses a data path it cannot write (``CannotStart``).
+    Call ``start()`` once it serves, ``close()`` to shut it down."""
+    from greensq.services.transport import server_context
+
+    log.info("ID: %d", opts.node_id)
+    nsqd = NSQD(opts)
+    nsqd.tls_context = server_context(opts)
+    try:
+        nsqd.load_metadata()
+    except (OSError, ValueError) as exc:
+        raise CannotStart(f"failed to load metadata - {exc}") from None
+    try:
+        nsqd.write_metadata()
+    except OSError as exc:
+        raise CannotStart(f"failed to persist metadata - {exc}") from None
+    return nsqd
+
+
 class NSQD:
     """The broker's in-memory world."""
 

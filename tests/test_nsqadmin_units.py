@@ -215,6 +215,7 @@ def _run(*args):
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.slow   # runs nsqadmin
 def test_command_line():
     done = _run("--version")
     assert done.returncode == 0 and done.stdout.startswith("nsqadmin v1.3.0 (built w/greensq-")
@@ -270,6 +271,7 @@ def fake_graphite():
     server.server_close()
 
 
+@pytest.mark.slow   # runs nsqadmin
 def test_graphite_rate_proxy_and_pages(fake_graphite):
     nsqd = FakeNsqd()
     nsqd.documents = load_fixture("go_cluster.json", {"NSQD0_PORT": nsqd.port,
