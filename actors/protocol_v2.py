@@ -298,7 +298,7 @@ class ProtocolV2:
         if not 0 <= count <= self.opts.max_rdy_count:
             raise FatalClientError(
                 "E_INVALID", f"RDY count {count} out of range 0-{self.opts.max_rdy_count}")
-        client.channel.send("rdy", client.consumer, count)
+        client.channel.send(client.channel.on_rdy, client.consumer, count)
         return None
 
     def _message_id(self, params, verb):
@@ -331,13 +331,15 @@ class ProtocolV2:
             log.info("[%s] REQ timeout %d out of range 0-%d. Setting to %d",
                      client.remote_address, timeout_ms, max_ms, max_ms)
             timeout_ms = max_ms
-        client.channel.send("req", client.consumer, msg_id, timeout_ms / 1000.0)
+        client.channel.send(client.channel.on_req, client.consumer, msg_id,
+                            timeout_ms / 1000.0)
         return None
 
     def cmd_touch(self, params):
         client = self.client
         msg_id = self._message_id(params, "TOUCH")
-        client.channel.send("touch", client.consumer, msg_id, client.msg_timeout)
+        client.channel.send(client.channel.on_touch, client.consumer, msg_id,
+                            client.msg_timeout)
         return None
 
     def cmd_cls(self, params):
@@ -345,7 +347,7 @@ class ProtocolV2:
         if client.state != STATE_SUBSCRIBED:
             raise FatalClientError("E_INVALID", "cannot CLS in current state")
         client.state = STATE_CLOSING
-        client.channel.send("cls", client.consumer)
+        client.channel.send(client.channel.on_cls, client.consumer)
         return CLOSE_WAIT_FRAME
 
     def _valid_name(self, raw, code, what, prefix=""):

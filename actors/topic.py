@@ -14,7 +14,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Full
 
-from greensq.actors.actor import MessageHolder, Receipt, StoreFailed
+from greensq.actors.actor import MessageHolder, Receipt, StoreFailed, in_turn
 from greensq.actors.channel import Channel
 from greensq.services.message import Message
 from greensq.services.names import is_ephemeral
@@ -49,17 +49,19 @@ class Topic(MessageHolder):
         self.message_bytes = 0
         self._drain_requested = False
 
-    # -- called by clients and HTTP handlers ------------------------------------------
+    # -- called by clients and HTTP handlers (get_channel and delete_channel in the
+    # topic's turn: they change ``channels``) ------------------------------------------
 
     def publish(self, receipt, msgs):
         """Take a batch of new messages: at once when the topic is idle, else through the
         mailbox (blocking while it is full). ``receipt`` is done once they are stored."""
-        self.call("pub", receipt, msgs)
+        self.call(self.on_pub, receipt, msgs)
 
     def publish_slices(self, receipt, batch):
         """``publish`` for a big batch's bodies (a ``SlicedBodies``), not stamped yet."""
-        self.call("pub_slices", receipt, batch)
+        self.call(self.on_pub_slices, receipt, batch)
 
+    @in_turn
     def get_channel(self, name):
         """The named channel, created (and started) if it does not exist yet."""
         channel = self.channels.get(name)
@@ -67,21 +69,19 @@ class Topic(MessageHolder):
             channel = self.channels[name] = Channel(self, name, self.nsqd).start()
             self.nsqd.channel_created(self, channel)
             if len(self.channels) == 1:
-                self.send("drain")
+                self.request_drain()
         return channel
 
     def delete_channel(self, name):
-        """Remove a channel now and let its actor clean up; False if there is none."""
-        channel = self.channels.pop(name, None)
-        if channel is None:
-            return False
-        channel.deleted = True
-        self.nsqd.channel_deleted(self, channel)
-        if self.ephemeral and not self.channels and not self.deleted:
+        """Remove a channel now and let its actor clean up; False if there is none. An
+        ephemeral topic goes away with its last channel, once the turn is given back
+        (deleting the topic waits for its turn)."""
+        with self.turn:
+            removed = self._remove_channel(name)
+            orphaned = removed and self.ephemeral and not self.channels and not self.deleted
+        if orphaned:
             self.nsqd.delete_topic(self.name)
-        channel.ask("delete")
-        return True
-
+        return removed
 
     # -- mailbox handlers -----------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class Topic(MessageHolder):
         """Called by a channel that has room: ask for more of the backlog (never blocks)."""
         if not self._drain_requested:
             try:
-                self.mailbox.put_nowait(("drain",))
+                self.mailbox.put_nowait((self.on_drain,))
                 self._drain_requested = True
             except Full:
                 pass  # the topic is busy with publishes and drains after each of them
@@ -145,7 +145,7 @@ class Topic(MessageHolder):
             if self.queue.durable:
                 # The topic's records are done with once every channel stored its copy.
                 receipt = Receipt(on_done=lambda error, msgs=msgs: gevent.spawn(
-                    self.send, "drained", msgs, error))
+                    self.send, self.on_drained, msgs, error))
                 self._fan_out(msgs, receipt, copy_all=True)
                 receipt.done()
             else:
@@ -170,7 +170,7 @@ class Topic(MessageHolder):
 
     def on_delete(self):
         for name in list(self.channels):
-            self.delete_channel(name)
+            self._remove_channel(name)
         self.queue.delete()
         self.stop_loop()
 
@@ -182,7 +182,7 @@ class Topic(MessageHolder):
             results = []
             for channel in self.channels.values():
                 result = AsyncResult()
-                channel.send("close", result)
+                channel.send(channel.on_close, result)
                 results.append(result)
             persisted = all([result.get() for result in results])
             persisted = self.queue.close() and persisted
@@ -208,6 +208,15 @@ class Topic(MessageHolder):
         receipt.fail(QueueFull(f"{self.name}: no room on disk for {full[0]}"))
         return True
 
+    def _remove_channel(self, name):
+        channel = self.channels.pop(name, None)
+        if channel is None:
+            return False
+        channel.deleted = True
+        self.nsqd.channel_deleted(self, channel)
+        channel.ask(channel.on_delete)
+        return True
+
     def _flowing(self):
         return bool(self.channels) and not self.paused
 
@@ -223,7 +232,7 @@ class Topic(MessageHolder):
         if not copy_all:
             copies.insert(0, msgs)
         for channel, batch in zip(channels, copies):
-            channel.call("put", receipt, batch)
+            channel.call(channel.on_put, receipt, batch)
 
     def after_batch(self):
         self.queue.flush()

@@ -11,7 +11,7 @@ import re
 
 import gevent
 
-from greensq.actors.actor import Refused, StoreFailed
+from greensq.actors.actor import HandlerFailed, Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
@@ -73,6 +73,8 @@ class Resource:
             raise NsqHTTPError(503, "QUEUE_FULL") from None
         except (Refused, StoreFailed):
             raise NsqHTTPError(503, "EXITING") from None
+        except HandlerFailed:
+            raise NsqHTTPError(500, "INTERNAL_ERROR") from None
 
     def existing_channel(self, params):
         """The channel named by ``topic`` and ``channel``, or NSQ's 404s."""
@@ -200,7 +202,7 @@ class ChannelPeek(Resource):
             raise NsqHTTPError(400, "INVALID_ARG_N")
         msgs = []
         try:
-            channel.ask("peek", int(raw), self.opts.max_body_size, msgs)
+            channel.ask(channel.on_peek, int(raw), self.opts.max_body_size, msgs)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND") from None
         respond_json(resp, {"messages": [
@@ -223,7 +225,7 @@ class ChannelMaxAttempts(Resource):
         if raw and (not _DIGITS.fullmatch(raw) or int(raw) > MAX_ATTEMPTS_LIMIT):
             raise NsqHTTPError(400, "INVALID_ARG_MAX_ATTEMPTS")
         try:
-            channel.ask("set_max_attempts", int(raw) if raw else None)
+            channel.ask(channel.on_set_max_attempts, int(raw) if raw else None)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND") from None
         self.nsqd.persist_metadata()
@@ -260,8 +262,10 @@ class TopicAction(Resource):
     def _act(actor, action):
         """Empty, pause or unpause a topic or channel, and wait until it is done (an
         empty whose disk queue cannot be written is NSQ's 500)."""
+        handler = {"empty": actor.on_empty, "pause": actor.on_pause,
+                   "unpause": actor.on_unpause}[action]
         try:
-            actor.ask(action)
+            actor.ask(handler)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND" if hasattr(actor, "topic")
                                else "TOPIC_NOT_FOUND") from None

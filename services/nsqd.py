@@ -230,7 +230,7 @@ class NSQD:
         log.info("TOPIC(%s): deleting", name)
         self.metadata_changed()
         self.notify_lookupd(f"UNREGISTER {name}")
-        topic.ask("delete")
+        topic.ask(topic.on_delete)
         return True
 
     def channel_created(self, topic, channel):
@@ -371,7 +371,7 @@ class NSQD:
         results = []
         for topic in list(self.topics.values()):
             done = AsyncResult()
-            topic.send("close", done)
+            topic.send(topic.on_close, done)
             results.append(done)
         for done in results:
             persisted = done.get() and persisted

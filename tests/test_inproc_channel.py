@@ -132,10 +132,10 @@ def test_dpub_is_deferred_then_delivered(inproc_nsqd):
 def test_pause_holds_and_unpause_delivers(inproc_nsqd):
     client = inproc_nsqd.subscribe("t", "ch", rdy=5)
     channel = inproc_nsqd.channel("t", "ch")
-    channel.ask("pause")
+    channel.ask(channel.on_pause)
     publish(inproc_nsqd, "t", b"a", b"b")
     assert (channel.depth, len(channel.in_flight)) == (2, 0)
-    channel.ask("unpause")
+    channel.ask(channel.on_unpause)
     assert [client.read_message().body for _ in range(2)] == [b"a", b"b"]
 
 
@@ -148,7 +148,7 @@ def test_empty_drops_queued_in_flight_and_deferred(inproc_nsqd):
     producer.command("DPUB t 60000", b"deferred")
     assert producer.read_frame() == OK
     assert (len(channel.in_flight), channel.depth, len(channel.deferred)) == (1, 1, 1)
-    channel.ask("empty")
+    channel.ask(channel.on_empty)
     assert (len(channel.in_flight), channel.depth, len(channel.deferred)) == (0, 0, 0)
     assert consumer_of(inproc_nsqd, client).in_flight_count == 0
     client.command(b"FIN " + msg.id)   # no longer in flight
