@@ -27,9 +27,6 @@ class DaemonSpec:
     def lock_path(self):
         return None
 
-    def log_prefix(self):
-        return f"[{self.name}] "
-
     def http_max_body(self):
         """The largest request body the HTTP server buffers for the app."""
         return 1 << 20
@@ -58,9 +55,6 @@ class ProtocolDaemonSpec(DaemonSpec):
         self.core = None
         self.tcp_server = None
         self.log_handler = None
-
-    def log_prefix(self):
-        return self.opts.log_prefix
 
     def listen_addresses(self):
         return {"TCP": self.opts.tcp_address, "HTTP": self.opts.http_address}

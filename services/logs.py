@@ -14,6 +14,8 @@ from collections import deque
 
 from gevent.monkey import get_original
 
+from greensq.services.golog import daemon_line
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR, "fatal": logging.CRITICAL}
 _LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARNING",
@@ -28,10 +30,8 @@ class NsqFormatter(logging.Formatter):
         self.prefix = prefix
 
     def format(self, record):
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        micros = int((record.created % 1) * 1_000_000)
         level = _LEVEL_NAMES.get(record.levelno, record.levelname)
-        text = f"{self.prefix}{stamp}.{micros:06d} {level}: {record.getMessage()}"
+        text = daemon_line(self.prefix, level, record.getMessage(), record.created)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

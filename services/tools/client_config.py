@@ -22,36 +22,18 @@ from dataclasses import dataclass
 
 from greensq.client import Consumer, Producer
 from greensq.client.connection import parse_address, tls_client_context
-from greensq.services.goflags import FlagError, format_duration, parse_bool, parse_duration
-from greensq.services.goflags import _quote
+from greensq.services.goflags import FlagError
+from greensq.services.govalues import (
+    format_duration, parse_bool, parse_duration, parse_float, parse_int, quote)
 from greensq.services.names import is_valid_name
 
 from .options import ToolError, user_agent
 
 log = logging.getLogger("greensq.tools")
 
-
-def _go_int(text):
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise ValueError(f"strconv.ParseInt: parsing {_quote(text)}: invalid syntax") from None
-
-
-def _go_uint(text):
-    if not text.isascii() or not text.isdigit():
-        raise ValueError(f"strconv.ParseUint: parsing {_quote(text)}: invalid syntax")
-    return int(text)
-
-
-def _go_float(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"strconv.ParseFloat: parsing {_quote(text)}: invalid syntax") from None
-
-
-_PARSERS = {"duration": parse_duration, "int": _go_int, "uint": _go_uint, "float": _go_float,
+# go-nsq parses integers in base 10
+_PARSERS = {"duration": parse_duration, "int": lambda text: parse_int(text, 10),
+            "uint": lambda text: parse_int(text, 10, unsigned=True), "float": parse_float,
             "bool": parse_bool, "str": str}
 
 # Where an option goes: the IDENTIFY/transport options of every connection, or the
@@ -162,7 +144,7 @@ class GoNsqConfig:
             if name == "tls_min_version" and value not in TLS_VERSIONS:
                 raise FlagError(f"ERROR: {value} is not a tls version")
         except FlagError as exc:
-            raise FlagError(f"invalid value {_quote(pair)} for flag -{self.flag}: {exc}") from None
+            raise FlagError(f"invalid value {quote(pair)} for flag -{self.flag}: {exc}") from None
         self.values[name] = value
 
     def ignored(self):

@@ -30,8 +30,7 @@ log = logging.getLogger("greensq.tools")
 
 FLAGS = [
     options.version_flag(),
-    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
-         choices=LOG_LEVELS),
+    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal"),
     Flag("log-prefix", "str", "[nsq_to_file] ", "log message prefix"),
     options.channel_flag("nsq_to_file"),
     options.max_in_flight_flag(),
@@ -62,6 +61,8 @@ FLAGS = [
 
 def check(opts):
     """NSQ's start-up checks, in NSQ's order and words."""
+    if opts.log_level.lower() not in LOG_LEVELS:
+        raise options.ToolError("--log-level is invalid")
     if not opts.channel:
         raise options.ToolError("--channel is required")
     options.check_positive(opts, "http-client-connect-timeout", "http-client-request-timeout")
@@ -148,7 +149,7 @@ class NsqToFile(runner.Tool):
 def main(argv=None):
     opts = options.parse(PROGRAM, FLAGS, argv)
     runner.run(lambda: NsqToFile(opts), formatter=NsqFormatter(opts.log_prefix),
-               log_level=opts.log_level)
+               log_level=opts.log_level.lower())
 
 
 if __name__ == "__main__":
