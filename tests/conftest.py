@@ -1,8 +1,10 @@
 """Fixtures: a running nsqd per test, on free ports with a temporary data directory."""
 
+import os
+
 import pytest
 
-from support import Daemon, ToolProcess, nsqlookupd_daemon
+from support import Daemon, NetNamespace, ToolProcess, nsqlookupd_daemon
 
 # Modules whose tests share one expensive module fixture (the deploy tests: one cluster of
 # hosts) and so must run on one xdist worker, in order. xdist's own xdist_group marks do
@@ -80,3 +82,17 @@ def tool_factory():
     for tool in started:
         if tool.proc.poll() is None:
             tool.kill()
+
+
+@pytest.fixture
+def netns():
+    """A private network namespace (support.NetNamespace), for what must use NSQ's fixed
+    ports. Skipped where it cannot be made, except under CI (which runs as root)."""
+    reason = NetNamespace.unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"no network namespace in CI: {reason}")
+        pytest.skip(reason)
+    namespace = NetNamespace()
+    yield namespace
+    namespace.close()
