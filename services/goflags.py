@@ -88,7 +88,9 @@ class Flag:
     ``go_default`` are what Go's usage shows for it (``-log-level value ... (default
     INFO)``; an empty ``go_default`` shows none), and its errors keep that Value's own text.
     ``go_field`` is the name of the Go options field that config-file errors name, where
-    it is not the config key in Go's CamelCase.
+    it is not the config key in Go's CamelCase. ``check(text)``, for a ``strlist`` flag,
+    vets each value as it is given, raising ValueError with the reason (go-nsq's
+    ``--consumer-opt``).
     """
 
     name: str
@@ -104,6 +106,7 @@ class Flag:
     go_type: str | None = None
     go_default: str | None = None
     go_field: str | None = None
+    check: Callable[[str], object] | None = None
 
     @property
     def key(self):
@@ -137,6 +140,8 @@ class Flag:
                 raise ValueError("value out of range" if "out of range" in str(exc)
                                  else "parse error") from None
         if kind == "strlist":
+            if self.check is not None:
+                self.check(text)
             return [text]
         if kind == "floatlist":    # NSQ's FloatArray: comma-separated, fatal when not a float
             values = []

@@ -102,6 +102,11 @@ def test_help_shows_go_type_names_and_defaults(program, flag, type_name, default
     ("nsq_stat", ["--count=x"], 'invalid value "x" for flag -count: '
                                 'strconv.ParseInt: parsing "x": invalid syntax'),
     ("to_nsq", ["--rate"], "flag needs an argument: -rate"),
+    # go-nsq's options are checked as the flag is parsed, before any other check
+    ("nsq_tail", ["--consumer-opt=nope,1"],
+     'invalid value "nope,1" for flag -consumer-opt: invalid option nope'),
+    ("to_nsq", ["--producer-opt=max_in_flight,-1"],
+     'invalid value "max_in_flight,-1" for flag -producer-opt: invalid max_in_flight ! -1 < 0'),
 ])
 def test_bad_flag_prints_gos_message_then_the_usage_and_exits_2(program, args, message):
     status, out, err = run(program, *args)

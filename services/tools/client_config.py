@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from greensq.client import Consumer, Producer
 from greensq.client.connection import parse_address, tls_client_context
-from greensq.services.goflags import FlagError
+from greensq.services.goflags import Flag, FlagError
 from greensq.services.govalues import (
     format_duration, parse_bool, parse_duration, parse_float, parse_int, quote)
 from greensq.services.names import is_valid_name
@@ -52,19 +52,19 @@ class Option:
 
     def convert(self, raw):
         """The option's value from a command-line string (True for a bare name), or a
-        FlagError with go-nsq's message."""
+        ValueError with go-nsq's message."""
         try:
             if raw is True and self.kind != "bool":
                 raise ValueError("invalid value type")
             value = True if raw is True else _PARSERS[self.kind](raw)
         except ValueError as exc:
-            raise FlagError(f"failed to coerce option {self.name} "
-                            f"({'true' if raw is True else raw}) - {exc}") from None
+            raise ValueError(f"failed to coerce option {self.name} "
+                             f"({'true' if raw is True else raw}) - {exc}") from None
         show = format_duration if self.kind == "duration" else str
         if self.min is not None and value < self.min:
-            raise FlagError(f"invalid {self.name} ! {show(value)} < {show(self.min)}")
+            raise ValueError(f"invalid {self.name} ! {show(value)} < {show(self.min)}")
         if self.max is not None and value > self.max:
-            raise FlagError(f"invalid {self.name} ! {show(value)} > {show(self.max)}")
+            raise ValueError(f"invalid {self.name} ! {show(value)} > {show(self.max)}")
         return value
 
 
@@ -120,6 +120,38 @@ _TLS_OPTIONS = ("tls_root_ca_file", "tls_insecure_skip_verify", "tls_cert", "tls
 GO_NSQ_CONSUMER_DEFAULTS = {"backoff": 2.0}
 
 
+GO_NSQ_CONFIG_HELP = "(may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)"
+
+
+def option_value(pair):
+    """``(name, value)`` of one go-nsq option given as ``name,value`` (a bare ``name``
+    is true), checked as go-nsq's ``Config.Set`` does; ValueError with its message."""
+    name, comma, raw = pair.partition(",")
+    name = name.replace("-", "_")
+    option = OPTIONS.get(name)
+    if option is None:
+        raise ValueError(f"invalid option {name}")
+    value = option.convert(raw if comma else True)
+    if name == "backoff_strategy" and value not in BACKOFF_STRATEGIES:
+        raise ValueError(f"invalid backoff strategy '{value}'")
+    if name == "tls_min_version" and value not in TLS_VERSIONS:
+        raise ValueError(f"ERROR: {value} is not a tls version")
+    return name, value
+
+
+def consumer_opt_flag():
+    """``--consumer-opt``: each value is checked as it is parsed, as go-nsq's flag does."""
+    return Flag("consumer-opt", "strlist", [],
+                f"option to passthrough to nsq.Consumer {GO_NSQ_CONFIG_HELP}",
+                check=option_value)
+
+
+def producer_opt_flag():
+    return Flag("producer-opt", "strlist", [],
+                f"option to passthrough to nsq.Producer {GO_NSQ_CONFIG_HELP}",
+                check=option_value)
+
+
 class GoNsqConfig:
     """The go-nsq options given with one repeatable flag (``consumer-opt``, ...)."""
 
@@ -132,18 +164,9 @@ class GoNsqConfig:
             log.warning("--%s %s has no effect in greensq", flag, name)
 
     def set(self, pair):
-        name, comma, raw = pair.partition(",")
-        name = name.replace("-", "_")
         try:
-            option = OPTIONS.get(name)
-            if option is None:
-                raise FlagError(f"invalid option {name}")
-            value = option.convert(raw if comma else True)
-            if name == "backoff_strategy" and value not in BACKOFF_STRATEGIES:
-                raise FlagError(f"invalid backoff strategy '{value}'")
-            if name == "tls_min_version" and value not in TLS_VERSIONS:
-                raise FlagError(f"ERROR: {value} is not a tls version")
-        except FlagError as exc:
+            name, value = option_value(pair)
+        except ValueError as exc:
             raise FlagError(f"invalid value {quote(pair)} for flag -{self.flag}: {exc}") from None
         self.values[name] = value
 

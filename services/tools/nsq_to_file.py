@@ -22,7 +22,7 @@ from greensq.services.nsqd_options import LOG_LEVELS
 
 from . import options, runner
 from .archive_files import filename_template
-from .client_config import GoNsqConfig
+from .client_config import GoNsqConfig, consumer_opt_flag
 from .file_logger import TopicArchive
 
 PROGRAM = "nsq_to_file"
@@ -55,7 +55,7 @@ FLAGS = [
     options.nsqd_tcp_addresses_flag(),
     options.lookupd_http_addresses_flag(),
     options.topics_flag(),
-    options.consumer_opt_flag(),
+    consumer_opt_flag(),
 ]
 
 

@@ -12,8 +12,6 @@ import sys
 from greensq.services.goflags import Flag, FlagSet, parse_or_exit
 from greensq.services.version import NSQ_VERSION, __version__, version_banner
 
-GO_NSQ_CONFIG_HELP = "(may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)"
-
 
 class ToolError(Exception):
     """A command line the tool cannot run with; the message is NSQ's ``log.Fatal`` text.
@@ -45,29 +43,11 @@ def lookupd_http_addresses_flag():
                 "lookupd HTTP address (may be given multiple times)")
 
 
-def consumer_opt_flag():
-    return Flag("consumer-opt", "strlist", [],
-                f"option to passthrough to nsq.Consumer {GO_NSQ_CONFIG_HELP}")
-
-
-def producer_opt_flag():
-    return Flag("producer-opt", "strlist", [],
-                f"option to passthrough to nsq.Producer {GO_NSQ_CONFIG_HELP}")
-
-
 def http_timeout_flags(request_timeout):
     return [
         Flag("http-client-connect-timeout", "duration", 2.0, "timeout for HTTP connect"),
         Flag("http-client-request-timeout", "duration", request_timeout,
              "timeout for HTTP request"),
-    ]
-
-
-def consumer_flags(channel, topic_help="nsq topic (may be given multiple times)"):
-    """The flags of every tool that consumes: where to find nsqd, what to read, how much."""
-    return [
-        version_flag(), channel_flag(channel), max_in_flight_flag(), topics_flag(topic_help),
-        nsqd_tcp_addresses_flag(), lookupd_http_addresses_flag(), consumer_opt_flag(),
     ]
 
 

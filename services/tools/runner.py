@@ -4,7 +4,7 @@ A tool is an object with ``start()``, ``stop()`` and a ``finished`` event:
 
 * ``start()`` connects and begins the work (a :class:`ToolError` here or while the
   tool is built is a fatal command-line problem: one line in Go's standard log format,
-  exit 1; a bad ``--consumer-opt`` is a flag error: exit 2);
+  exit 1; ``--consumer-opt`` TLS files that cannot be loaded are a flag error: exit 2);
 * SIGINT or SIGTERM, or ``finished`` being set by the tool itself (``nsq_tail -n``,
   ``nsq_stat --count``, ``to_nsq`` at the end of its input), leads to ``stop()``, which
   stops taking messages, finishes or requeues what is in flight and flushes; then the
@@ -107,7 +107,7 @@ def run(make_tool, formatter=None, log_prefix="", log_level="info"):
         tool.start()
         gevent.wait([stop_requested, tool.finished], count=1)
         tool.stop()
-    except FlagError as exc:   # a --consumer-opt / --producer-opt Go's flag package rejects
+    except FlagError as exc:   # --consumer-opt / --producer-opt TLS files that do not load
         sys.stderr.write(f"{exc}\n")
         exit_now(2)
     except (ToolError, NSQError) as exc:   # Go's log.Fatal: the standard logger's line
