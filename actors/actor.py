@@ -36,7 +36,7 @@ class Refused(Exception):
 
 
 class StoreFailed(Exception):
-    """A published batch could not be written to a disk queue."""
+    """A disk queue could not be written: a published batch, or an emptied queue."""
 
 
 class Receipt:
@@ -105,6 +105,15 @@ class Actor:
 
     mailbox_size = None  # unbounded unless a subclass bounds it
     burst = 64           # messages handled before after_batch runs, however busy the mailbox
+    # kind -> the class's on_<kind> function, looked up once per class and kind. The
+    # class keeps them, not each actor: an actor's own table of bound methods would
+    # tie it to itself in a cycle, and a deleted topic or channel would wait for the
+    # cyclic collector, which seldom runs in the worker, to be freed.
+    _handlers = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._handlers = {}
 
     def __init__(self, label):
         self.label = label
@@ -114,7 +123,6 @@ class Actor:
         self.stopped = False
         self._wake_at = float("inf")   # when the idle loop wakes for timed work (see call)
         self._timed = type(self).wakeup_in is not Actor.wakeup_in
-        self._handlers = {}
 
     def start(self):
         self.greenlet = gevent.spawn(self._run)
@@ -139,7 +147,7 @@ class Actor:
         turn.acquire()
         try:
             handler = self._handlers.get(kind) or self._handler(kind)
-            handler(*args)
+            handler(self, *args)
             if not self.stopped:
                 self.after_batch()
         except Exception:
@@ -157,8 +165,8 @@ class Actor:
                     pass   # the loop has messages to handle, and re-arms after them
 
     def _handler(self, kind):
-        """The bound ``on_<kind>`` method, looked up once per actor and kind."""
-        handler = self._handlers[kind] = getattr(self, "on_" + kind)
+        """The ``on_<kind>`` function of the actor's class (see ``_handlers``)."""
+        handler = self._handlers[kind] = getattr(type(self), "on_" + kind)
         return handler
 
     def on_tick(self):
@@ -174,6 +182,9 @@ class Actor:
     def on_answer(self, receipt, kind, args):
         try:
             getattr(self, "on_" + kind)(*args)
+        except StoreFailed as exc:      # logged where it happened: the asker answers it
+            receipt.fail(exc)
+            return
         except Exception as exc:
             receipt.fail(exc)
             raise
@@ -193,8 +204,15 @@ class Actor:
         """Called after each burst of messages, and on every timed wakeup."""
 
     def stop_loop(self):
-        """Ends the loop after the current message."""
+        """Ends the loop after the current message. Stopped by a handler that ran in a
+        caller's greenlet (see ``call``), the loop is woken: it would otherwise wait for
+        a message that never comes, and keep the actor and all it holds for good."""
         self.stopped = True
+        if self.greenlet is not None and gevent.getcurrent() is not self.greenlet:
+            try:
+                self.mailbox.put_nowait(("tick",))
+            except Full:
+                pass   # messages wait: the loop wakes for them, and refuses them
 
     def _run(self):
         mailbox = self.mailbox
@@ -207,6 +225,10 @@ class Actor:
                 message = None
             self._wake_at = float("-inf")   # awake: anything new is seen before it sleeps
             with self.turn:
+                if self.stopped:   # by a handler run in another greenlet meanwhile
+                    if message is not None:
+                        self.refuse(message)
+                    break
                 self._handle_burst(message)
         while self.mailbox.qsize():
             self.refuse(self.mailbox.get_nowait())
@@ -219,7 +241,7 @@ class Actor:
             handlers = self._handlers
             while message is not None:
                 kind = message[0]
-                (handlers.get(kind) or self._handler(kind))(*message[1:])
+                (handlers.get(kind) or self._handler(kind))(self, *message[1:])
                 if self.stopped:
                     return
                 handled += 1
@@ -247,25 +269,31 @@ class MessageHolder(Actor):
     def store(self, msgs, receipt):
         """Put a published batch into the queue (``place``); ``receipt`` is done once the
         queue has it stored (in memory or written; in durable mode, fsynced). On a disk
-        error the publisher is told (NSQ's ``PUB failed <error>``) and nsqd's health
-        says so. True if stored."""
+        error the publisher is told (NSQ's ``PUB failed <error>``); the disk queue tells
+        nsqd's health. Without a receipt the messages were accepted before (a topic's
+        backlog handed over) and a failed write keeps them in memory. True if stored."""
         try:
-            self.place(msgs)
+            self.place(msgs, accepted=receipt is None)
         except (OSError, ValueError) as exc:
             log.error("%s: failed to write messages to backend - %s", self.label, exc)
-            self.nsqd.set_health(exc)
             if receipt is not None:
                 receipt.fail(StoreFailed(str(exc)))
             return False
-        if self.nsqd.health_error is not None:
-            self.nsqd.set_health(None)
         if receipt is not None:
             self.queue.when_stored(receipt.stored)
         return True
 
-    def place(self, msgs):
+    def place(self, msgs, accepted=False):
         """Where a published batch goes: the queue."""
-        self.queue.put_many(msgs)
+        self.queue.put_many(msgs, accepted)
+
+    def empty_queue(self):
+        """Drop everything queued; a disk error is logged and raised as ``StoreFailed``."""
+        try:
+            self.queue.empty()
+        except OSError as exc:
+            log.error("%s: failed to empty the queue - %s", self.label, exc)
+            raise StoreFailed(str(exc)) from None
 
     def on_pause(self):
         self.paused = True

@@ -112,10 +112,10 @@ class Channel(MessageHolder):
         if self.store(msgs, receipt):
             self.message_count += len(msgs)
 
-    def place(self, msgs):
+    def place(self, msgs, accepted=False):
         """Published messages go to the queue, or deferred (DPUB) to the deferred list."""
         if not msgs[0].defer_ms:
-            self.queue.put_many(msgs)
+            self.queue.put_many(msgs, accepted)
             return
         for msg in msgs:
             delay = msg.defer_ms / 1000.0
@@ -214,12 +214,12 @@ class Channel(MessageHolder):
 
     def on_empty(self):
         """Drop every queued, in-flight and deferred message, as NSQ's channel empty does."""
-        self.queue.empty()
         self.in_flight.clear()
         self.timeout_tables.clear()
         self.deferred.clear()
         for consumer in self.consumers:
             consumer.in_flight_count = 0
+        self.empty_queue()
 
     def on_delete(self):
         """Close every subscriber and remove the channel's disk queue."""
@@ -230,14 +230,16 @@ class Channel(MessageHolder):
 
     def on_close(self, done):
         """Shutdown: everything the channel holds goes to its disk queue (ephemeral
-        channels have none and lose it, as in NSQ)."""
+        channels have none and lose it, as in NSQ); ``done`` gets whether it all was
+        written."""
+        persisted = False
         try:
             held = list(self.in_flight.values())
             held.extend(entry[2] for entry in self.deferred)
-            self.queue.close(held)
+            persisted = self.queue.close(held)
         finally:
             self.stop_loop()
-            done.set()
+            done.set(persisted)
 
     # -- the loop's timed work --------------------------------------------------------
 

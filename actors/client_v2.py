@@ -21,6 +21,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from greensq.services.auth import AuthError, query_any_auth_server
+from greensq.services.json_input import decodes_as
 from greensq.services.transport import (
     DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError,
     tls_required_mode)
@@ -95,8 +96,9 @@ class ClientV2:
 
     def shut_down(self, writer):
         """After the protocol's loop: let the writer send what is queued, drop the
-        subscription, close the socket."""
+        subscription, close the socket, and let go of the objects that point back here."""
         self.closed = True
+        self.nsqd.watchdog.cancel(self)
         self.wake.set()
         self._release_subscription()
         writer.join(timeout=2.0)
@@ -104,6 +106,11 @@ class ClientV2:
         self._shutdown_socket()
         if self.tls_conn is not None:
             self.tls_conn.close()
+        # The protocol's hook and the subscription refer back to this client: without
+        # them nothing here is in a reference cycle, and the connection is freed as soon
+        # as its last holder lets go (the worker's cyclic collector seldom runs).
+        self.reader.on_idle = None
+        self.consumer = None
 
     def close(self):
         """Drop the connection from outside (channel deleted, nsqd exiting)."""
@@ -144,6 +151,7 @@ class ClientV2:
             self.nsqd.watchdog.schedule(self, self.next_heartbeat)
         else:
             self.next_heartbeat = None
+            self.nsqd.watchdog.cancel(self)
 
     def heartbeat(self, now):
         """Send the heartbeat that is due; the time of the next one (None: no more)."""
@@ -270,7 +278,7 @@ class ClientV2:
             value = data.get(name, default)
             if value is None:
                 return default
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            if not decodes_as(value, kind):
                 raise FatalClientError("E_BAD_BODY", "IDENTIFY failed to decode JSON body")
             return value
 

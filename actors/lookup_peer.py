@@ -21,6 +21,7 @@ import ujson
 from gevent.queue import Empty, Queue
 
 from greensq.actors.actor import Actor
+from greensq.services import json_input
 from greensq.services.version import NSQ_VERSION
 
 log = logging.getLogger("greensq")
@@ -150,7 +151,7 @@ class LookupPeer(Actor):
             self._drop()
             return
         try:
-            info = ujson.loads(response)
+            info = json_input.loads(response)
             if not isinstance(info, dict):
                 raise ValueError
         except ValueError:

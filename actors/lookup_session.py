@@ -12,6 +12,7 @@ import struct
 
 import ujson
 
+from greensq.services import json_input
 from greensq.services.names import is_valid_name
 from greensq.services.nsqlookupd import PeerInfo
 
@@ -136,7 +137,7 @@ class LookupSession:
         except EOFError:
             raise LookupError_("E_BAD_BODY", "IDENTIFY failed to read body") from None
         try:
-            data = ujson.loads(body)
+            data = json_input.loads(body)
             if not isinstance(data, dict):
                 raise ValueError
             fields = {}
@@ -145,7 +146,7 @@ class LookupSession:
                 value = data.get(key)
                 if value is None:
                     value = kind()
-                if not isinstance(value, kind) or isinstance(value, bool):
+                if not json_input.decodes_as(value, kind):
                     raise ValueError
                 fields[key] = value
         except ValueError:

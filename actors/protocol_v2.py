@@ -22,17 +22,33 @@ from greensq.actors.actor import Refused
 from greensq.actors.channel import Consumer
 from greensq.actors.client_v2 import (
     STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2)
+from greensq.services import json_input
+from greensq.services.batches import split_mpub_body
 from greensq.services.message import ID_LENGTH
 from greensq.services.names import is_valid_name
 from greensq.services.transport import TransportError
 from greensq.services.version import NSQ_VERSION
 from greensq.services.wire import (
     CLOSE_WAIT_FRAME, OK_FRAME, ClientError, ConnectionClosed, FatalClientError, LineTooLong,
-    go_quote, parse_digits, raw_text, response_frame, split_mpub_body)
+    go_quote, parse_digits, raw_text, response_frame)
 
 log = logging.getLogger("greensq")
 
 MAX_LINE = 16 * 1024            # NSQ's read buffer: a longer command line drops the client
+COMMANDS_PER_TURN = 64          # commands a reader handles before the other greenlets run
+
+
+def serve_v2(nsqd, sock, address):
+    """Serve one V2 connection (its magic read) as a client of ``nsqd`` until it ends; one
+    that starts while nsqd is exiting is closed at once."""
+    if nsqd.exiting:
+        return
+    protocol = ProtocolV2(nsqd, sock, address)
+    nsqd.clients.add(protocol.client)
+    try:
+        protocol.serve()
+    finally:
+        nsqd.clients.discard(protocol.client)
 
 
 class ProtocolV2:
@@ -44,12 +60,6 @@ class ProtocolV2:
         self.nsqd = nsqd
         self.opts = nsqd.opts
         self.client = ClientV2(nsqd, sock, address, on_idle=self._on_idle)
-        self._commands = {
-            b"FIN": self.cmd_fin, b"RDY": self.cmd_rdy, b"REQ": self.cmd_req,
-            b"PUB": self.cmd_pub, b"MPUB": self.cmd_mpub, b"DPUB": self.cmd_dpub,
-            b"NOP": self.cmd_nop, b"TOUCH": self.cmd_touch, b"SUB": self.cmd_sub,
-            b"CLS": self.cmd_cls, b"AUTH": self.cmd_auth, b"IDENTIFY": self.cmd_identify,
-        }
 
     def serve(self):
         """Serve the connection until it closes (called after the magic was read)."""
@@ -74,9 +84,14 @@ class ProtocolV2:
     def _read_loop(self):
         client = self.client
         reader = client.reader
-        commands = self._commands
+        commands = COMMANDS
         fins = client.pending_fins
+        handled = 0
         while not client.closed:
+            handled += 1
+            if handled > COMMANDS_PER_TURN:
+                handled = 0
+                self._take_turn()
             client.command_start = None   # _on_idle starts this command's clock
             line = reader.readline(MAX_LINE)
             if (len(line) == 20 and line[:4] == b"FIN " and client.state >= STATE_SUBSCRIBED
@@ -95,7 +110,7 @@ class ProtocolV2:
                         "E_INVALID", f"invalid command {raw_text(params[0])}")
                 if fins and params[0] != b"FIN":
                     client.flush_fins()
-                reply = handler(params)
+                reply = handler(self, params)
                 if reply is not None:
                     client.reply(reply)
             except ClientError as err:
@@ -110,18 +125,7 @@ class ProtocolV2:
         client = self.client
         if client.command_start is None:
             client.command_start = time.monotonic()   # the read deadline's clock starts
-        fins_sent = client.pending_fins and client.flush_fins()
-        if client.out:
-            if client_waiting and not client.write_lock.locked():
-                # Nothing more has arrived: the client is waiting for these replies, and
-                # the reader waits in the hub next, so sending them here saves the hop to
-                # the writer without letting anyone skip the hub's turn.
-                client.send_pending()
-            else:
-                # A client that keeps sending is answered by the writer: its replies
-                # wait for the hub's turn like everything else, which keeps a flooding
-                # publisher from outrunning the other greenlets.
-                client.wake.set()
+        fins_sent = self._hand_on(client_waiting)
         # gevent's recv returns at once while data is waiting, without visiting the hub:
         # yield after handing the channel a FIN batch, and every few reads, so a client
         # that keeps its socket full can neither starve the other greenlets nor pile work
@@ -136,6 +140,32 @@ class ProtocolV2:
                 gevent.sleep(0)
         client.wait_while_output_full()
         # (A client trickling bytes is closed by the watchdog's read-deadline sweep.)
+
+    def _take_turn(self):
+        """Every COMMANDS_PER_TURN commands, however many more are already buffered (a
+        few compressed bytes can inflate to millions of commands), the other greenlets
+        run, and the reader waits while too much output is pending."""
+        self._hand_on(False)
+        gevent.sleep(0)
+        self.client.wait_while_output_full()
+
+    def _hand_on(self, client_waiting):
+        """Hand the FINs read so far to the channel and the replies to the client; True
+        if there were FINs."""
+        client = self.client
+        fins_sent = client.pending_fins and client.flush_fins()
+        if client.out:
+            if client_waiting and not client.write_lock.locked():
+                # Nothing more has arrived: the client is waiting for these replies, and
+                # the reader waits in the hub next, so sending them here saves the hop to
+                # the writer without letting anyone skip the hub's turn.
+                client.send_pending()
+            else:
+                # A client that keeps sending is answered by the writer: its replies
+                # wait for the hub's turn like everything else, which keeps a flooding
+                # publisher from outrunning the other greenlets.
+                client.wake.set()
+        return fins_sent
 
     def _read_body(self, verb, code, what):
         """Read a size-prefixed body for PUB/DPUB/IDENTIFY/AUTH after checking the size."""
@@ -166,7 +196,7 @@ class ProtocolV2:
             raise FatalClientError("E_INVALID", "cannot IDENTIFY in current state")
         body = self._read_body("IDENTIFY", "E_BAD_BODY", "body")
         try:
-            data = ujson.loads(body)
+            data = json_input.loads(body)
         except ValueError:
             data = None
         if not isinstance(data, dict):
@@ -380,5 +410,22 @@ class ProtocolV2:
         if size > self.opts.max_body_size:
             raise FatalClientError(
                 "E_BAD_BODY", f"MPUB body too big {size} > {self.opts.max_body_size}")
-        body = reader.readexactly(size)
-        return self._publish("MPUB", topic_name, split_mpub_body(body, self.opts))
+        try:
+            body = reader.readexactly(size)
+        except ConnectionClosed:
+            # Go reads the messages off the stream, so a body cut short by EOF is
+            # answered with the error of the message it ends in.
+            body = reader.take_buffered()
+        bodies = split_mpub_body(body, self.opts, pause=gevent.sleep)
+        return self._publish("MPUB", topic_name, bodies)
+
+
+# Each verb's method as a plain function of the protocol (kept by the class, not by each
+# connection, whose own table of bound methods would tie it to itself in a cycle).
+COMMANDS = {
+    b"FIN": ProtocolV2.cmd_fin, b"RDY": ProtocolV2.cmd_rdy, b"REQ": ProtocolV2.cmd_req,
+    b"PUB": ProtocolV2.cmd_pub, b"MPUB": ProtocolV2.cmd_mpub, b"DPUB": ProtocolV2.cmd_dpub,
+    b"NOP": ProtocolV2.cmd_nop, b"TOUCH": ProtocolV2.cmd_touch, b"SUB": ProtocolV2.cmd_sub,
+    b"CLS": ProtocolV2.cmd_cls, b"AUTH": ProtocolV2.cmd_auth,
+    b"IDENTIFY": ProtocolV2.cmd_identify,
+}

@@ -11,11 +11,12 @@ has no room for is refused whole (``QueueFull``) before any of them stores it.
 """
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult
 from gevent.queue import Full
 
 from greensq.actors.actor import MessageHolder, Receipt, StoreFailed
 from greensq.actors.channel import Channel
+from greensq.services.message import Message
 from greensq.services.names import is_ephemeral
 
 DRAIN_BATCH = 512
@@ -55,6 +56,10 @@ class Topic(MessageHolder):
         mailbox (blocking while it is full). ``receipt`` is done once they are stored."""
         self.call("pub", receipt, msgs)
 
+    def publish_slices(self, receipt, batch):
+        """``publish`` for a big batch's bodies (a ``SlicedBodies``), not stamped yet."""
+        self.call("pub_slices", receipt, batch)
+
     def get_channel(self, name):
         """The named channel, created (and started) if it does not exist yet."""
         channel = self.channels.get(name)
@@ -81,8 +86,31 @@ class Topic(MessageHolder):
     # -- mailbox handlers -----------------------------------------------------------------
 
     def on_pub(self, receipt, msgs):
-        if self.refuse_when_full and self._refuse(receipt, msgs):
+        if self.refuse_when_full and self._refuse(
+                receipt, len(msgs), _bodies_bytes_from(msgs), msgs[0].defer_ms):
             return
+        self._take(receipt, msgs)
+
+    def on_pub_slices(self, receipt, batch):
+        """A batch too big for one turn of the hub, stamped and stored a slice at a time
+        with the hub visiting the other greenlets in between. The topic keeps its turn
+        throughout, so the batch is refused whole or taken whole, in order, and its
+        publisher gets one answer; a failed slice ends it, as a failed put ends Go's."""
+        if self.refuse_when_full and self._refuse(receipt, len(batch), batch.bytes_from):
+            return
+        ids = self.nsqd.ids
+        for bodies in batch.slices():
+            if self.deleted or receipt.error is not None:
+                break
+            receipt.expect(1)
+            self._take(receipt, Message.new_batch(ids, bodies))
+            self.after_batch()
+            gevent.sleep(0)
+        receipt.done()
+
+    def _take(self, receipt, msgs):
+        """Store new messages: in the channels, or (no channel, paused, or a backlog to
+        keep in order) in the topic's own queue."""
         flowing = self._flowing()
         if flowing and not self.depth:
             self._fan_out(msgs, receipt)
@@ -138,7 +166,7 @@ class Topic(MessageHolder):
         self.on_drain()
 
     def on_empty(self):
-        self.queue.empty()
+        self.empty_queue()
 
     def on_delete(self):
         for name in list(self.channels):
@@ -147,33 +175,36 @@ class Topic(MessageHolder):
         self.stop_loop()
 
     def on_close(self, done):
-        """Shutdown: close every channel (each flushes to disk), then flush our own queue."""
+        """Shutdown: close every channel (each flushes to disk), then flush our own
+        queue; ``done`` gets whether everything was written."""
+        persisted = False
         try:
-            channel_events = []
+            results = []
             for channel in self.channels.values():
-                event = Event()
-                channel.send("close", event)
-                channel_events.append(event)
-            for event in channel_events:
-                event.wait()
-            self.queue.close()
+                result = AsyncResult()
+                channel.send("close", result)
+                results.append(result)
+            persisted = all([result.get() for result in results])
+            persisted = self.queue.close() and persisted
         finally:
             self.stop_loop()
-            done.set()
+            done.set(persisted)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _refuse(self, receipt, msgs):
-        """Fail the publish if a queue it would go to is full; True if refused."""
+    def _refuse(self, receipt, count, bytes_from, deferred=False):
+        """Fail a publish of ``count`` messages (``bytes_from(i)``: the size of their
+        bodies from the i-th on) if a queue it would go to is full; True if refused."""
         if self._flowing() and not self.depth:
-            deferred = msgs[0].defer_ms     # goes to the channels' deferred heaps, not disk
-            full = [f"channel {c.name} (--max-bytes-per-channel)"
-                    for c in self.channels.values() if not deferred and c.queue.refuses(msgs)]
+            # Deferred messages go to the channels' deferred heaps, not to disk.
+            full = [f"channel {c.name} (--max-bytes-per-channel)" for c in self.channels.values()
+                    if not deferred and c.queue.refuses(count, bytes_from)]
         else:
-            full = ["the topic (--max-bytes-per-topic)"] if self.queue.refuses(msgs) else []
+            full = (["the topic (--max-bytes-per-topic)"]
+                    if self.queue.refuses(count, bytes_from) else [])
         if not full:
             return False
-        self.refused_count += len(msgs)
+        self.refused_count += count
         receipt.fail(QueueFull(f"{self.name}: no room on disk for {full[0]}"))
         return True
 
@@ -196,4 +227,9 @@ class Topic(MessageHolder):
 
     def after_batch(self):
         self.queue.flush()
+
+
+def _bodies_bytes_from(msgs):
+    """``bytes_from`` for a list of messages."""
+    return lambda first: sum([len(msg.body) for msg in msgs[first:]])
 

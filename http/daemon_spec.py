@@ -4,8 +4,10 @@ nothing about NSQ; nsqd, nsqlookupd and nsqadmin are specs.
 """
 
 import logging
+import sys
 
 from greensq.http.listeners import format_sockname
+from greensq.services.golog import daemon_line
 
 
 class DaemonSpec:
@@ -13,13 +15,16 @@ class DaemonSpec:
 
     ``listen_addresses()`` names the sockets to bind, e.g. ``{"TCP": "0.0.0.0:4150",
     "HTTP": "0.0.0.0:4151"}``; "HTTP" is served by Gunicorn. ``lock_path()`` is a data
-    directory to lock, or None. In the worker, ``build_app(sockets)`` returns the WSGI app,
-    ``start(sockets)`` starts the protocol servers and ``stop()`` shuts down gracefully.
+    directory to lock, or None. In the worker, ``build_app(sockets)`` returns the WSGI app
+    (or raises ``StartupError``: the daemon exits 1 with ``fatal``'s line),
+    ``start(sockets)`` starts the protocol servers and ``stop()`` shuts down gracefully,
+    returning False if it could not persist everything (the daemon then exits 1).
     """
 
     name = "daemon"
     graceful_timeout = 30
     bound = None
+    log_handler = None
 
     def listen_addresses(self):
         raise NotImplementedError
@@ -39,6 +44,15 @@ class DaemonSpec:
 
     def stop(self):
         raise NotImplementedError
+
+    def fatal(self, message):
+        """NSQ's ``FATAL: <message>`` line, through the daemon's log once it has one."""
+        log = logging.getLogger("greensq")
+        if self.log_handler is None:
+            sys.stderr.write(daemon_line(f"[{self.name}] ", "FATAL", message) + "\n")
+            return
+        log.critical("%s", message)
+        self.log_handler.flush_pending()
 
 
 class ProtocolDaemonSpec(DaemonSpec):
@@ -72,7 +86,9 @@ class ProtocolDaemonSpec(DaemonSpec):
         """Runs once the listeners serve (nsqd connects to its lookupds here)."""
 
     def close_core(self):
-        """Runs after the listeners stopped accepting: flush and release."""
+        """Runs after the listeners stopped accepting: flush and release; False if
+        something could not be persisted."""
+        return True
 
     def build_app(self, sockets):
         from greensq.services.logs import setup_logging
@@ -104,7 +120,9 @@ class ProtocolDaemonSpec(DaemonSpec):
             logging.getLogger("greensq").info(
                 "TCP: closing %s", format_sockname(self.tcp_server.socket))
             self.tcp_server.close()
+        persisted = True
         if self.core is not None:
-            self.close_core()
+            persisted = self.close_core()
         if self.log_handler is not None:
             self.log_handler.flush_pending()
+        return persisted

@@ -11,6 +11,10 @@ stops accepting, lets the core flush to disk, and exits.
 Binding and locking are listeners.py, the worker is worker.py, and a daemon plugs in
 through a small object (daemon_spec.py); the launcher knows nothing about NSQ.
 
+The daemon exits 1, as a Go daemon does, when its worker cannot start (the worker has
+logged the FATAL line; Gunicorn's own lines about it are left out) and when a shutdown
+could not persist everything; else 0.
+
 The arbiter stays small: it imports Gunicorn's arbiter and the daemon's flags, not gevent
 nor the app (the worker imports those after the fork), and it freezes its objects out of
 the garbage collector's reach just before forking, so the pages it shares with the
@@ -18,6 +22,7 @@ worker stay shared instead of being copied the first time either process collect
 """
 
 import gc
+import os
 import sys
 
 from greensq.http.unused_modules import defer_unused_modules
@@ -25,6 +30,8 @@ from greensq.http.unused_modules import defer_unused_modules
 defer_unused_modules()
 
 from gunicorn.app.base import BaseApplication  # noqa: E402 (after the deferral)
+from gunicorn.arbiter import Arbiter  # noqa: E402
+from gunicorn.errors import HaltServer  # noqa: E402
 
 from greensq.http.listeners import (  # noqa: E402
     StartupError, bind_listener, format_sockname, lock_directory)
@@ -79,6 +86,52 @@ class DaemonApplication(BaseApplication):
 
     def load(self):
         return self.spec.build_app(self.sockets)
+
+    def run(self):
+        DaemonArbiter(self).run()
+
+
+class DaemonArbiter(Arbiter):
+    """Gunicorn's arbiter with a daemon's exit status: 1 once a worker failed to boot,
+    or ended badly (non-zero status, or killed) while the arbiter was shutting down."""
+
+    halting = False
+    failed = False
+
+    def reap_workers(self):
+        """Take the failures this arbiter handles itself before Gunicorn's reaping:
+        the exit status is peeked at (WNOWAIT) and only those workers reaped here."""
+        for pid in list(self.WORKERS):
+            try:
+                status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                continue
+            if status is None:
+                continue
+            exited = status.si_code == os.CLD_EXITED
+            boot_error = exited and status.si_status == self.WORKER_BOOT_ERROR
+            if not boot_error and (not self.halting or (exited and status.si_status == 0)):
+                continue        # Gunicorn's business: a crash is restarted
+            os.waitpid(pid, 0)
+            worker = self.WORKERS.pop(pid)
+            worker.tmp.close()
+            self.cfg.child_exit(self, worker)
+            self.failed = True
+            if not self.halting:
+                raise HaltServer(None, 0)
+        super().reap_workers()
+
+    def stop(self, graceful=True):
+        self.halting = True     # SIGTERM's halt, and SIGINT's and SIGQUIT's stop
+        super().stop(graceful)
+
+    def halt(self, reason=None, exit_status=0):
+        try:
+            super().halt(reason, exit_status)
+        except SystemExit:
+            if self.failed:
+                sys.exit(1)
+            raise
 
 
 def freeze_before_fork(arbiter, worker):

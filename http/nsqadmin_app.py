@@ -16,14 +16,14 @@ import mimetypes
 import os
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import ujson
-
 from greensq.http.nsq_http import (
     NsqHTTPError, create_api, lazy_app, query_params, read_body, respond_json, respond_ping)
 from greensq.http.nsqadmin_pages import add_pages, is_admin_request
+from greensq.services import json_input
 from greensq.services.cluster_http import UpstreamError
 from greensq.services.cluster_stats import join_host_port
 from greensq.services.graphite import GraphiteError
+from greensq.services.json_input import kind_name
 from greensq.services.metrics import content_type, admin_metrics
 from greensq.services.nsqadmin import ApiError
 
@@ -65,27 +65,22 @@ def actor(req):
             "url": url}
 
 
-def _json_kind(value):
-    """A JSON value's kind as Go's decoder names it in its errors."""
-    return {dict: "object", list: "array", str: "string", bool: "bool"}.get(type(value), "number")
-
-
 def _go_decode(text, fields):
     """``(document, None)`` or ``(None, Go's error text)`` for a JSON object of string
     ``fields``, as Go's ``json.Decoder`` reads it into a struct."""
     if not text:
         return None, "EOF"
     try:
-        doc = ujson.loads(text)
+        doc = json_input.loads(text)
     except ValueError:
         return None, f"invalid character {text[0]!r} looking for beginning of value"
     doc = {} if doc is None else doc
     if not isinstance(doc, dict):
-        return None, f"json: cannot unmarshal {_json_kind(doc)} into Go value of type struct"
+        return None, f"json: cannot unmarshal {kind_name(doc)} into Go value of type struct"
     for name in fields:
         value = doc.get(name)
         if value is not None and not isinstance(value, str):
-            return None, (f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+            return None, (f"json: cannot unmarshal {kind_name(value)} into Go struct field "
                           f".{name} of type string")
     return {name: doc.get(name) or "" for name in fields}, None
 
@@ -309,7 +304,7 @@ class Config(Resource):
             raise NsqHTTPError(413, "INVALID_VALUE")
         if opt == "nsqlookupd_http_addresses":
             try:
-                value = ujson.loads(body)
+                value = json_input.loads(body)
             except ValueError:
                 raise NsqHTTPError(400, "INVALID_VALUE") from None
         else:

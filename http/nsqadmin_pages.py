@@ -8,6 +8,7 @@ and performs actions after a confirmation, through the JSON API.
 
 import os
 import time
+from typing import NamedTuple
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -36,12 +37,52 @@ def nanoseconds(value):
     return format_duration(max(0, value or 0) / 1_000_000_000)
 
 
+def lookupd_connection(remote_address):
+    """``(nsqlookupd, the nsqd's address as it sees it)`` from one of a producer's
+    ``remote_addresses`` (``lookupd/remote``)."""
+    lookupd, _, remote = remote_address.partition("/")
+    return lookupd, remote or "N/A"
+
+
 def make_environment():
     env = Environment(loader=FileSystemLoader(TEMPLATES),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(commafy=commafy, nanoseconds=nanoseconds, duration=human_duration)
+    env.filters.update(commafy=commafy, nanoseconds=nanoseconds, duration=human_duration,
+                       lookupd_connection=lookupd_connection)
     return env
+
+
+class Line(NamedTuple):
+    """One line of a chart: a column (``kind``) of a graph series, and its legend."""
+
+    series: str
+    kind: str
+    label: str
+
+
+def topic_lines(topic, channel_names):
+    """A topic's charts: messages in and each channel's finished; the topic's depth and
+    each channel's, so a channel that falls behind stands out."""
+    channels = [(f"channel/{topic}/{name}", name) for name in channel_names]
+    rates = [Line(f"topic/{topic}", "rate", "in")] + [
+        Line(series, "finish", f"{name} finished") for series, name in channels]
+    depths = [Line(f"topic/{topic}", "depth", "topic")] + [
+        Line(series, "depth", name) for series, name in channels]
+    return rates, depths
+
+
+def channel_lines(topic, channel):
+    series = f"channel/{topic}/{channel}"
+    rates = [Line(series, kind, label) for kind, label in (
+        ("rate", "in"), ("finish", "finished"), ("requeue", "requeued"),
+        ("timeout", "timed out"))]
+    return rates, [Line(series, "depth", "depth")]
+
+
+def node_lines(node):
+    series = f"node/{node}"
+    return [Line(series, "rate", "in")], [Line(series, "depth", "depth")]
 
 
 def is_admin_request(admin, req):
@@ -124,8 +165,10 @@ class TopicPage(Page):
     def show(self, req, resp, topic):
         doc, warnings = self.admin.topic(topic)
         channels = sorted(items(doc["channels"]), key=lambda c: c["channel_name"])
+        rate_lines, depth_lines = topic_lines(topic, [c["channel_name"] for c in channels])
         self.render(req, resp, "topic.html", graphs=_path("topics", topic), title=topic,
-                    topic=doc, channels=channels, warnings=warnings.errors())
+                    topic=doc, channels=channels, rate_lines=rate_lines,
+                    depth_lines=depth_lines, warnings=warnings.errors())
 
 
 class ChannelPage(Page):
@@ -134,9 +177,11 @@ class ChannelPage(Page):
 
     def show(self, req, resp, topic, channel):
         doc, warnings = self.admin.channel(topic, channel)
+        rate_lines, depth_lines = channel_lines(topic, channel)
         self.render(req, resp, "channel.html", graphs=_path("topics", topic, channel),
                     title=self.title(topic, channel), topic_name=topic, channel_name=channel,
-                    channel=doc, warnings=warnings.errors())
+                    channel=doc, rate_lines=rate_lines, depth_lines=depth_lines,
+                    warnings=warnings.errors())
 
 
 class NodesPage(Page):
@@ -160,8 +205,10 @@ class NodePage(Page):
         doc, warnings, producer, meta = self.admin.node(node)
         start_time = meta.get("start_time")
         uptime = time.time() - start_time if isinstance(start_time, (int, float)) else None
+        rate_lines, depth_lines = node_lines(node)
         self.render(req, resp, "node.html", graphs=_path("nodes", node), title=node, node=doc,
-                    producer=producer, uptime=uptime, warnings=warnings.errors())
+                    producer=producer, uptime=uptime, rate_lines=rate_lines,
+                    depth_lines=depth_lines, warnings=warnings.errors())
 
 
 class CounterPage(Page):

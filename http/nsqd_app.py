@@ -9,20 +9,22 @@ import base64
 import logging
 import re
 
-import ujson
+import gevent
 
 from greensq.actors.actor import Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
     respond_text)
+from greensq.services import json_input
+from greensq.services.batches import LineTooBig, split_lines, split_mpub_body
 from greensq.services.logs import LEVELS
 from greensq.services.metrics import content_type, nsqd_metrics
 from greensq.services.names import is_valid_name
 from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT, NSQD_FLAGSET
 from greensq.services.stats import format_text, nsqd_stats
 from greensq.services.version import NSQ_VERSION
-from greensq.services.wire import FatalClientError, split_mpub_body
+from greensq.services.wire import FatalClientError
 
 log = logging.getLogger("greensq")
 
@@ -147,16 +149,19 @@ class Mpub(Resource):
             self.nsqd.get_topic(topic_name)
         if len(body) > limit:
             raise NsqHTTPError(413, "BODY_TOO_BIG")
+        # A big batch is checked (and later stored) in slices, the hub visiting the other
+        # greenlets in between (services/batches.py).
         binary = params.get("binary")
         if binary is not None and binary not in ("false", "0"):
             try:
-                bodies = split_mpub_body(body, self.opts)
+                bodies = split_mpub_body(body, self.opts, pause=gevent.sleep)
             except FatalClientError as err:
                 raise NsqHTTPError(413, err.code[2:]) from None
         else:
-            bodies = [line for line in body.split(b"\n") if line]
-            if any(len(line) > self.opts.max_msg_size for line in bodies):
-                raise NsqHTTPError(413, "MSG_TOO_BIG")
+            try:
+                bodies = split_lines(body, self.opts.max_msg_size, pause=gevent.sleep)
+            except LineTooBig:
+                raise NsqHTTPError(413, "MSG_TOO_BIG") from None
         self.publish(topic_name, bodies)
         respond_text(resp, "OK")
 
@@ -253,12 +258,15 @@ class TopicAction(Resource):
 
     @staticmethod
     def _act(actor, action):
-        """Empty, pause or unpause a topic or channel, and wait until it is done."""
+        """Empty, pause or unpause a topic or channel, and wait until it is done (an
+        empty whose disk queue cannot be written is NSQ's 500)."""
         try:
             actor.ask(action)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND" if hasattr(actor, "topic")
                                else "TOPIC_NOT_FOUND") from None
+        except StoreFailed:
+            raise NsqHTTPError(500, "INTERNAL_ERROR") from None
 
     def _answer(self, resp, action):
         """200 once the action is done: what it changed in the topics and channels (and
@@ -321,7 +329,7 @@ class Config(Resource):
             raise NsqHTTPError(413, "INVALID_VALUE")
         if opt == "nsqlookupd_tcp_addresses":
             try:
-                addresses = ujson.loads(body)
+                addresses = json_input.loads(body)
             except ValueError:
                 addresses = None
             if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):

@@ -46,15 +46,12 @@ class NsqdSpec(ProtocolDaemonSpec):
         return addresses
 
     def build_core(self):
-        from greensq.services.nsqd import NSQD
+        from greensq.services.nsqd import CannotStart, load_nsqd
 
-        from greensq.services.transport import server_context
-
-        log.info("ID: %d", self.opts.node_id)
-        nsqd = NSQD(self.opts)
-        nsqd.tls_context = server_context(self.opts)   # None without --tls-cert
-        nsqd.load_metadata()
-        return nsqd
+        try:
+            return load_nsqd(self.opts)
+        except CannotStart as exc:
+            raise StartupError(str(exc)) from None
 
     def create_app(self, core):
         from greensq.http.nsqd_app import create_app
@@ -87,22 +84,12 @@ class NsqdSpec(ProtocolDaemonSpec):
             log.info("HTTPS: listening on %s", format_sockname(listener))
 
     def protocols(self):
-        from greensq.actors.protocol_v2 import ProtocolV2
+        from functools import partial
+
+        from greensq.actors.protocol_v2 import serve_v2
         from greensq.services.wire import MAGIC_V2
 
-        nsqd = self.core
-
-        def serve_v2(sock, address):
-            if nsqd.exiting:
-                return   # a connection that starts during shutdown is closed
-            protocol = ProtocolV2(nsqd, sock, address)
-            nsqd.clients.add(protocol.client)
-            try:
-                protocol.serve()
-            finally:
-                nsqd.clients.discard(protocol.client)
-
-        return {MAGIC_V2: serve_v2}
+        return {MAGIC_V2: partial(serve_v2, self.core)}
 
     def after_start(self):
         self.core.start()
@@ -115,10 +102,10 @@ class NsqdSpec(ProtocolDaemonSpec):
             self.https_server.close()
         if self.core is not None:
             self.core.stop_lookup()
-        super().stop()
+        return super().stop()
 
     def close_core(self):
-        self.core.close()
+        return self.core.close()
 
 
 def tls_required_app(https_port):
@@ -153,9 +140,9 @@ def standalone_app():
     spec = NsqdSpec(opts)
     try:
         sockets = {"TCP": bind_listener(opts.tcp_address)}
+        app = spec.build_app(sockets)
     except StartupError as exc:
         raise RuntimeError(str(exc)) from None
-    app = spec.build_app(sockets)
     spec.start(sockets)
     atexit.register(spec.stop)
     return app

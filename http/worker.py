@@ -4,6 +4,10 @@ Falcon app on the HTTP server of wsgi_server.py and the spec's protocol servers 
 Gunicorn loads the worker class in the arbiter, so this module imports gevent, the app
 and the daemon's core only in the worker, after the fork. The worker dies with its
 arbiter (``PR_SET_PDEATHSIG``), as a killed Go binary takes its ports with it.
+
+A worker that cannot start logs NSQ's FATAL line and exits with Gunicorn's boot-error
+status; one whose shutdown could not persist everything exits with ``UNPERSISTED_EXIT``.
+The arbiter (launcher.py) turns either into the daemon's exit status 1.
 """
 
 import gc
@@ -22,7 +26,10 @@ defer_unused_modules()   # before Gunicorn, whichever module imports it first
 from gunicorn.arbiter import Arbiter  # noqa: E402 (after the deferral)
 from gunicorn.workers.base import Worker  # noqa: E402
 
-from greensq.http.listeners import format_sockname  # noqa: E402
+from greensq.http.listeners import StartupError, format_sockname  # noqa: E402
+
+# The worker's exit status when its shutdown could not persist everything.
+UNPERSISTED_EXIT = 1
 
 
 def raise_fd_limit():
@@ -122,6 +129,15 @@ class DaemonWorker(Worker):
         mimetypes.init(files=[])
         super().init_process()
 
+    def load_wsgi(self):
+        """Build the app; a daemon that cannot start says why in NSQ's FATAL line and
+        exits with Gunicorn's boot-error status, which stops the arbiter."""
+        try:
+            super().load_wsgi()
+        except StartupError as exc:
+            self.app.spec.fatal(str(exc))
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
     def notify(self):
         super().notify()
         if self.ppid != os.getppid():
@@ -154,7 +170,9 @@ class DaemonWorker(Worker):
             self.log.exception("%s failed to start", spec.name)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         # Messages are not cyclic garbage; let the cyclic collector run rarely, and never
-        # rescan what startup allocated, so it cannot pause the hub under load.
+        # rescan what startup allocated, so it cannot pause the hub under load. So what a
+        # connection, topic or channel leaves when it ends must not be cyclic garbage
+        # either: reference counting frees it (tests/test_churn_memory.py).
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         release_free_heap()
@@ -170,7 +188,9 @@ class DaemonWorker(Worker):
             while time.monotonic() < deadline and any(server.active for server in servers):
                 gevent.sleep(0.05)
         finally:
-            spec.stop()
+            persisted = spec.stop()
+        if persisted is False:
+            sys.exit(UNPERSISTED_EXIT)
 
     def handle_exit(self, sig, frame):
         self.alive = False

@@ -236,6 +236,11 @@ class Connection:
                         send(b"HTTP/1.1 100 Continue\r\n\r\n")
         except OSError as exc:          # the client reset or went away; or idled too long
             log.debug("HTTP: [%s] connection error - %s", self._client(), exc)
+        finally:
+            # The parser calls this connection's methods: without it nothing refers back
+            # here, and the connection is freed when it ends (the worker's cyclic
+            # collector seldom runs).
+            self.parser = None
 
     def _stand_in_method(self, data):
         """A request starting with a method the parser does not know (``BREW``) is parsed

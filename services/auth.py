@@ -28,7 +28,11 @@ import urllib.parse
 
 import gevent
 
+from greensq.services import json_input
+from greensq.services.json_input import decodes_as, kind_name
+
 PERMISSIONS = ("subscribe", "publish")
+MAX_RESPONSE = 16 * 1024 * 1024   # bytes of an auth server's answer nsqd reads
 
 
 class AuthError(Exception):
@@ -76,7 +80,7 @@ class AuthState:
 def _compile(pattern, what):
     try:
         return re.compile(pattern)
-    except re.error as err:
+    except (re.error, OverflowError, RecursionError) as err:   # e.g. a{9999999999}, ((((...
         raise AuthError(f"unable to compile {what} {json.dumps(pattern)} {err}") from None
 
 
@@ -93,8 +97,8 @@ def _typed(fields, key, kind, default):
     value = fields.get(key)
     if value is None:
         return default
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise AuthError(f"cannot unmarshal {json.dumps(value)} into field {key}")
+    if not decodes_as(value, kind):
+        raise AuthError(f"cannot unmarshal {kind_name(value)} into field {key}")
     return value
 
 
@@ -102,7 +106,7 @@ def _strings(fields, key):
     values = _typed(fields, key, list, [])
     for value in values:
         if not isinstance(value, str):
-            raise AuthError(f"cannot unmarshal {json.dumps(value)} into field {key}")
+            raise AuthError(f"cannot unmarshal {kind_name(value)} into field {key}")
     return values
 
 
@@ -110,7 +114,7 @@ def parse_auth_response(body, now=None):
     """An :class:`AuthState` from an auth server's 200 body, validated as nsqd does:
     known permissions only, patterns that compile, a ttl above 0."""
     try:
-        data = json.loads(body)
+        data = json_input.loads(body)
     except ValueError as err:
         raise AuthError(f"invalid JSON response - {err}") from None
     fields = _fields(data)
@@ -158,7 +162,10 @@ def _get(url, connect_timeout, request_timeout):
                 conn.sock.settimeout(request_timeout)
             conn.request("GET", path, headers={"Accept": "application/vnd.nsq; version=1.0"})
             resp = conn.getresponse()
-            return resp.status, resp.reason, resp.read()
+            body = resp.read(MAX_RESPONSE + 1)
+            if len(body) > MAX_RESPONSE:
+                raise AuthError(f"response larger than {MAX_RESPONSE} bytes")
+            return resp.status, resp.reason, body
     finally:
         conn.close()
 
@@ -166,10 +173,10 @@ def _get(url, connect_timeout, request_timeout):
 def _https_retry_url(url, body):
     """A 403 over plain HTTP may name the HTTPS port to retry on (NSQ's API client)."""
     try:
-        port = _typed(_fields(json.loads(body)), "https_port", int, 0)
+        port = _typed(_fields(json_input.loads(body)), "https_port", int, 0)
     except (ValueError, AuthError):
         return None
-    if port <= 0:      # nothing to retry on: report the 403 itself
+    if not 0 < port < 65536:      # nothing to retry on: report the 403 itself
         return None
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""

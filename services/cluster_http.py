@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import gevent
 from gevent import socket, ssl
 
+from greensq.services import json_input
+
 NSQ_ACCEPT = "application/vnd.nsq; version=1.0"
 MAX_BODY = 64 * 1024 * 1024
 
@@ -89,7 +91,7 @@ class ClusterHTTP:
         """GET ``http://address/path`` and parse its JSON body."""
         body = self._nsq_request("GET", f"http://{address}{path}", address)
         try:
-            return json.loads(body)
+            return json_input.loads(body)
         except ValueError as exc:
             raise UpstreamError(f"invalid JSON from {address}: {exc}", address) from None
 
@@ -113,8 +115,10 @@ class ClusterHTTP:
     @staticmethod
     def _https_url(url, body):
         try:
-            port = int(json.loads(body)["https_port"])
-        except (ValueError, KeyError, TypeError):
+            port = int(json_input.loads(body)["https_port"])
+        except (ValueError, KeyError, TypeError, OverflowError):
+            return None
+        if not 0 < port < 65536:
             return None
         parts = urlsplit(url)
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
@@ -124,17 +128,19 @@ class ClusterHTTP:
 
     def request(self, method, url, body=None, headers=None, address=None):
         """``(status, body, content_type)`` of one request; UpstreamError on failure."""
-        parts = urlsplit(url)
-        secure = parts.scheme == "https"
-        host = parts.hostname or ""
-        port = parts.port or (443 if secure else 80)
-        address = address or parts.netloc
         verb = method.capitalize()
-        if secure:
-            context = self.ssl_context or ssl.create_default_context()
-        else:
-            context = None
-        conn = _Connection(host, port, self.connect_timeout, context)
+        try:
+            parts = urlsplit(url)
+            secure = parts.scheme == "https"
+            host = parts.hostname or ""
+            port = parts.port or (443 if secure else 80)
+            context = (self.ssl_context or ssl.create_default_context()) if secure else None
+            conn = _Connection(host, port, self.connect_timeout, context)
+        except (ValueError, http.client.InvalidURL) as exc:
+            # A node's address is whatever it told nsqlookupd: a port out of range, a
+            # bracket left open, control characters.
+            raise UpstreamError(f'{verb} "{url}": {exc}', address or url) from None
+        address = address or parts.netloc
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         try:
             with gevent.Timeout(self.request_timeout, _Deadline):

@@ -2,7 +2,7 @@
 
 Every ``interval`` seconds it asks the cluster for its nodes (from the lookupds, or the
 configured nsqd), reads each node's ``/stats`` (without clients) and records every
-topic's and channel's message count and depth in the RateHistory. A node that does not
+topic's and channel's counters and depths in the RateHistory. A node that does not
 answer is recorded as a gap and listed in ``down``.
 """
 
@@ -13,19 +13,21 @@ import gevent
 
 from greensq.services.cluster_stats import http_address
 from greensq.services.clusterinfo import ClusterUnavailable
+from greensq.services.rate_history import Sample
 
 log = logging.getLogger("greensq")
 
 
 def samples_of(node_stats):
-    """``{(node, topic, channel|None): (message_count, depth)}`` from a NodeStats."""
+    """``{(node, topic, channel|None): Sample}`` from a NodeStats."""
     samples = {}
     for topic in node_stats.topics:
         name, node = topic["topic_name"], topic["node"]
-        samples[(node, name, None)] = (topic["message_count"], topic["depth"])
+        samples[(node, name, None)] = Sample(topic["message_count"], topic["depth"])
         for channel in topic["channels"] or []:
-            samples[(node, name, channel["channel_name"])] = (
-                channel["message_count"], channel["depth"])
+            samples[(node, name, channel["channel_name"])] = Sample(
+                channel["message_count"], channel["depth"], channel["in_flight_count"],
+                channel["deferred_count"], channel["requeue_count"], channel["timeout_count"])
     return samples
 
 

@@ -54,6 +54,13 @@ their batch forms never yield; ``sync``, ``empty``, ``close`` and ``delete``
 do (they wait for the thread pool). ``close`` and ``delete`` stop the
 background greenlet.
 
+Failures: a write that fails raises ``OSError`` with nothing of it left in the segment
+(a partial record is truncated away), so the files keep matching the positions. A failed
+sync is logged, handed to the ``when_synced`` waiters and retried at the next sync. With
+``on_error``, every write and every sync reports its outcome: the ``OSError``, or None
+once writing works again (a write clears a write error, a sync clears any), as nsqd's
+health does.
+
 ``when_synced(callback)`` asks for the data written so far to be fsynced and calls
 back once it is: writes that arrive during an fsync share the next one (group commit).
 Such a sync writes the metadata only when it is due anyway.
@@ -72,13 +79,14 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import struct
 
 import gevent
 import gevent.event
 import gevent.lock
+
+from greensq.services.files import fsync, replace_file
 
 __all__ = ["DiskQueue"]
 
@@ -94,18 +102,16 @@ class _Corrupt(Exception):
     """The current read segment cannot be trusted past this point."""
 
 
-def _fsync(fd: int) -> None:
-    gevent.get_hub().threadpool.apply(os.fsync, (fd,))
-
-
 class DiskQueue:
     """A persistent FIFO of byte records; see the module docstring."""
 
     def __init__(self, name: str, data_path: str, max_bytes_per_file: int,
                  min_msg_size: int, max_msg_size: int, sync_every: int,
-                 sync_timeout: float, logger: logging.Logger, retain: bool = False):
+                 sync_timeout: float, logger: logging.Logger, retain: bool = False,
+                 on_error=None):
         """Open the queue, loading ``<name>.diskqueue.meta.dat`` if present. With
-        ``retain``, records read stay on disk until ``commit`` (see "Retaining")."""
+        ``retain``, records read stay on disk until ``commit`` (see "Retaining");
+        ``on_error(error)`` hears how writes and syncs go (see "Failures")."""
         self.name = name
         self.data_path = data_path
         self.max_bytes_per_file = max_bytes_per_file
@@ -141,6 +147,9 @@ class DiskQueue:
 
         self.retain = retain
         self._uncommitted = 0      # records read but not committed (retain mode)
+
+        self._on_error = on_error
+        self._sync_error = None    # the last sync's error, until a sync works
 
         self._load()
         # Retain mode persists this as the read position; reading moves on from it.
@@ -197,6 +206,14 @@ class DiskQueue:
                 raise ValueError(
                     "invalid message write size (%d) minMsgSize=%d maxMsgSize=%d"
                     % (n, self.min_msg_size, self.max_msg_size))
+        try:
+            self._append(payloads, positions)
+        except OSError as exc:
+            self._report(exc)
+            raise
+        self._report(self._sync_error)
+
+    def _append(self, payloads, positions: list | None) -> None:
         chunk = bytearray()
         pos = self._write_pos      # where the next record in `chunk` will land
         count = 0
@@ -216,6 +233,10 @@ class DiskQueue:
             count += 1
         if chunk:
             self._write(chunk, count)
+
+    def _report(self, error) -> None:
+        if self._on_error is not None:
+            self._on_error(error)
 
     def _write(self, data: bytearray, count: int) -> None:
         if self._wfd is None:
@@ -603,23 +624,6 @@ class DiskQueue:
         return b"%d\n%d,%d\n%d,%d\n" % (depth, read_num, read_pos,
                                         self._write_num, self._write_pos)
 
-    def _write_meta(self, text: bytes) -> None:
-        tmp = "%s.%d.tmp" % (self.meta_path, random.getrandbits(63))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            try:
-                os.write(fd, text)
-                _fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.meta_path)
-        except BaseException:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
-
     def _sync(self, meta: bool = True) -> None:
         """fsync written data (and the directory, after a new segment), then persist the
         metadata as of the call, then tell the ``when_synced`` waiters."""
@@ -632,24 +636,27 @@ class DiskQueue:
                 self._ops = 0
                 self._need_sync = False
             fds, self._retired = self._retired, []
-            if self._wfd is not None:
-                # A duplicate, so the owner may close its fd while we fsync.
-                fds.append(os.dup(self._wfd))
-            if self._new_file:
-                self._new_file = False
-                fds.append(os.open(self.data_path, os.O_RDONLY | os.O_DIRECTORY))
             error = None
             try:
+                if self._wfd is not None:
+                    # A duplicate, so the owner may close its fd while we fsync.
+                    fds.append(os.dup(self._wfd))
+                if self._new_file:
+                    fds.append(os.open(self.data_path, os.O_RDONLY | os.O_DIRECTORY))
+                    self._new_file = False
                 for fd in fds:
-                    _fsync(fd)
+                    fsync(fd)
                 if meta:
-                    self._write_meta(text)
+                    replace_file(self.meta_path, text)
             except OSError as exc:
                 error = exc
+                self._need_sync = True     # tried again at the next sync
                 raise
             finally:
                 for fd in fds:
                     os.close(fd)
+                self._sync_error = error
+                self._report(error)
                 for callback in waiters:
                     callback(error)
 

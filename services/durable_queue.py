@@ -26,12 +26,22 @@ its record when it gets there.
 After SIGKILL or a power cut every published, unfinished message is delivered again (at
 least once: the ones in flight at the crash may be delivered twice). Go nsqd reading the
 same files delivers from the persisted read position, finished ones included.
+
+When the disk fails, a publish is refused (its write or fsync raised), and nothing
+accepted is lost: a message that cannot be written again (requeued, deferred) keeps its
+old record and stays in memory; finish-log entries that cannot be written are dropped,
+so the records they finished are delivered again after a restart.
 """
 
+import itertools
+import logging
 import time
 from collections import deque
 
 from greensq.services.message import Message
+from greensq.services.message_queue import write_and_close
+
+log = logging.getLogger("greensq")
 
 
 class _Entry:
@@ -127,6 +137,7 @@ class DurableQueue:
         self.ahead = {}            # start offset -> entry of a record held past the cursor
         self._dirty = False
         self._due_unsynced = False
+        self._finish_log_error = None   # the finish log's last write error, if it failed
         self.dropped = 0
 
     # -- sizes ------------------------------------------------------------------------------
@@ -146,7 +157,7 @@ class DurableQueue:
     def is_full(self):
         return False
 
-    def refuses(self, msgs):
+    def refuses(self, count, bytes_from):
         return False
 
     def peek(self, count, max_bytes):
@@ -165,13 +176,21 @@ class DurableQueue:
 
     # -- new messages -----------------------------------------------------------------------
 
-    def put_many(self, msgs):
+    def put_many(self, msgs, accepted=False):
         """Append new messages; they are held in memory too when nothing unread is on
-        disk before them and memory has room."""
+        disk before them and memory has room. A failed write raises, or with
+        ``accepted`` holds them in memory only."""
         starts = []
         payloads = [msg.encode() for msg in msgs]
         at_cursor = self.log.read_offset
-        self.log.put_many(payloads, starts)
+        try:
+            self.log.put_many(payloads, starts)
+        except OSError as exc:
+            if not accepted:
+                raise
+            self._write_failed(exc, len(msgs))
+            self.memory.extend(msgs)
+            return
         if (starts[0] == at_cursor and not self.ahead
                 and len(self.memory) + len(msgs) <= self.mem_limit):
             window = self.window
@@ -185,7 +204,9 @@ class DurableQueue:
         """Call ``callback(error)`` once what was written so far is fsynced."""
         if self._due_unsynced:
             self._due_unsynced = False
-            self.finish_log.flush()
+            if not self._write_finish_log():
+                callback(self._finish_log_error)
+                return
             self.log.when_synced(lambda error: self._sync_finish_log(callback, error))
         else:
             self.log.when_synced(callback)
@@ -249,16 +270,20 @@ class DurableQueue:
 
     def requeue(self, msg):
         """A message back to the queue (timed out, REQ without delay, its consumer
-        gone): written again with its attempts; held in memory if there is room."""
-        self._rewrite(msg)
-        if len(self.memory) < self.mem_limit:
+        gone): written again with its attempts; held in memory if there is room (if
+        it cannot be written, in memory whatever the room)."""
+        if not self._rewrite(msg):
+            self.memory.append(msg)
+        elif len(self.memory) < self.mem_limit:
             self._hold(msg)
             self.memory.append(msg)
 
     def defer(self, msg, delay):
         """A message to the deferred list (DPUB, REQ with a delay): written (again) with
-        its attempts and due time, and held."""
-        self._rewrite(msg)
+        its attempts and due time, and held (if it cannot be written, held with its
+        old record, due at once after a restart)."""
+        if not self._rewrite(msg):
+            return
         self.finish_log.record_due(self._written, time.time_ns() + int(delay * 1e9))
         self._due_unsynced = True
         self._dirty = True
@@ -278,17 +303,28 @@ class DurableQueue:
             if entry is not None:
                 msg.entry = None
                 self._done(entry)
-        self.finish_log.flush()
+        self._write_finish_log()
 
     def _rewrite(self, msg):
+        """Write the message again; its old record is done with once the new one is
+        written. False if the write failed: the message keeps its old record."""
+        starts = []
+        payload = msg.encode()
+        try:
+            self.log.put_many((payload,), starts)
+        except OSError as exc:
+            self._write_failed(exc, 1)
+            return False
         entry = getattr(msg, "entry", None)
         if entry is not None:
             self._done(entry)
-        starts = []
-        payload = msg.encode()
-        self.log.put_many((payload,), starts)
         self._written = starts[0]
         msg.entry = _Entry(starts[0], starts[0] + 4 + len(payload))
+        return True
+
+    def _write_failed(self, error, count):
+        log.error("%s: failed to write messages to backend - %s (%d kept in memory)",
+                  self.label, error, count)
 
     def _hold(self, msg):
         entry = msg.entry
@@ -312,7 +348,7 @@ class DurableQueue:
         if not self._dirty:
             return
         self._dirty = False
-        self.finish_log.flush()
+        self._write_finish_log()
         committed = 0
         while True:
             count = self.window.pop_done()
@@ -324,7 +360,25 @@ class DurableQueue:
             self.log.commit(head.start if head is not None else self.log.read_offset,
                             committed)
         if self.finish_log.wants_compaction:
-            self.finish_log.rewrite(self.window.finished_ranges(), self._live_dues())
+            try:
+                self.finish_log.rewrite(self.window.finished_ranges(), self._live_dues())
+            except OSError as exc:
+                self._finish_log_failed(exc)
+
+    def _write_finish_log(self):
+        """Write the finish log's new entries; False if that failed (they are dropped:
+        what they finished is delivered again after a restart)."""
+        try:
+            self.finish_log.flush()
+        except OSError as exc:
+            self._finish_log_failed(exc)
+            return False
+        self._finish_log_error = None
+        return True
+
+    def _finish_log_failed(self, error):
+        self._finish_log_error = error
+        log.error("%s: failed to write %s - %s", self.label, self.finish_log.path, error)
 
     def _live_dues(self):
         """Due times of records not yet behind the persisted read position."""
@@ -352,8 +406,12 @@ class DurableQueue:
 
     def close(self, extra=()):
         """Shutdown: everything held is on disk already (``extra``, the in-flight and
-        deferred messages, included)."""
+        deferred messages, included) but what a failed write kept in memory only, which
+        is written now. False if something could not be written or synced."""
+        unwritten = [msg for msg in itertools.chain(self.memory, extra)
+                     if getattr(msg, "entry", None) is None]
         self._dirty = True
         self.flush()
+        finish_log_written = self._finish_log_error is None
         self.finish_log.close()
-        self.log.close()
+        return write_and_close(self.label, self.log, unwritten) and finish_log_written

@@ -18,10 +18,11 @@ rewritten, compactly, from the live state when it grows past ``COMPACT_AT``.
 """
 
 import bisect
+import errno
 import os
 import struct
 
-import gevent
+from greensq.services.files import fsync, replace_file
 
 ENTRY = struct.Struct(">cqq")
 COMPACT_AT = 1 << 20
@@ -67,20 +68,29 @@ class FinishLog:
         self._pending += ENTRY.pack(b"D", start, due_ns)
 
     def flush(self):
-        """Write what was recorded since the last flush (one write)."""
+        """Write what was recorded since the last flush (one write). If that fails it
+        is dropped, with nothing of it left in the file, and the ``OSError`` raised."""
         if not self._pending:
             return
+        data, self._pending = bytes(self._pending), bytearray()
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        data, self._pending = bytes(self._pending), bytearray()
-        os.write(self._fd, data)
+        try:
+            if os.write(self._fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)   # no torn entry to misalign the rest
+            except OSError:
+                pass
+            raise
         self._size += len(data)
 
     def sync(self):
         """fsync what was flushed (off the hub), for due times that must survive a power
         cut before a deferred publish is answered."""
         if self._fd is not None:
-            gevent.get_hub().threadpool.apply(os.fsync, (self._fd,))
+            fsync(self._fd)
 
     @property
     def wants_compaction(self):
@@ -92,10 +102,7 @@ class FinishLog:
         self._pending = bytearray()
         data = b"".join([ENTRY.pack(b"F", start, end) for start, end in finished_ranges]
                         + [ENTRY.pack(b"D", start, when) for start, when in due.items()])
-        tmp = self.path + ".tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, self.path)
+        replace_file(self.path, data, temp_path=self.path + ".tmp", sync=False)
         self.close()
         self._size = len(data)
 

@@ -7,10 +7,10 @@ The key layout follows NSQ: ``<prefix>.topic.<topic>.channel.<channel>.<metric>`
 ``--statsd-counter-format`` or ``--statsd-gauge-format`` by the metric's kind.
 """
 
-import json
 import re
 from urllib.parse import urlencode
 
+from greensq.services import json_input
 from greensq.services.cluster_http import UpstreamError
 
 GAUGES = {"depth", "in_flight_count", "deferred_count", "clients", "heap_objects",
@@ -102,7 +102,7 @@ class Graphite:
             status, body, _ = client.request("GET", url)
             if status != 200:
                 raise GraphiteError(f"graphite answered {status}")
-            value = json.loads(body)[0]["datapoints"][0][0]
+            value = json_input.loads(body)[0]["datapoints"][0][0]
         except (UpstreamError, ValueError, LookupError, TypeError) as exc:
             raise GraphiteError(str(exc)) from None
         if value is None or value < 0:

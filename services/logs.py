@@ -8,6 +8,7 @@ dropped (and counted) instead of the broker freezing.
 
 import logging
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -23,6 +24,17 @@ _LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "
 
 QUEUE_LIMIT = 10000
 
+# A message is one line: its control characters (a tab aside) are written escaped. Text
+# that clients and peers sent reaches messages, where a line break would forge a log line
+# and an escape sequence would drive the reader's terminal.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escaped(match):
+    char = match.group()
+    return _ESCAPES.get(char) or f"\\x{ord(char):02x}"
+
 
 class NsqFormatter(logging.Formatter):
     def __init__(self, prefix):
@@ -31,7 +43,10 @@ class NsqFormatter(logging.Formatter):
 
     def format(self, record):
         level = _LEVEL_NAMES.get(record.levelno, record.levelname)
-        text = daemon_line(self.prefix, level, record.getMessage(), record.created)
+        message = record.getMessage()
+        if _CONTROL.search(message):
+            message = _CONTROL.sub(_escaped, message)
+        text = daemon_line(self.prefix, level, message, record.created)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

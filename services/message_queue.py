@@ -10,6 +10,11 @@ accepts a publish, so a batch is taken whole or not at all; messages already acc
 (requeued, timed out, handed over from the topic) are never refused. Under
 ``drop-oldest`` the oldest messages on disk make room for new ones. ``dropped`` counts
 what a queue dropped, either way.
+
+A disk write that fails refuses a publish (``put_many`` raises the ``OSError``), but
+never loses a message nsqd has already accepted: one requeued, due again, or handed over
+by the topic stays in memory past ``mem_limit`` instead (bounded by what is in flight,
+deferred, or in one hand-over).
 """
 
 import logging
@@ -51,33 +56,41 @@ class MessageQueue:
         """True once the disk queue holds ``max_bytes`` or more."""
         return bool(self.max_bytes) and self.backend.bytes >= self.max_bytes
 
-    def refuses(self, msgs):
-        """True if storing ``msgs`` would take the disk queue past ``max_bytes`` (only
-        what does not fit in memory goes to disk)."""
+    def refuses(self, count, bytes_from):
+        """True if storing ``count`` messages (``bytes_from(i)``: the size of their bodies
+        from the i-th on) would take the disk queue past ``max_bytes`` (only what does not
+        fit in memory goes to disk)."""
         room = self.mem_limit - len(self.memory)
-        if not self.max_bytes or room >= len(msgs):
+        if not self.max_bytes or room >= count:
             return False
-        incoming = sum([4 + HEADER_SIZE + len(msg.body) for msg in msgs[max(0, room):]])
+        first = max(0, room)
+        incoming = (4 + HEADER_SIZE) * (count - first) + bytes_from(first)
         return self.backend.bytes + incoming > self.max_bytes
 
     def put(self, msg):
-        if len(self.memory) < self.mem_limit:
-            self.memory.append(msg)
-        elif self.backend is not None:
-            self._to_disk([msg.encode()])
-        else:
-            self.dropped += 1
+        """An accepted message: memory, else disk (else, if the write fails, memory)."""
+        self.put_many([msg], accepted=True)
 
-    def put_many(self, msgs):
+    def put_many(self, msgs, accepted=False):
+        """Memory while it has room, the rest to disk: a failed write raises, or with
+        ``accepted`` keeps the rest in memory."""
         room = max(0, self.mem_limit - len(self.memory))
         if room >= len(msgs):
             self.memory.extend(msgs)
             return
         self.memory.extend(msgs[:room])
-        if self.backend is not None:
-            self._to_disk([msg.encode() for msg in msgs[room:]])
-        else:
+        if self.backend is None:
             self.dropped += len(msgs) - room
+            return
+        rest = msgs[room:]
+        try:
+            self._to_disk([msg.encode() for msg in rest])
+        except OSError as exc:
+            if not accepted:
+                raise
+            log.error("%s: failed to write messages to backend - %s (%d kept in memory)",
+                      self.label, exc, len(rest))
+            self.memory.extend(rest)
 
     def _to_disk(self, records):
         if self.max_bytes and self.drop_oldest:
@@ -163,13 +176,34 @@ class MessageQueue:
             self.backend.delete()
 
     def close(self, extra=()):
-        """Shutdown: memory (and ``extra`` messages, e.g. in-flight ones) go to disk."""
+        """Shutdown: memory (and ``extra`` messages, e.g. in-flight ones) go to disk.
+        False if some could not be written, or the queue's state synced: what was on
+        disk before stays there, described or not by its metadata (the next start
+        finds records past a stale write position)."""
         if self.backend is None:
-            return
+            return True
         held = list(self.memory)
         held.extend(extra)
         self.memory.clear()
-        if held:
-            self.backend.put_many([msg.encode() for msg in held])
-        self.backend.close()
+        return write_and_close(self.label, self.backend, held)
 
+
+def write_and_close(label, backend, msgs):
+    """Shutdown of a disk queue: ``msgs`` written to it, then synced and closed. False
+    (with an error logged) if some could not be written or the queue not synced."""
+    persisted = True
+    if msgs:
+        depth = backend.depth
+        try:
+            backend.put_many([msg.encode() for msg in msgs])
+        except OSError as exc:
+            lost = len(msgs) - (backend.depth - depth)
+            log.error("%s: failed to write messages to backend at shutdown - %s;"
+                      " %d messages lost", label, exc, lost)
+            persisted = False
+    try:
+        backend.close()
+    except OSError as exc:
+        log.error("%s: failed to sync its disk queue at shutdown - %s", label, exc)
+        persisted = False
+    return persisted

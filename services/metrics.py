@@ -255,14 +255,14 @@ def admin_metrics(admin):
         ("nsq_topic_messages", "counter", "Messages published to the topic."),
         ("nsq_channel_depth", "gauge", "Messages queued in the channel."),
         ("nsq_channel_messages", "counter", "Messages the channel received.")])
-    for (node, topic, channel), (count, depth) in sorted(
+    for (node, topic, channel), sample in sorted(
             poller.latest.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")):
         labels = f'node="{label_value(node)}",topic="{label_value(topic)}"'
         if channel is None:
-            topic_depth.sample(labels, depth)
-            topic_messages.sample(labels, count)
+            topic_depth.sample(labels, sample.depth)
+            topic_messages.sample(labels, sample.message_count)
         else:
             labels += f',channel="{label_value(channel)}"'
-            channel_depth.sample(labels, depth)
-            channel_messages.sample(labels, count)
+            channel_depth.sample(labels, sample.depth)
+            channel_messages.sample(labels, sample.message_count)
     return out.text()

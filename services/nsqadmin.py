@@ -287,7 +287,9 @@ class NSQAdmin:
           its topics and channels.
 
         A node's rate is the sum of its topics' rates; its depth counts topics and
-        channels.
+        channels. Channel series also have ``finish``, ``requeue`` and ``timeout`` rates
+        (see ``rate_history``). The steps start at the oldest sample of any series
+        returned, so a topic younger than nsqadmin's history fills its graphs.
         """
         history = self.history
         groups = {}
@@ -316,13 +318,16 @@ class NSQAdmin:
             elif key_topic == topic and key_channel == channel:
                 add(f"channel/{topic}/{channel}", key)
                 add(f"node-channel/{key_node}/{topic}/{channel}", key)
+        start = history.first_step({key for keys in groups.values() for key in keys})
+        if points is not None:
+            start = max(start, len(history.times) - points)
         series = {}
         for name, keys in groups.items():
             rate_keys = [k for k in keys if k[2] is None] if name.startswith("node/") else keys
-            series[name] = history.combined(rate_keys, keys, last=points)
+            series[name] = history.combined(rate_keys, keys, start)
         return {
             "interval": self.poller.interval,
-            "times": [round(t, 1) for t in history.step_times(points)],
+            "times": [round(t, 1) for t in history.step_times(start)],
             "down": self.poller.down,
             "series": series,
         }

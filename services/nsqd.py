@@ -9,16 +9,18 @@ that a publish to an idle topic is handled at once in the publisher's greenlet (
 
 import logging
 import os
-import random
 import time
 
 import gevent
 import ujson
-from gevent.event import Event
+from gevent.event import AsyncResult
 
 from greensq.actors.actor import Receipt, Refused
 from greensq.actors.topic import Topic
+from greensq.services import json_input
+from greensq.services.batches import SlicedBodies
 from greensq.services.durable_queue import DurableQueue
+from greensq.services.files import replace_file
 from greensq.services.finish_log import FinishLog
 from greensq.services.memory import GC_PAUSES
 from greensq.services.message import HEADER_SIZE, IdGenerator, Message
@@ -31,6 +33,31 @@ from greensq.services.watchdog import Watchdog
 log = logging.getLogger("greensq")
 
 METADATA_FILE = "nsqd.dat"
+
+
+class CannotStart(Exception):
+    """nsqd cannot start on its data path; the message says why, in NSQ's words."""
+
+
+def load_nsqd(opts):
+    """nsqd's core as the daemon starts it: the TLS context its flags ask for (None without
+    --tls-cert), the topics and channels recorded in ``nsqd.dat``, and ``nsqd.dat`` written
+    back, since nsqd, as NSQ's, refuses a data path it cannot write (``CannotStart``).
+    Call ``start()`` once it serves, ``close()`` to shut it down."""
+    from greensq.services.transport import server_context
+
+    log.info("ID: %d", opts.node_id)
+    nsqd = NSQD(opts)
+    nsqd.tls_context = server_context(opts)
+    try:
+        nsqd.load_metadata()
+    except (OSError, ValueError) as exc:
+        raise CannotStart(f"failed to load metadata - {exc}") from None
+    try:
+        nsqd.write_metadata()
+    except OSError as exc:
+        raise CannotStart(f"failed to persist metadata - {exc}") from None
+    return nsqd
 
 
 class NSQD:
@@ -115,6 +142,7 @@ class NSQD:
 
     def _create_channels_from_lookupd(self, topic):
         """Create the channels the nsqlookupds already know for a new topic."""
+        import http.client
         import urllib.parse
         import urllib.request
 
@@ -127,8 +155,8 @@ class NSQD:
             try:
                 with urllib.request.urlopen(
                         url, timeout=self.opts.http_client_request_timeout) as resp:
-                    channels = ujson.loads(resp.read()).get("channels") or []
-            except (OSError, ValueError, AttributeError) as exc:
+                    channels = json_input.loads(resp.read()).get("channels") or []
+            except (OSError, ValueError, AttributeError, http.client.HTTPException) as exc:
                 log.error("failed to query nsqlookupd %s for channels of topic %s - %s",
                           address, topic.name, exc)
                 continue
@@ -165,18 +193,24 @@ class NSQD:
             receipt.wait()
 
     def start_publish(self, topic_name, bodies, defer_ms=0):
-        """``publish`` without the wait: the ``Receipt`` to wait on (None for no bodies)."""
+        """``publish`` without the wait: the ``Receipt`` to wait on (None for no bodies).
+        ``bodies`` is a list, or a big batch's ``SlicedBodies`` (services/batches.py),
+        which the topic stamps and stores a slice at a time."""
         if self.exiting:
             raise Refused()
         topic = self.topics.get(topic_name) or self.get_topic(topic_name)
         if not bodies:
             return None
         receipt = Receipt()
-        topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
+        if isinstance(bodies, SlicedBodies):
+            topic.publish_slices(receipt, bodies)
+        else:
+            topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
         return receipt
 
     def set_health(self, error):
-        """Record a disk-queue write error (None: writes work again), as NSQ's health."""
+        """A disk queue's latest write or sync: its error, or None once writing works
+        again (every disk queue reports here); the latest report is NSQ's health."""
         self.health_error = error
 
     @property
@@ -226,7 +260,7 @@ class NSQD:
         backend = DiskQueue(
             name, self.data_path, opts.max_bytes_per_file, HEADER_SIZE,
             opts.max_msg_size + HEADER_SIZE, opts.sync_every, opts.sync_timeout, log,
-            retain=opts.durable)
+            retain=opts.durable, on_error=self.set_health)
         if not opts.durable:
             return MessageQueue(label, opts.mem_queue_size, backend, max_bytes, drop_oldest)
         finish_log = FinishLog(os.path.join(self.data_path, f"{name}.diskqueue.finished.dat"))
@@ -254,7 +288,8 @@ class NSQD:
             self._metadata_writer = gevent.spawn(self._write_metadata_while_dirty)
 
     def persist_metadata(self):
-        """Write ``nsqd.dat`` now and wait until it is on disk."""
+        """Write ``nsqd.dat`` now and wait until it is on disk (or the write failed and
+        was logged)."""
         self.metadata_changed()
         writer = self._metadata_writer
         if writer is not None:
@@ -264,35 +299,40 @@ class NSQD:
         try:
             while self._metadata_dirty:
                 self._metadata_dirty = False
-                self.write_metadata()
+                self.try_write_metadata()
         finally:
             self._metadata_writer = None
 
     def write_metadata(self):
-        """Write ``nsqd.dat`` atomically: temp file, fsync, rename."""
+        """Write ``nsqd.dat`` atomically (temp file, fsync, rename); raises the
+        ``OSError`` if it cannot be (nsqd refuses to start on that, as NSQ's does)."""
         path = os.path.join(self.data_path, METADATA_FILE)
         log.info("NSQ: persisting topic/channel metadata to %s", path)
-        tmp = f"{path}.{random.getrandbits(31)}.tmp"
-        data = ujson.dumps(self.metadata()).encode()
+        replace_file(path, ujson.dumps(self.metadata()).encode())
+
+    def try_write_metadata(self):
+        """``write_metadata``, with a failure logged as NSQ logs it; True if written."""
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                gevent.get_hub().threadpool.apply(os.fsync, (fh.fileno(),))
-            os.replace(tmp, path)
+            self.write_metadata()
         except OSError as exc:
             log.error("failed to persist metadata - %s", exc)
+            return False
+        return True
 
     def load_metadata(self):
         """Recreate the topics and channels (and pause state) recorded in ``nsqd.dat``."""
         path = os.path.join(self.data_path, METADATA_FILE)
         try:
             with open(path, "rb") as fh:
-                data = ujson.loads(fh.read())
+                raw = fh.read()
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            raise RuntimeError(f"failed to parse metadata file {path} - {exc}") from None
+        try:
+            data = ujson.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"failed to parse metadata in {path} - {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"failed to parse metadata in {path} - not a JSON object")
         def restore(entries, kind, get):
             """Create each valid entry with ``get`` and its pause state: [(actor, entry)]."""
             restored = []
@@ -318,20 +358,22 @@ class NSQD:
     # -- shutdown ---------------------------------------------------------------------------
 
     def close(self):
-        """Stop every client and actor, flush every queue to disk, write metadata."""
+        """Stop every client and actor, flush every queue to disk, write metadata.
+        False if something could not be written (each failure is logged)."""
         self.exiting = True
         self.watchdog.stop()
         if self.statsd is not None:
             self.statsd.stop()
         for client in list(self.clients):
             client.close()
-        self.write_metadata()
+        persisted = self.try_write_metadata()
         log.info("NSQ: closing topics")
-        events = []
+        results = []
         for topic in list(self.topics.values()):
-            done = Event()
+            done = AsyncResult()
             topic.send("close", done)
-            events.append(done)
-        for done in events:
-            done.wait()
+            results.append(done)
+        for done in results:
+            persisted = done.get() and persisted
         log.info("NSQ: bye")
+        return persisted

@@ -51,7 +51,31 @@ def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", slee
         sleep(interval)
 
 
-class Daemon:
+class StatsQueries:
+    """nsqd's ``/stats`` through ``self.http(method, path)``, which returns ``(status,
+    headers, body bytes)``: a daemon process's, or the fast tier's in-process nsqd's."""
+
+    def stats(self, **params):
+        query = "&".join(f"{k}={v}" for k, v in dict(format="json", **params).items())
+        status, _, body = self.http("GET", f"/stats?{query}")
+        assert status == 200, body
+        return json.loads(body)
+
+    def topic_stats(self, topic):
+        for entry in self.stats()["topics"]:
+            if entry["topic_name"] == topic:
+                return entry
+        return None
+
+    def channel_stats(self, topic, channel):
+        entry = self.topic_stats(topic)
+        for ch in (entry or {}).get("channels", []):
+            if ch["channel_name"] == channel:
+                return ch
+        return None
+
+
+class Daemon(StatsQueries):
     """A greensq daemon process (``nsqd`` by default) on free loopback ports."""
 
     def __init__(self, data_path, args=(), module="greensq.http.nsqd_launcher",
@@ -161,25 +185,6 @@ class Daemon:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()
-
-    def stats(self, **params):
-        query = "&".join(f"{k}={v}" for k, v in dict(format="json", **params).items())
-        status, _, body = self.http("GET", f"/stats?{query}")
-        assert status == 200, body
-        return json.loads(body)
-
-    def topic_stats(self, topic):
-        for entry in self.stats()["topics"]:
-            if entry["topic_name"] == topic:
-                return entry
-        return None
-
-    def channel_stats(self, topic, channel):
-        entry = self.topic_stats(topic)
-        for ch in (entry or {}).get("channels", []):
-            if ch["channel_name"] == channel:
-                return ch
-        return None
 
 
 class ToolProcess(Daemon):
@@ -296,12 +301,17 @@ def children(pid):
 
 
 class RawClient:
-    """A raw TCP connection to a daemon's protocol port: the magic, buffered reads."""
+    """A raw TCP connection to a daemon's protocol port (or, with ``sock``, an already
+    connected socket: the fast tier's socket pairs): the magic, buffered reads."""
 
     magic = b""
 
-    def __init__(self, port, timeout=10.0, magic=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port=None, timeout=10.0, magic=None, sock=None):
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        else:
+            sock.settimeout(timeout)
+        self.sock = sock
         self.buf = b""
         magic = self.magic if magic is None else magic
         if magic:

@@ -32,6 +32,9 @@ class Recorder(Actor):
         self.log.append(("end", tag, gevent.getcurrent()))
         self.running -= 1
 
+    def on_stop(self):
+        self.stop_loop()
+
     def after_batch(self):
         self.batches += 1
 
@@ -83,3 +86,13 @@ def test_a_failing_inline_handler_is_logged_and_the_actor_goes_on(caplog):
     actor.call("work", "after")
     assert tags(actor) == [("start", "after"), ("end", "after")]
     assert not actor.turn.locked()
+
+
+def test_an_actor_stopped_by_a_handler_run_inline_ends_its_greenlet():
+    """A topic or channel deleted while idle stops in the caller's greenlet (``ask``);
+    its own greenlet, waiting for a next message, must end too, not wait forever."""
+    actor = Recorder().start()
+    gevent.sleep(0)                       # the actor's greenlet waits for a message
+    actor.ask("stop")
+    actor.greenlet.join(timeout=5)
+    assert actor.greenlet.dead

@@ -270,6 +270,16 @@ UNUSABLE = {   # secret: (status, body, what the client gets)
                        "E_AUTH_FAILED AUTH failed"),
     "bad-regex": (200, answer(grant(topic="(")), "E_AUTH_FAILED AUTH failed"),
     "no-grants": (200, answer(), "E_UNAUTHORIZED AUTH no authorizations found"),
+    # What Go cannot decode: nesting past the decoder's limit, a ttl beyond 64 bits.
+    "deep": (200, b"[" * 5000 + b"]" * 5000, "E_AUTH_FAILED AUTH failed"),
+    "ttl-1e23": (200, answer(ALL, ttl=10**23), "E_AUTH_FAILED AUTH failed"),
+    "ttl-2^63": (200, answer(ALL, ttl=2**63), "E_AUTH_FAILED AUTH failed"),
+    "ttl-float": (200, b'{"ttl": 1e3, "authorizations": []}', "E_AUTH_FAILED AUTH failed"),
+    # Patterns Python's re cannot compile for other reasons than a syntax error.
+    "regex-deep": (200, answer(grant(topic="(" * 5000 + ")" * 5000)),
+                   "E_AUTH_FAILED AUTH failed"),
+    "regex-huge-repeat": (200, answer(grant(topic="a{99999999999}")),
+                          "E_AUTH_FAILED AUTH failed"),
 }
 
 
@@ -281,6 +291,35 @@ def test_rejected_or_unusable_answers(auth_nsqd, auth_server):
         assert frame == (FRAME_ERROR, error.encode()), (secret, frame)
         assert client.is_closed(), secret
         assert auth_server.count(secret) == 1, secret
+    # Each failure is one log line; nsqd goes on serving.
+    assert "Traceback" not in auth_nsqd.log_text(), auth_nsqd.log_text()[-3000:]
+    auth_server.set("good", answer(ALL))
+    assert send_cmd(authed(auth_nsqd, "good"), "PUB", "t") == (FRAME_RESPONSE, b"OK")
+
+
+def test_an_answer_with_text_that_is_not_unicode_is_taken_as_go_takes_it(
+        auth_nsqd, auth_server):
+    """Lone surrogates (escaped) and bytes that are not UTF-8 in identity fields: Go
+    decodes them as U+FFFD and AUTH succeeds; so here, and /stats shows U+FFFD."""
+    grants = json.dumps([ALL])
+    auth_server.set("escaped", answer(ALL, identity="h\udfff", identity_url="u\ud800A"))
+    auth_server.set("raw", b'{"ttl": 60, "identity": "r\xff", "authorizations": %s}'
+                    % grants.encode())
+    client, _ = connect(auth_nsqd)
+    kind, data = auth(client, "escaped")
+    assert (kind, json.loads(data.decode("utf-8"))) == (FRAME_RESPONSE, {
+        "identity": "h\ufffd", "identity_url": "u\ufffdA", "permission_count": 1})
+    assert send_cmd(client, "SUB", "t", "ch") == (FRAME_RESPONSE, b"OK")
+    other, _ = connect(auth_nsqd)
+    kind, data = auth(other, "raw")
+    assert json.loads(data.decode("utf-8"))["identity"] == "r\ufffd"
+    assert send_cmd(other, "SUB", "t", "ch") == (FRAME_RESPONSE, b"OK")
+    status, _, text = auth_nsqd.http("GET", "/stats")
+    assert status == 200
+    text.decode("utf-8")
+    clients = auth_nsqd.channel_stats("t", "ch")["clients"]
+    assert {c["auth_identity"] for c in clients} == {"h\ufffd", "r\ufffd"}
+    assert "Traceback" not in auth_nsqd.log_text()
 
 
 def test_unknown_secret_fails_and_details_only_go_to_the_log(auth_nsqd, auth_server):

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow   # runs every daemon and tool
+
 DAEMONS = {"nsqd": "greensq.http.nsqd_launcher",
            "nsqlookupd": "greensq.http.nsqlookupd_launcher",
            "nsqadmin": "greensq.http.nsqadmin_launcher"}

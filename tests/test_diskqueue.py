@@ -1,5 +1,6 @@
 """Tests for greensq.services.diskqueue: go-diskqueue's on-disk format and semantics."""
 
+import errno
 import logging
 import os
 import struct
@@ -403,3 +404,33 @@ def test_sync_timeout_persists_metadata_after_activity(tmp_path):
     syncer = dq._syncer
     dq.close()
     assert syncer.dead
+
+
+def test_a_failed_fsync_fails_its_waiters_and_is_reported_until_a_sync_works(
+        tmp_path, monkeypatch):
+    reports, answers = [], []
+    dq = DiskQueue(NAME, str(tmp_path), 1024, 1, 1024, 10_000, 3600, LOG,
+                   on_error=reports.append)
+    dq.put(b"a")
+    assert reports == [None]
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    dq.when_synced(answers.append)
+    wait_for(lambda: answers)
+    assert isinstance(answers[0], OSError) and answers[0].errno == errno.EIO
+    assert isinstance(reports[-1], OSError)
+    assert not os.path.exists(meta(tmp_path))
+    assert [name for name in files(tmp_path) if name.endswith(".tmp")] == []
+    dq.put(b"b")                     # a write that works does not hide the failed sync
+    assert isinstance(reports[-1], OSError)
+
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    dq.when_synced(answers.append)
+    wait_for(lambda: len(answers) == 2)
+    assert answers[1] is None and reports[-1] is None
+    dq.close()
+    assert read_meta(tmp_path) == "2\n0,0\n0,10\n"

@@ -35,6 +35,8 @@ from support import (
     FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, consume_expected, free_port, ping,
     wait_until)
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 SENTINEL = b"0" * 16     # a message ID never in flight: its FIN's error confirms the rest
 
 
@@ -76,7 +78,8 @@ class Consumer(threading.Thread):
     """FINs most messages; REQs every tenth with a delay, and lets another tenth time out,
     on their first attempt. After every 20 FINs, or when nothing arrives for a moment, it
     sends a FIN for an ID never in flight: when its error comes back, nsqd has handled
-    the FINs sent before it, which the ledger then counts as confirmed."""
+    the FINs sent before it, which the ledger then counts as confirmed, except those nsqd
+    refused (a FIN that came after its message timed out: it will be delivered again)."""
 
     def __init__(self, port, ledger):
         super().__init__(daemon=True)
@@ -89,6 +92,7 @@ class Consumer(threading.Thread):
     def run(self):
         ledger, client = self.ledger, self.client
         unconfirmed, sentinels = [], []      # FINs since the last sentinel; per sentinel
+        fin_bodies = {}                      # message ID -> body, for refused FINs
 
         def send_sentinel():
             client.command(b"FIN " + SENTINEL)
@@ -103,8 +107,15 @@ class Consumer(threading.Thread):
                     if unconfirmed:
                         send_sentinel()
                     continue
-                if kind == FRAME_ERROR and SENTINEL.decode() in data.decode():
+                if kind == FRAME_ERROR and SENTINEL in data:
                     ledger.confirmed.update(sentinels.pop(0))
+                    continue
+                if kind == FRAME_ERROR and data.startswith(b"E_FIN_FAILED"):
+                    refused = next((fin_bodies[word] for word in data.split()
+                                    if word in fin_bodies), None)
+                    for pending in (unconfirmed, *sentinels):
+                        if refused in pending:
+                            pending.remove(refused)
                     continue
                 if kind != FRAME_MESSAGE:
                     continue
@@ -121,6 +132,7 @@ class Consumer(threading.Thread):
                     pass                                   # times out after 1 s
                 else:
                     client.command(b"FIN " + msg_id)
+                    fin_bodies[msg_id] = body
                     unconfirmed.append(body)
                     ledger.fin_sent.add(body)
                     if len(unconfirmed) >= 20:

@@ -10,10 +10,14 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from support import CommandProcess, wait_until
 
 LOCAL = [sys.executable, "-m", "greensq.services.local"]
 LOOPBACK_PORTS = {f"127.0.0.1:{port}" for port in (4150, 4151, 4160, 4161, 4171)}
+
+pytestmark = pytest.mark.slow   # runs greensq-local and its daemons
 
 
 def http_in(netns, method, url):

@@ -14,6 +14,8 @@ from admin_cluster import ADMIN, ADMIN_HEADERS, FAST_GRAPHS, AdminCluster
 from certs import Certs
 from support import Daemon, V2Client, nsqadmin_daemon, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 HOSTILE = "<script>window.pwned=1</script><b>agent</b>"
 
 
@@ -256,6 +258,12 @@ def test_graphs_follow_the_messages(cluster):
     assert doc["interval"] == 0.5
     assert len(doc["times"]) == len(doc["series"]["topic/flowing"]["rate"])
     assert doc["series"]["channel/flowing/drain"]["depth"][-1] > 0
+    # A channel's series also has its finish, requeue and timeout rates; a topic's not.
+    assert set(doc["series"]["channel/flowing/drain"]) == {
+        "rate", "finish", "requeue", "timeout", "depth"}
+    assert set(doc["series"]["topic/flowing"]) == {"rate", "depth"}
+    # The steps start at the topic's first sample, not at nsqadmin's first poll.
+    assert doc["series"]["topic/flowing"]["depth"][0] is not None
     status, topics = cluster.api("GET", "/api/graphs/topics?points=3")
     assert len(topics["times"]) <= 3 and "topic/flowing" in topics["series"]
     status, nodes = cluster.api("GET", "/api/graphs/nodes")

@@ -1,12 +1,14 @@
 """nsqadmin in a real headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium) against a real cluster: every page's numbers, graphs that move while a publisher
-runs, each action from its button through the confirmation, a non-admin refused, and
-hostile client ids and user agents shown as text.
+runs, a slow channel told apart from a fast one, each action from its button through the
+confirmation, a non-admin refused, and hostile client ids and user agents shown as text.
 
 Each page is saved as a screenshot in ``$GREENSQ_SCREENSHOTS`` (a folder; by default one
 under pytest's temporary directory).
 """
 
+import contextlib
+import json
 import os
 import shutil
 import threading
@@ -20,9 +22,11 @@ from support import V2Client, nsqadmin_daemon, wait_until
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+pytestmark = [
+    pytest.mark.slow,   # a browser and daemon processes
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"),
+]
 
 HOSTILE_AGENT = "<script>window.pwned=1</script><b>agent</b>"
 HOSTILE_ID = "<img src=x onerror=window.pwned=2>"
@@ -175,8 +179,48 @@ def hostile_consumer(cluster):
     consumer.close()
 
 
+@contextlib.contextmanager
+def publishing(cluster, topic, batch, then=None):
+    """While the block runs, a thread publishes ``batch`` messages to ``topic`` on the
+    first nsqd about every 50 ms (for at most 90 s), and calls ``then()`` after each."""
+    stop = threading.Event()
+
+    def publish():
+        deadline = time.monotonic() + 90
+        while not stop.is_set() and time.monotonic() < deadline:
+            cluster.publish(0, topic, batch)
+            if then is not None:
+                then()
+            stop.wait(0.05)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        publisher.join()
+
+
 def _number(text):
     return int(text.replace(",", ""))
+
+
+def _rate(text):
+    """A live rate cell's number (None while it shows "–")."""
+    return None if text in ("", "–") else float(text.replace(",", ""))
+
+
+def _legend(browser, chart, kind):
+    return browser.texts(f'[data-chart="{chart}"] svg[data-kind="{kind}"] + .legend li')
+
+
+def _lines(browser, chart, kind):
+    """How many lines a chart draws (paths through two points or more)."""
+    paths = browser.js("return Array.from(document.querySelectorAll(arguments[0]),"
+                       " p => p.getAttribute('d'))",
+                       f'[data-chart="{chart}"] svg[data-kind="{kind}"] path') or []
+    return len([d for d in paths if "L" in d])
 
 
 def _stats_sum(cluster, key, topic, channel=None):
@@ -211,8 +255,19 @@ def test_topic_page(cluster, browser):
         row = browser.cells(f'#channels tr[data-channel="{channel}"]')
         assert _number(row[1]) == _stats_sum(cluster, "depth", "orders", channel)
         assert _number(row[7]) == _stats_sum(cluster, "message_count", "orders", channel)
-    wait_until(lambda: browser.one('[data-chart="topic/orders"] svg[data-kind="depth"] path'),
-               message="the depth chart")
+    # The depth chart draws the topic's depth and each channel's, each named in its legend.
+    assert _legend(browser, "topic/orders", "depth") == ["topic", "audit", "billing"]
+    assert _legend(browser, "topic/orders", "rate") == ["in", "audit finished",
+                                                        "billing finished"]
+    wait_until(lambda: _lines(browser, "topic/orders", "depth") == 3,
+               message="a depth line for the topic and for each channel")
+    # The tombstone button is a symbol; screen readers and tooltips say what it does.
+    node = cluster.node_address(1)
+    button = browser.one(f'#topic-nodes tr[data-node="{node}"] button.tomb')
+    assert browser.texts(f'#topic-nodes tr[data-node="{node}"] button.tomb '
+                         '[aria-hidden="true"]') == ["✕"]
+    assert button.accessible_name == button.get_attribute("title") == \
+        f"Tombstone topic orders on {node}"
     browser.shot("topic")
 
 
@@ -232,10 +287,16 @@ def test_channel_page_shows_clients_as_text(cluster, browser, hostile_consumer):
 
 def test_nodes_and_node_pages(cluster, browser):
     browser.open("/nodes")
+    lookupd = f"127.0.0.1:{cluster.lookupd.http_port}"
     for index in range(2):
-        row = browser.cells(f'#nodes tr[data-node="{cluster.node_address(index)}"]')
+        address = cluster.node_address(index)
+        row = browser.cells(f'#nodes tr[data-node="{address}"]')
         assert row[1] == "127.0.0.1" and _number(row[3]) == cluster.nsqds[index].http_port
         assert row[4] == "1.3.0"
+        # Each nsqlookupd that knows the node is an item of its own, read apart from the
+        # address it sees the node at.
+        [seen] = browser.texts(f'#nodes tr[data-node="{address}"] .lookupd-connections li')
+        assert seen.startswith(f"{lookupd} from 127.0.0.1:") and "/" not in seen
     browser.shot("nodes")
     node = cluster.node_address(0)
     browser.open(f"/nodes/{node}")
@@ -251,17 +312,7 @@ def test_nodes_and_node_pages(cluster, browser):
 def test_graphs_move_while_a_publisher_runs(cluster, browser):
     browser.open("/topics/orders")
     spark = 'svg.spark[data-series="topic/orders"]'
-    stop = threading.Event()
-
-    def publish():
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            cluster.publish(0, "orders", 25)
-            stop.wait(0.05)
-
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
-    try:
+    with publishing(cluster, "orders", 25):
         def path():
             return browser.attribute(spark + " path", "d")
 
@@ -272,9 +323,88 @@ def test_graphs_move_while_a_publisher_runs(cluster, browser):
         last = browser.attribute('[data-chart="topic/orders"] svg[data-kind="rate"]', "data-last")
         assert float(last) > 0
         browser.shot("topic-live-graphs")
+
+
+def test_slow_and_fast_channels_show_their_own_finish_rates(cluster, browser):
+    """One topic, two channels: a consumer that finishes every message and one that
+    finishes one of each 20. Both receive at the topic's rate; the pages tell them apart
+    by the rate messages are finished."""
+    cluster.create_channel(0, "speeds", "fast")
+    cluster.create_channel(0, "speeds", "slow")
+    fast, slow = V2Client(cluster.nsqds[0].tcp_port), V2Client(cluster.nsqds[0].tcp_port)
+    fast.sub("speeds", "fast", rdy=100)
+    slow.sub("speeds", "slow", rdy=1)
+
+    def consume():
+        for _ in range(20):
+            fast.command(b"FIN " + fast.read_message().id)
+        slow.command(b"FIN " + slow.read_message().id)
+
+    def rates(channel):
+        cell = f'#channels td[data-rate="channel/speeds/{channel}"]'
+        [received] = browser.texts(cell + ":not([data-kind])") or [""]
+        [finished] = browser.texts(cell + '[data-kind="finish"]') or [""]
+        return _rate(received), _rate(finished)
+
+    def told_apart():
+        (fast_in, fast_fin), (slow_in, slow_fin) = rates("fast"), rates("slow")
+        return (fast_in and slow_in and fast_fin and slow_fin is not None
+                and fast_fin > 4 * slow_fin)
+
+    try:
+        with publishing(cluster, "speeds", 20, then=consume):
+            browser.open("/topics/speeds")
+            assert browser.texts("#channels th")[9:11] == ["In /s", "Finished /s"]
+            wait_until(told_apart, timeout=30,
+                       message="the fast channel's finish rate well above the slow one's")
+            wait_until(lambda: _lines(browser, "topic/speeds", "rate") == 3,
+                       message="the topic's rate in and each channel's finish rate")
+            browser.shot("topic-fast-and-slow")
+            browser.open("/topics/speeds/slow")
+            assert _legend(browser, "channel/speeds/slow", "rate") == [
+                "in", "finished", "requeued", "timed out"]
+            wait_until(lambda: _lines(browser, "channel/speeds/slow", "rate") == 4,
+                       message="the channel's rates in, finished, requeued and timed out")
+            browser.shot("channel-slow")
     finally:
-        stop.set()
-        publisher.join()
+        fast.close()
+        slow.close()
+
+
+def test_charts_start_at_the_first_sample(cluster, browser):
+    """A topic younger than nsqadmin's history fills its charts: the x axis starts at its
+    first sample, not where nsqadmin's history does."""
+    def graphs(topic):
+        return json.loads(cluster.admin.http("GET", f"/api/graphs/topics/{topic}")[2])
+
+    wait_until(lambda: len(graphs("orders")["times"]) >= 12, timeout=30,
+               message="nsqadmin's history of a few seconds")
+    cluster.publish(0, "young", 3)
+    cluster.wait_registered("young", nodes=1)
+    wait_until(lambda: len([d for d in graphs("young")["series"].get("topic/young", {}).get(
+        "depth", []) if d is not None]) >= 3, message="three samples of the young topic")
+    browser.open("/topics/young")
+    depth = '[data-chart="topic/young"] svg[data-kind="depth"]'
+    wait_until(lambda: browser.attribute(depth + " path", "d"), message="the depth line")
+    assert browser.attribute(depth + " path", "d").startswith("M0.0 ")
+    assert graphs("young")["series"]["topic/young"]["depth"][0] is not None
+    browser.shot("topic-young")
+
+
+def test_counter_rate_is_measured_before_it_is_shown(cluster, browser):
+    """No "0 messages per second" while the counter has a single total to go by."""
+    with publishing(cluster, "orders", 5):
+        browser.open("/counter")
+        seen = []
+
+        def measured():
+            [text] = browser.texts("#counter-rate") or [""]
+            seen.append(text)
+            return any(ch.isdigit() for ch in text)
+
+        wait_until(measured, timeout=20, interval=0.01, message="a measured rate")
+        assert "measuring" in seen[0]
+        assert _rate(seen[-1].split()[0]) > 0, seen[-5:]
 
 
 def test_counter_counts_live(cluster, browser):

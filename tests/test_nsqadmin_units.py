@@ -20,7 +20,8 @@ from greensq.services.graphite import Graphite, sanitize_key
 from greensq.services.goflags import FlagError
 from greensq.services.nsqadmin_options import (
     InvalidOptions, normalize_base_path, parse_nsqadmin_options, validate)
-from greensq.services.rate_history import RateHistory
+from greensq.http.nsqadmin_pages import lookupd_connection
+from greensq.services.rate_history import RateHistory, Sample
 
 A, B = "10.0.0.1:4151", "10.0.0.2:4151"
 
@@ -30,31 +31,84 @@ A, B = "10.0.0.1:4151", "10.0.0.2:4151"
 def test_rates_come_from_counter_growth():
     history = RateHistory(10)
     for when, count, depth in ((0, 0, 5), (2, 10, 3), (4, 30, 0), (6, 4, 0)):
-        history.record(when, {(A, "t", None): (count, depth)})
+        history.record(when, {(A, "t", None): Sample(count, depth)})
     series = history.combined([(A, "t", None)])
     assert series == {"rate": [None, 5.0, 10.0, None], "depth": [5, 3, 0, 0]}   # reset: gap
 
 
 def test_sums_across_nodes_keep_a_missing_node_out():
     history = RateHistory(10)
-    history.record(0, {(A, "t", None): (0, 1), (B, "t", None): (0, 1)})
-    history.record(1, {(A, "t", None): (10, 1), (B, "t", None): (5, 2)})
-    history.record(2, {(A, "t", None): (20, 1)})                      # B did not answer
-    history.record(3, {(A, "t", None): (30, 1), (B, "t", None): (20, 4)})
+    history.record(0, {(A, "t", None): Sample(0, 1), (B, "t", None): Sample(0, 1)})
+    history.record(1, {(A, "t", None): Sample(10, 1), (B, "t", None): Sample(5, 2)})
+    history.record(2, {(A, "t", None): Sample(20, 1)})                # B did not answer
+    history.record(3, {(A, "t", None): Sample(30, 1), (B, "t", None): Sample(20, 4)})
     keys = [(A, "t", None), (B, "t", None)]
     assert history.combined(keys) == {"rate": [None, 15.0, 10.0, 17.5], "depth": [2, 3, 1, 5]}
-    assert history.combined(keys, last=2)["rate"] == [10.0, 17.5]
+    assert history.combined(keys, start=2)["rate"] == [10.0, 17.5]
 
 
 def test_series_are_aligned_bounded_and_forgotten():
     history = RateHistory(3)
-    history.record(0, {(A, "old", None): (0, 0)})
-    history.record(1, {(A, "old", None): (1, 0), (A, "new", "c"): (0, 7)})
+    history.record(0, {(A, "old", None): Sample(0, 0)})
+    history.record(1, {(A, "old", None): Sample(1, 0), (A, "new", "c"): Sample(0, 7)})
     assert history.combined([(A, "new", "c")])["depth"] == [None, 7]
     for when in (2, 3, 4):
-        history.record(when, {(A, "new", "c"): (0, 7)})
+        history.record(when, {(A, "new", "c"): Sample(0, 7)})
     assert len(history.step_times()) == 3
     assert list(history.series) == [(A, "new", "c")]   # "old": no sample for a whole window
+
+
+def test_channel_finish_requeue_and_timeout_rates():
+    """Finished = received - growth of what the channel holds (queued, in flight,
+    deferred): requeues and timeouts move messages without finishing them."""
+    key = (A, "t", "c")
+    history = RateHistory(10)
+    steps = [
+        # received, depth, in flight, deferred, requeued, timed out
+        (0, 0, 0, 0, 0, 0),
+        (100, 60, 20, 0, 0, 0),     # 100 in, 80 held: 20 finished
+        (100, 40, 10, 10, 10, 5),   # nothing in, 20 fewer held: 20 finished
+        (150, 60, 25, 10, 10, 5),   # 50 in, 35 more held: 15 finished
+        (150, 61, 25, 10, 10, 5),   # one more held than received (a poll's jitter): 0
+        (160, 0, 0, 0, 10, 5),      # emptied (or all finished), 10 in: 106 left
+        (5, 5, 0, 0, 0, 0),         # the channel was deleted and created again: a gap
+    ]
+    for when, numbers in enumerate(steps):
+        history.record(when * 2, {key: Sample(*numbers)})
+    assert history.combined([key]) == {
+        "rate": [None, 50.0, 0, 25.0, 0, 5.0, None],
+        "finish": [None, 10.0, 10.0, 7.5, 0, 53.0, None],
+        "requeue": [None, 0, 5.0, 0, 0, 0, None],
+        "timeout": [None, 0, 2.5, 0, 0, 0, None],
+        "depth": [0, 60, 40, 60, 61, 0, 5]}
+
+
+def test_fast_and_slow_channels_of_one_topic_differ_in_finishes():
+    fast, slow = (A, "t", "fast"), (A, "t", "slow")
+    history = RateHistory(10)
+    for when in range(4):
+        received = 100 * when     # both receive every message; slow keeps 90 of each 100
+        history.record(when, {fast: Sample(received, 0), slow: Sample(received, 90 * when, 10)})
+    assert history.combined([fast])["rate"] == history.combined([slow])["rate"]
+    assert history.combined([fast])["finish"] == [None, 100.0, 100.0, 100.0]
+    assert history.combined([slow])["finish"] == [None, 10.0, 10.0, 10.0]
+
+
+def test_graphs_start_at_the_first_sample_of_what_they_show():
+    history = RateHistory(100)
+    for when in range(20):
+        history.record(when, {} if when < 15 else {(A, "young", None): Sample(when, 1)})
+    assert history.first_step([(A, "young", None)]) == 15
+    assert history.first_step([]) == 0
+    assert history.step_times(15) == [15, 16, 17, 18, 19]
+    assert history.combined([(A, "young", None)], start=15) == {
+        "rate": [None, 1.0, 1.0, 1.0, 1.0], "depth": [1, 1, 1, 1, 1]}
+
+
+def test_lookupd_connections_read_apart():
+    assert lookupd_connection("127.0.0.1:4161/127.0.0.1:50123") == (
+        "127.0.0.1:4161", "127.0.0.1:50123")
+    assert lookupd_connection("[::1]:4161/N/A") == ("[::1]:4161", "N/A")
 
 
 # -- node documents ----------------------------------------------------------------------
@@ -162,6 +216,7 @@ def _run(*args):
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.slow   # runs nsqadmin
 def test_command_line():
     done = _run("--version")
     assert done.returncode == 0 and done.stdout.startswith("nsqadmin v1.3.0 (built w/greensq-")
@@ -218,6 +273,7 @@ def fake_graphite():
     server.server_close()
 
 
+@pytest.mark.slow   # runs nsqadmin
 def test_graphite_rate_proxy_and_pages(fake_graphite):
     nsqd = FakeNsqd()
     nsqd.documents = load_fixture("go_cluster.json", {"NSQD0_PORT": nsqd.port,

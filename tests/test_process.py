@@ -27,6 +27,8 @@ import pytest
 from greensq.services.version import __version__
 from support import FRAME_RESPONSE, Daemon, V2Client, children, free_port, ping, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = "greensq.http.nsqd_launcher"
 LOG_LINE = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\.\d{6} "

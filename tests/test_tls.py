@@ -9,6 +9,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import gevent
@@ -16,6 +17,8 @@ import pytest
 
 from certs import Certs
 from support import FRAME_ERROR, FRAME_RESPONSE, Daemon, V2Client, run_client_script
+
+pytestmark = pytest.mark.slow   # starts daemon processes
 
 OK = (FRAME_RESPONSE, b"OK")
 SCRIPT = Path(__file__).with_name("transport_clients.py")
@@ -131,6 +134,58 @@ def test_tls_then_snappy_each_upgrade_answered_with_ok(nsqd_factory, certs):
     assert client.read_message().body == b"both"
     stats = only_client(nsqd)
     assert stats["tls"] is True and stats["snappy"] is True
+
+
+# -- protocol versions --------------------------------------------------------------------------
+
+def version_context(certs, version):
+    """A client that speaks only ``version``; a TLS 1.0 or 1.1 one also lowers its own
+    OpenSSL security level and offers the SHA-1 suites, as such a client must on OpenSSL 3."""
+    context = client_context(certs)
+    with warnings.catch_warnings():    # TLSVersion.TLSv1 is deprecated: it is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = context.maximum_version = version
+    if version < ssl.TLSVersion.TLSv1_2:
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
+
+
+def handshake(nsqd, certs, version):
+    """IDENTIFY with tls_v1 and a handshake by a client of ``version`` only; the client
+    once nsqd's OK came through TLS."""
+    client = V2Client(nsqd.tcp_port)
+    assert client.identify(feature_negotiation=True, tls_v1=True)["tls_v1"] is True
+    client.sock = version_context(certs, version).wrap_socket(
+        client.sock, server_hostname="127.0.0.1")
+    assert client.read_frame() == OK
+    return client
+
+
+@pytest.mark.parametrize("version, name", [(ssl.TLSVersion.TLSv1, "TLS1.0"),
+                                           (ssl.TLSVersion.TLSv1_2, "TLS1.2")],
+                         ids=["tls1.0", "tls1.2"])
+def test_default_flags_accept_a_tls_1_0_client_and_a_tls_1_2_client(
+        nsqd_factory, certs, version, name):
+    """--tls-min-version defaults to tls1.0, as in Go: a client that only speaks TLS 1.0
+    connects, over TCP and HTTPS, as one that only speaks TLS 1.2 does."""
+    nsqd = nsqd_factory(*certs.server_flags())
+    client = handshake(nsqd, certs, version)
+    assert client.pub("t", b"x") == OK
+    client.sub("t", "ch", rdy=1)
+    assert client.read_message().body == b"x"
+    assert only_client(nsqd)["tls_version"] == name
+    url = f"https://127.0.0.1:{https_port(nsqd)}/ping"
+    with urllib.request.urlopen(url, timeout=10,
+                                context=version_context(certs, version)) as resp:
+        assert resp.read() == b"OK"
+
+
+def test_tls_min_version_1_2_refuses_a_tls_1_0_client(nsqd_factory, certs):
+    nsqd = nsqd_factory(*certs.server_flags("--tls-min-version=tls1.2"))
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        handshake(nsqd, certs, ssl.TLSVersion.TLSv1)
+    client = handshake(nsqd, certs, ssl.TLSVersion.TLSv1_2)
+    assert client.pub("t", b"x") == OK
 
 
 # -- client certificates ---------------------------------------------------------------------

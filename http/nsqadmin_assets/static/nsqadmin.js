@@ -54,31 +54,38 @@
 
   // -- drawing -----------------------------------------------------------------------
 
-  // An SVG path through the values (null leaves a gap), x from 0 to width, y from
-  // height (0) up to top (max).
-  function linePath(values, width, height, top, max) {
-    var step = values.length > 1 ? width / (values.length - 1) : width;
+  // Each step's x, from 0 to width by its time: polls of a loaded cluster are not evenly
+  // spaced. The server starts the steps at the first sample, so that is x = 0.
+  function xsOf(times, width) {
+    var first = times[0], span = times[times.length - 1] - first;
+    return times.map(function (t) { return span > 0 ? ((t - first) / span) * width : 0; });
+  }
+
+  // An SVG path through the values (null leaves a gap) at xs, y from height (0) up to
+  // top (max).
+  function linePath(values, xs, height, top, max) {
     var d = "";
     var pen = false;
     values.forEach(function (value, i) {
-      if (value === null) { pen = false; return; }
-      var x = (i * step).toFixed(1);
+      if (value === null || xs[i] === undefined) { pen = false; return; }
       var y = (height - (value / max) * (height - top)).toFixed(1);
-      d += (pen ? "L" : "M") + x + " " + y;
+      d += (pen ? "L" : "M") + xs[i].toFixed(1) + " " + y;
       pen = true;
     });
     return d;
   }
 
-  function maxOf(values) {
+  function maxOf(lines) {
     var max = 0;
-    values.forEach(function (v) { if (v !== null && v > max) { max = v; } });
+    lines.forEach(function (line) {
+      line.values.forEach(function (v) { if (v !== null && v > max) { max = v; } });
+    });
     return max || 1;
   }
 
   // The axis top: the maximum rounded up to 1, 2 or 5 times a power of ten.
-  function niceMax(values) {
-    var max = maxOf(values);
+  function niceMax(lines) {
+    var max = maxOf(lines);
     var power = Math.pow(10, Math.floor(Math.log10(max)));
     var steps = [1, 2, 5, 10];
     for (var i = 0; i < steps.length; i++) {
@@ -87,14 +94,25 @@
     return max;
   }
 
-  function drawSpark(svg, values) {
+  // The paths of several lines ({values, cls}) sharing one scale.
+  function drawLines(parent, lines, xs, height, top, max) {
+    lines.forEach(function (line) {
+      var d = linePath(line.values, xs, height, top, max);
+      if (d) { parent.appendChild(svgNode("path", {d: d, "class": "line " + line.cls})); }
+    });
+  }
+
+  var LABELS = {rate: "in", finish: "finished"};
+
+  function drawSpark(svg, times, lines) {
     clear(svg);
-    var d = linePath(values, 120, 23, 2, maxOf(values));
-    svg.classList.toggle("empty", !d);
-    if (!d) { return; }
-    svg.appendChild(svgNode("path", {d: d, "class": "line"}));
+    drawLines(svg, lines, xsOf(times, 120), 23, 2, maxOf(lines));
+    svg.classList.toggle("empty", !svg.firstChild);
+    if (!svg.firstChild) { return; }
     var title = svgNode("title", {});
-    title.textContent = formatRate(last(values)) + " msgs/s now, peak " + formatRate(maxOf(values));
+    title.textContent = lines.map(function (line) {
+      return LABELS[line.kind] + " " + formatRate(last(line.values)) + "/s";
+    }).join(", ") + " now";
     svg.appendChild(title);
   }
 
@@ -103,11 +121,11 @@
     return "-" + Math.round(seconds / 60) + "m";
   }
 
-  function drawChart(svg, times, values, unit) {
+  function drawChart(svg, times, lines) {
     var width = 800, height = 160, left = 56, bottom = 18, top = 8;
     var plotW = width - left - 8, plotH = height - bottom;
     clear(svg);
-    var max = niceMax(values);
+    var max = niceMax(lines);
     [0, 0.5, 1].forEach(function (f) {
       var y = (plotH - f * (plotH - top)).toFixed(1);
       svg.appendChild(svgNode("line", {x1: left, x2: width - 8, y1: y, y2: y, "class": "grid"}));
@@ -123,32 +141,40 @@
         svg.appendChild(text);
       });
     }
-    var d = linePath(values, plotW, plotH, top, max);
-    if (d) {
-      var g = svgNode("g", {transform: "translate(" + left + " 0)"});
-      g.appendChild(svgNode("path", {d: d, "class": "line " + unit}));
-      svg.appendChild(g);
-    }
-    svg.setAttribute("data-last", String(last(values)));
+    var g = svgNode("g", {transform: "translate(" + left + " 0)"});
+    drawLines(g, lines, xsOf(times, plotW), plotH, top, max);
+    svg.appendChild(g);
+    svg.setAttribute("data-last", String(lines.length ? last(lines[0].values) : null));
+  }
+
+  // One column of a series in the graphs document ([] if it has none yet).
+  function column(doc, name, kind) {
+    var series = doc.series[name];
+    return (series && series[kind || "rate"]) || [];
   }
 
   function draw(doc) {
     intervalMs = Math.max(500, (doc.interval || 2) * 1000);
     var sparkPoints = Number(body.getAttribute("data-spark")) || 60;
+    var sparkTimes = doc.times.slice(-sparkPoints);
     $$("svg.spark[data-series]").forEach(function (svg) {
-      var series = doc.series[svg.getAttribute("data-series")];
-      drawSpark(svg, series ? series.rate.slice(-sparkPoints) : []);
+      var name = svg.getAttribute("data-series");
+      var kinds = (svg.getAttribute("data-kinds") || "rate").split(" ");
+      drawSpark(svg, sparkTimes, kinds.map(function (kind, i) {
+        return {values: column(doc, name, kind).slice(-sparkPoints), kind: kind, cls: "c" + i};
+      }));
     });
     $$("[data-rate]").forEach(function (cell) {
-      var series = doc.series[cell.getAttribute("data-rate")];
-      cell.textContent = formatRate(series ? last(series.rate) : null);
+      var value = last(column(doc, cell.getAttribute("data-rate"), cell.getAttribute("data-kind")));
+      var unit = cell.getAttribute("data-unit");
+      cell.textContent = unit ? (value === null ? "" : formatRate(value) + unit) : formatRate(value);
     });
-    $$("[data-chart]").forEach(function (section) {
-      var series = doc.series[section.getAttribute("data-chart")];
-      section.querySelectorAll("svg.chart").forEach(function (svg) {
-        var kind = svg.getAttribute("data-kind");
-        drawChart(svg, doc.times, series ? series[kind] : [], kind);
+    $$("svg.chart").forEach(function (svg) {
+      var lines = Array.prototype.map.call(svg.parentNode.querySelectorAll(".legend li"), function (li) {
+        return {values: column(doc, li.getAttribute("data-series"), li.getAttribute("data-kind")),
+                cls: li.className};
       });
+      drawChart(svg, doc.times, lines);
     });
   }
 
@@ -167,17 +193,21 @@
 
   function runCounter(output) {
     var shown = Number(output.getAttribute("data-total")) || 0;
-    var target = shown, rate = 0, stamp = null, frameAt = null;
+    // The rate is unknown (null) until a second total is in.
+    var target = shown, rate = null, stamp = null, frameAt = null;
     function poll() {
       getJSON(base + "/api/counter").then(function (doc) {
         var total = 0;
         Object.keys(doc.stats || {}).forEach(function (k) { total += doc.stats[k].message_count; });
         var now = Date.now();
-        if (stamp !== null && total >= target) { rate = (total - target) / ((now - stamp) / 1000); }
+        if (stamp !== null && total >= target) {
+          rate = (total - target) / ((now - stamp) / 1000);
+          document.getElementById("counter-rate").textContent =
+            formatRate(rate) + " messages per second, across every channel on every nsqd";
+        }
         if (total < shown) { shown = total; }
         target = total;
         stamp = now;
-        document.getElementById("counter-rate").textContent = formatRate(rate);
       }).catch(function () {}).then(function () { setTimeout(poll, 2000); });
     }
     function frame(now) {
