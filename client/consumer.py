@@ -6,7 +6,9 @@ How a :class:`Consumer` works, in the order things happen:
   IDENTIFYed and subscribed (``SUB topic channel``). nsqd addresses come from
   ``nsqd_tcp_addresses`` (reconnected with growing delays when they drop) and from
   polling ``lookupd_http_addresses`` (``/lookup?topic=``; the union of every answer;
-  new nsqd are connected, vanished ones closed; polls are spread out with jitter).
+  new nsqd are connected, vanished ones closed; polls are spread out with jitter, and
+  come soon after one that found no nsqd at all, so a topic created a moment before
+  the consumer started is not missed for a whole poll interval).
 * **Flow control (RDY).** ``max_in_flight`` is the most messages this consumer holds at
   once, over all connections. It is split evenly between connections. When there are
   more connections than ``max_in_flight``, only some get ``RDY 1``; a periodic
@@ -43,6 +45,9 @@ from .http import HTTPError, LookupdHTTPClient
 from .workers import WorkerPool
 
 log = logging.getLogger("greensq.client")
+
+# The first wait before asking lookupd again when it listed no nsqd for the topic.
+LOOKUPD_RETRY = 0.25
 
 
 class _NsqdState:
@@ -142,7 +147,8 @@ class Consumer:
         handlers running at once; fewer than ``max_in_flight`` makes the rest of the
         messages held wait their turn (go-nsq's ``AddConcurrentHandlers``).
     ``lookupd_poll_interval`` (60), ``lookupd_poll_jitter`` (0.3)
-        how often lookupd is asked, each wait varied by up to this fraction.
+        how often lookupd is asked, each wait varied by up to this fraction; while it
+        lists no nsqd, it is asked again after 0.25 s, doubling up to the interval.
     ``rdy_redistribute_interval`` (5), ``low_rdy_idle_timeout`` (10)
         with more connections than ``max_in_flight``: how often RDY is redistributed,
         and how long a connection holding RDY may stay idle before losing it.
@@ -229,8 +235,7 @@ class Consumer:
                 log.warning("%s: cannot connect (%s); retrying", address, err)
                 self._schedule_reconnect(address)
         if self.lookupd_http_addresses:
-            self.query_lookupd()
-            self._greenlets.append(gevent.spawn(self._lookupd_loop))
+            self._greenlets.append(gevent.spawn(self._lookupd_loop, self.query_lookupd()))
         self._greenlets.append(gevent.spawn(self._redistribute_loop))
         return self
 
@@ -434,13 +439,23 @@ class Consumer:
         except (OSError, NSQError) as err:
             log.warning("%s: cannot connect (%s)", address, err)
 
-    def _lookupd_loop(self):
+    def _lookupd_loop(self, found):
+        """Poll lookupd every ``lookupd_poll_interval`` (jittered, so consumers that
+        started together do not poll in lockstep). While it gives no nsqd to consume from
+        (the topic is new and its nsqd has not registered it yet, or lookupd is down),
+        poll again soon: after ``LOOKUPD_RETRY`` seconds, doubling up to the interval."""
         interval, jitter = self.lookupd_poll_interval, self.lookupd_poll_jitter
-        # Spread consumers that started together so they do not poll in lockstep.
-        gevent.sleep(random.uniform(0, interval * jitter))
+        retry = LOOKUPD_RETRY
+        if found:
+            gevent.sleep(random.uniform(0, interval * jitter))
         while not self._closing:
-            gevent.sleep(interval * random.uniform(1 - jitter, 1 + jitter))
-            self.query_lookupd()
+            if found or self._nsqd:
+                retry = LOOKUPD_RETRY
+                wait = interval
+            else:
+                wait, retry = min(retry, interval), retry * 2
+            gevent.sleep(wait * random.uniform(1 - jitter, 1 + jitter))
+            found = self.query_lookupd()
 
     # -- messages -------------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ import os
 import shlex
 
 from greensq.http.daemon_spec import ProtocolDaemonSpec
-from greensq.http.launcher import daemon_main, options_or_exit
+from greensq.http.launcher import daemon_main
 from greensq.http.listeners import StartupError, bind_listener
 from greensq.http.worker import die_with_parent
+from greensq.services.goflags import parse_or_exit
 from greensq.services.nsqd_options import parse_nsqd_options
 
 log = logging.getLogger("greensq")
@@ -134,7 +135,8 @@ def standalone_app():
     ``--http-address`` is Gunicorn's ``--bind``).
     """
     die_with_parent(os.getppid())   # the worker ends with the gunicorn arbiter
-    opts = options_or_exit(parse_nsqd_options, shlex.split(os.environ.get("NSQD_OPTS", "")))
+    opts = parse_or_exit(parse_nsqd_options, shlex.split(os.environ.get("NSQD_OPTS", "")),
+                         "nsqd")
     spec = NsqdSpec(opts)
     try:
         sockets = {"TCP": bind_listener(opts.tcp_address)}

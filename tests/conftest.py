@@ -2,12 +2,13 @@
 the two tiers: tests marked ``slow`` start processes, the others (the fast tier, run with
 ``-m "not slow"``) must not, and fail if they do."""
 
+import os
 import sys
 
 import pytest
 
 from inprocess import InProcessNsqd, InProcessNsqlookupd
-from support import Daemon, ToolProcess, nsqlookupd_daemon
+from support import Daemon, NetNamespace, ToolProcess, nsqlookupd_daemon
 
 # Modules whose tests share one expensive module fixture (the deploy tests: one cluster of
 # hosts) and so must run on one xdist worker, in order. xdist's own xdist_group marks do
@@ -18,7 +19,8 @@ ONE_WORKER_MODULES = {"tests/test_deploy.py"}
 # The fixtures below that start processes: a test that uses one, directly or through
 # another fixture, is marked slow. Tests that start processes otherwise carry the mark
 # themselves (FastTierGuard fails them if they do not).
-PROCESS_FIXTURES = frozenset({"nsqd", "nsqd_factory", "lookupd_factory", "tool_factory"})
+PROCESS_FIXTURES = frozenset({"nsqd", "nsqd_factory", "lookupd_factory", "tool_factory",
+                              "netns"})
 
 
 @pytest.hookimpl(tryfirst=True)   # before ``-m`` selects by mark
@@ -194,3 +196,17 @@ def tool_factory():
     for tool in started:
         if tool.proc.poll() is None:
             tool.kill()
+
+
+@pytest.fixture
+def netns():
+    """A private network namespace (support.NetNamespace), for what must use NSQ's fixed
+    ports. Skipped where it cannot be made, except under CI (which runs as root)."""
+    reason = NetNamespace.unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"no network namespace in CI: {reason}")
+        pytest.skip(reason)
+    namespace = NetNamespace()
+    yield namespace
+    namespace.close()

@@ -8,6 +8,7 @@ synchronise: ``wait_until`` polls a condition against a deadline.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -190,9 +191,10 @@ class ToolProcess(Daemon):
     """A utility (``python -m greensq.services.tools.NAME ARGS``): its stderr lines are
     kept like a daemon's log (``wait_for_log``), its stdout apart, as bytes (``out``)."""
 
-    def __init__(self, tool, args=(), stdin=None):
+    def __init__(self, tool, args=(), stdin=None, cwd=None):
         super().__init__(None, args, module=f"greensq.services.tools.{tool}")
         self.stdin = stdin       # bytes to feed, or None for no input
+        self.cwd = cwd
         self.out = b""
 
     def command(self):
@@ -201,7 +203,7 @@ class ToolProcess(Daemon):
     def start(self):
         self.lines, self.out = [], b""
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.cwd,
             stdin=subprocess.DEVNULL if self.stdin is None else subprocess.PIPE)
         self._readers = [threading.Thread(target=self._pump, args=(self.proc.stderr,)),
                          threading.Thread(target=self._collect)]
@@ -238,6 +240,55 @@ class ToolProcess(Daemon):
         for reader in self._readers:
             reader.join(timeout)
         return status
+
+
+class CommandProcess(ToolProcess):
+    """Any command (a script, greensq-local in a namespace) run and watched as a tool is:
+    stderr kept as log lines, stdout apart as bytes."""
+
+    def __init__(self, command, cwd=None, stdin=None):
+        super().__init__("", (), stdin, cwd)
+        self.argv = list(command)
+
+    def command(self):
+        return self.argv
+
+
+class NetNamespace:
+    """A private network namespace with only ``lo``, up: what runs in it has a loopback of
+    its own, so NSQ's fixed ports (4150, 4161, ...) are free there whatever the host runs.
+
+    ``enter(command)`` is ``command`` run inside it. A process holds the namespace until
+    ``close()``. Needs root, ``unshare``, ``nsenter`` and ``ip``: ``unavailable()`` says
+    what is missing."""
+
+    def __init__(self):
+        self.holder = subprocess.Popen(
+            ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo up && exec cat"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if self.holder.stdout.readline() != b"up\n":
+            self.close()
+            raise AssertionError("could not bring lo up in a new network namespace")
+
+    @staticmethod
+    def unavailable():
+        if os.geteuid() != 0:
+            return "needs root for a private network namespace"
+        missing = [tool for tool in ("unshare", "nsenter", "ip") if shutil.which(tool) is None]
+        return f"no {missing[0]} command" if missing else None
+
+    def enter(self, command):
+        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *command]
+
+    def listening(self):
+        """The ``host:port`` addresses TCP sockets listen on in the namespace."""
+        out = subprocess.run(self.enter(["ss", "-ltnH"]), capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+        return {line.split()[3] for line in out.splitlines()}
+
+    def close(self):
+        self.holder.stdin.close()   # its ``cat`` ends, and the namespace with it
+        self.holder.wait(timeout=30)
 
 
 def children(pid):

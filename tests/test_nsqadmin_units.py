@@ -3,6 +3,7 @@ hold ``null`` or lack fields, options and start-up checks, graphite targets and 
 and the notification document."""
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -221,8 +222,9 @@ def test_command_line():
     assert done.returncode == 0 and done.stdout.startswith("nsqadmin v1.3.0 (built w/greensq-")
     done = _run("--http-address=127.0.0.1:0")
     assert done.returncode == 1
-    assert done.stderr.strip() == ("[nsqadmin] FATAL: failed to instantiate nsqadmin - "
-                                   "--nsqd-http-address or --lookupd-http-address required")
+    assert re.fullmatch(r"\[nsqadmin\] \d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{6} FATAL: "
+                        "failed to instantiate nsqadmin - "
+                        "--nsqd-http-address or --lookupd-http-address required\n", done.stderr)
     assert _run("--bogus").returncode == 2
 
 

@@ -236,6 +236,24 @@ def test_signal_exits_zero_and_writes_metadata(nsqd, sig):
     assert consumer.read_message().body == b"survives"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_while_the_worker_boots_is_honoured_at_once(tmp_path, sig):
+    """Told to stop as soon as its worker exists (still importing, loading), nsqd stops
+    cleanly at once, not after the 30 s graceful timeout, and with no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", LAUNCHER, "--tcp-address=127.0.0.1:0",
+                             "--http-address=127.0.0.1:0", f"--data-path={tmp_path}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(lambda: children(proc.pid), interval=0.001, message="the worker forked")
+    proc.send_signal(sig)
+    try:
+        _, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("nsqd ignored a stop that came while its worker booted")
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+
+
 def test_restart_binds_the_same_ports_at_once(nsqd):
     tcp_port, http_port = nsqd.tcp_port, nsqd.http_port
     assert post(http_port, "/topic/create?topic=restart_topic") == 200
