@@ -1,22 +1,27 @@
 """The actor base: a greenlet that owns its state and acts on messages from its mailbox.
 
-Other greenlets never touch an actor's state; they ``send`` it a tuple whose first item
-names the handler (``("fin", consumer, ids)`` calls ``on_fin(consumer, ids)``). The actor
-drains everything waiting in its mailbox, then calls ``after_batch`` once, so work that
-follows many messages (delivering to consumers, say) happens once per burst, not per message.
+Other greenlets never touch an actor's state; they ``send`` it a message: the bound
+handler and its arguments (``channel.send(channel.on_fin, consumer, ids)``), so a reader
+can follow a message to its handler. The actor drains everything waiting in its mailbox,
+then calls ``after_batch`` once, so work that follows many messages (delivering to
+consumers, say) happens once per burst, not per message.
 
 Handlers run one at a time, in the order messages were sent, under the actor's ``turn``
 lock. ``call`` keeps that rule but skips the hand-off when the actor is idle: with nothing
 queued and no handler running, the message is handled at once in the caller's greenlet,
 which saves the two greenlet switches a mailbox costs (a single PUB waiting for its OK
-pays for each switch in latency).
+pays for each switch in latency). The few methods other greenlets call directly, because
+their caller needs the answer at once (a topic's ``get_channel``, a channel's ``attach``),
+hold the turn too (``in_turn``): an actor's state changes only in its turn.
 
 A sender that must know its message was handled (a publisher before it answers OK, an HTTP
 action before it answers 200) passes a ``Receipt`` and waits on it; ``ask`` does that for
-any handler. An actor that has stopped refuses what is still sent to it, failing the
-receipts, so nobody waits for an actor that is gone.
+any handler. Nobody waits for ever: an actor that has stopped refuses what is still sent
+to it, and a handler that raises fails every receipt its message carries (the error is
+logged and the actor goes on with its next message).
 """
 
+import functools
 import logging
 import time
 
@@ -39,13 +44,19 @@ class StoreFailed(Exception):
     """A disk queue could not be written: a published batch, or an emptied queue."""
 
 
+class HandlerFailed(Exception):
+    """A handler raised an unexpected error (logged with its traceback where it happened)."""
+
+
 class Receipt:
     """What a sender waits on until every actor its message concerns has handled it.
 
     ``pending`` counts the handlers still to come: one to begin with, and an actor that
     hands the work on (a topic to its channels) ``expect``s one more per recipient. Each
-    handler ends with ``done`` or ``fail``. The event exists only once somebody waits:
-    when everything happens inline, as it usually does, a receipt is a counter.
+    handler ends with ``done`` or ``fail``; ``abort`` ends the receipt at once, whatever
+    is still to come (a handler that raised cannot say what it handed on). The event
+    exists only once somebody waits: when everything happens inline, as it usually does,
+    a receipt is a counter.
     """
 
     __slots__ = ("pending", "error", "_event", "_on_done")
@@ -57,26 +68,32 @@ class Receipt:
         self._on_done = on_done      # called with the error (or None) when all are done
 
     def expect(self, count):
-        self.pending += count
+        if self.pending > 0:
+            self.pending += count
 
     def done(self):
+        if self.pending <= 0:
+            return                   # aborted: what follows changes nothing
         self.pending -= 1
         if not self.pending:
-            if self._event is not None:
-                self._event.set()
-            if self._on_done is not None:
-                self._on_done(self.error)
+            self._finished()
+
+    def _finished(self):
+        if self._event is not None:
+            self._event.set()
+        if self._on_done is not None:
+            self._on_done(self.error)
 
     def on_done(self, callback):
         """Call ``callback(error)`` when every handler is done (now, if they are)."""
-        if self.pending:
+        if self.pending > 0:
             self._on_done = callback
         else:
             callback(self.error)
 
     def wait_done(self):
         """Wait until every handler is done, without raising its error."""
-        if self.pending:
+        if self.pending > 0:
             if self._event is None:
                 self._event = Event()
             self._event.wait()
@@ -90,9 +107,18 @@ class Receipt:
 
     def fail(self, error):
         """Done, unsuccessfully: ``wait`` raises the first error."""
-        if self.error is None:
+        if self.error is None and self.pending > 0:
             self.error = error
         self.done()
+
+    def abort(self, error):
+        """Failed now, whatever handlers are still to come."""
+        if self.pending <= 0:
+            return
+        if self.error is None:
+            self.error = error
+        self.pending = 0
+        self._finished()
 
     def wait(self):
         self.wait_done()
@@ -100,20 +126,25 @@ class Receipt:
             raise self.error
 
 
+def in_turn(method):
+    """For an actor's methods that other greenlets call directly: run in the actor's turn,
+    so they never interleave with a handler (even one that yields)."""
+    @functools.wraps(method)
+    def in_the_actors_turn(self, *args, **kwargs):
+        with self.turn:
+            return method(self, *args, **kwargs)
+    return in_the_actors_turn
+
+
+def _tick():
+    """A wake-up with no work of its own: the loop runs ``after_batch`` and re-arms."""
+
+
 class Actor:
     """Subclasses define ``on_<kind>`` handlers and may override ``wakeup_in`` and ``after_batch``."""
 
     mailbox_size = None  # unbounded unless a subclass bounds it
     burst = 64           # messages handled before after_batch runs, however busy the mailbox
-    # kind -> the class's on_<kind> function, looked up once per class and kind. The
-    # class keeps them, not each actor: an actor's own table of bound methods would
-    # tie it to itself in a cycle, and a deleted topic or channel would wait for the
-    # cyclic collector, which seldom runs in the worker, to be freed.
-    _handlers = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls._handlers = {}
 
     def __init__(self, label):
         self.label = label
@@ -129,29 +160,30 @@ class Actor:
         self.greenlet.name = self.label
         return self
 
-    def send(self, *message):
-        """Post a message; blocks only when a bounded mailbox is full (backpressure)."""
+    def send(self, handler, *args):
+        """Post a message for ``handler`` (one of this actor's bound ``on_*`` methods);
+        blocks only when a bounded mailbox is full (backpressure)."""
         if self.stopped:
-            self.refuse(message)
+            self.refuse((handler, *args))
         else:
-            self.mailbox.put(message)
+            self.mailbox.put((handler, *args))
 
-    def call(self, kind, *args):
+    def call(self, handler, *args):
         """Handle a message now if the actor is idle, else post it like ``send``."""
         turn = self.turn
         if self.stopped or turn.locked() or self.mailbox.qsize():
-            self.send(kind, *args)
+            self.send(handler, *args)
             return
         # Only this message: anything posted meanwhile may have been taken by the actor's
         # own greenlet, which waits for the turn and keeps the order.
         turn.acquire()
         try:
-            handler = self._handlers.get(kind) or self._handler(kind)
-            handler(self, *args)
+            try:
+                handler(*args)
+            except Exception as exc:
+                self._failed(handler, args, exc)
             if not self.stopped:
-                self.after_batch()
-        except Exception:
-            log.exception("%s: unexpected error handling %r", self.label, kind)
+                self._after_batch()
         finally:
             turn.release()
         if self._timed:
@@ -160,35 +192,38 @@ class Actor:
             due = self.wakeup_in()
             if due is not None and time.monotonic() + due < self._wake_at:
                 try:
-                    self.mailbox.put_nowait(("tick",))
+                    self.mailbox.put_nowait((_tick,))
                 except Full:
                     pass   # the loop has messages to handle, and re-arms after them
 
-    def _handler(self, kind):
-        """The ``on_<kind>`` function of the actor's class (see ``_handlers``)."""
-        handler = self._handlers[kind] = getattr(type(self), "on_" + kind)
-        return handler
-
-    def on_tick(self):
-        """A wake-up with no work of its own: the loop runs ``after_batch`` and re-arms."""
-
-    def ask(self, kind, *args):
+    def ask(self, handler, *args):
         """Have the message handled (at once if the actor is idle) and wait until it has
         been; the handler's exception, or ``Refused``, is raised here."""
         receipt = Receipt()
-        self.call("answer", receipt, kind, args)
+        self.call(self._answer, receipt, handler, args)
         receipt.wait()
 
-    def on_answer(self, receipt, kind, args):
-        try:
-            getattr(self, "on_" + kind)(*args)
-        except StoreFailed as exc:      # logged where it happened: the asker answers it
-            receipt.fail(exc)
-            return
-        except Exception as exc:
-            receipt.fail(exc)
-            raise
+    def _answer(self, receipt, handler, args):
+        handler(*args)
         receipt.done()
+
+    def _failed(self, handler, args, exc):
+        """A handler raised: fail the receipts its message carries, so their senders are
+        answered; the actor goes on with its next message."""
+        if not isinstance(exc, StoreFailed):   # logged where it happened
+            failed = args[1] if handler == self._answer else handler
+            log.exception("%s: unexpected error in %s", self.label,
+                          getattr(failed, "__name__", failed))
+            exc = HandlerFailed(f"internal error in {self.label}")
+        for arg in args:
+            if isinstance(arg, Receipt):
+                arg.abort(exc)
+
+    def _after_batch(self):
+        try:
+            self.after_batch()
+        except Exception:
+            log.exception("%s: unexpected error after a batch", self.label)
 
     def refuse(self, message):
         """A message sent after the actor stopped: fail the receipts it carries."""
@@ -210,7 +245,7 @@ class Actor:
         self.stopped = True
         if self.greenlet is not None and gevent.getcurrent() is not self.greenlet:
             try:
-                self.mailbox.put_nowait(("tick",))
+                self.mailbox.put_nowait((_tick,))
             except Full:
                 pass   # messages wait: the loop wakes for them, and refuses them
 
@@ -236,20 +271,18 @@ class Actor:
     def _handle_burst(self, message):
         """Handle ``message`` and whatever else waits (up to ``burst``), then after_batch."""
         mailbox = self.mailbox
-        try:
-            handled = 0
-            handlers = self._handlers
-            while message is not None:
-                kind = message[0]
-                (handlers.get(kind) or self._handler(kind))(self, *message[1:])
-                if self.stopped:
-                    return
-                handled += 1
-                message = (mailbox.get_nowait()
-                           if handled < self.burst and mailbox.qsize() else None)
-            self.after_batch()
-        except Exception:
-            log.exception("%s: unexpected error handling %r", self.label, message and message[0])
+        handled = 0
+        while message is not None:
+            try:
+                message[0](*message[1:])
+            except Exception as exc:
+                self._failed(message[0], message[1:], exc)
+            if self.stopped:
+                return
+            handled += 1
+            message = (mailbox.get_nowait()
+                       if handled < self.burst and mailbox.qsize() else None)
+        self._after_batch()
 
 
 class MessageHolder(Actor):

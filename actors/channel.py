@@ -19,7 +19,7 @@ import random
 import time
 from collections import OrderedDict
 
-from greensq.actors.actor import MessageHolder, Refused, StoreFailed
+from greensq.actors.actor import MessageHolder, Refused, StoreFailed, in_turn
 from greensq.services.dead_letters import dead_letter_topic, envelope, is_dead_letter_topic
 from greensq.services.latency import LatencyWindow
 from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT
@@ -88,19 +88,25 @@ class Channel(MessageHolder):
         self.timeout_count = 0
         self._rotation = 0
 
-    # -- called synchronously by clients (never switches) -------------------------
+    # -- called by a client's greenlet, in the channel's turn --------------------------
 
+    @in_turn
     def attach(self, consumer):
-        """Count a new subscriber at once (for limits and ephemeral lifetime), then
-        tell the channel."""
+        """Count a new subscriber at once (for limits and ephemeral lifetime); it joins
+        the consumers after the messages already sent to the channel."""
         self.client_count += 1
-        self.send("sub", consumer)
+        self.send(self.on_sub, consumer)
 
     def detach(self, consumer):
-        """Forget a subscriber; an ephemeral channel goes away with its last one."""
-        self.client_count -= 1
-        self.send("unsub", consumer)
-        if self.ephemeral and self.client_count <= 0 and not self.deleted:
+        """Forget a subscriber, after the FINs it sent (its in-flight messages are then
+        requeued); an ephemeral channel goes away with its last one. The topic's turn
+        is taken only after the channel's is given back: a topic holds its own while it
+        waits for a channel, never the other way round."""
+        with self.turn:
+            self.client_count -= 1
+            self.send(self.on_unsub, consumer)
+            last = self.ephemeral and self.client_count <= 0 and not self.deleted
+        if last:
             self.topic.delete_channel(self.name)
 
 
@@ -126,7 +132,7 @@ class Channel(MessageHolder):
     def refuse(self, message):
         """A deleted channel no longer holds the topic's messages: a publish waiting on
         its copy is not failed for it."""
-        if message[0] == "put" and message[1] is not None:
+        if message[0] == self.on_put and message[1] is not None:
             message[1].done()
         else:
             super().refuse(message)

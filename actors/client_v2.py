@@ -139,7 +139,7 @@ class ClientV2:
         batch = fins[:]
         fins.clear()
         if self.channel is not None:
-            self.channel.send("fin", self.consumer, batch)
+            self.channel.send(self.channel.on_fin, self.consumer, batch)
         return True
 
     # -- timed work, done by nsqd's watchdog (services/watchdog.py) -----------------------

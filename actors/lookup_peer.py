@@ -64,10 +64,10 @@ class LookupPeer(Actor):
     # -- public (called from other greenlets) ---------------------------------------------
 
     def command(self, line):
-        self.send("command", line)
+        self.send(self.on_command, line)
 
     def stop(self):
-        self.send("stop")
+        self.send(self.on_stop)
 
     @property
     def http_address(self):
@@ -217,7 +217,7 @@ class LookupPeer(Actor):
         except (EOFError, OSError):
             pass
         responses.put(None)
-        self.send("disconnected", sock)
+        self.send(self.on_disconnected, sock)
 
     def _close(self):
         sock, reader = self.sock, self.reader

@@ -23,17 +23,32 @@ from greensq.actors.channel import Consumer
 from greensq.actors.client_v2 import (
     STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2)
 from greensq.services import json_input
+from greensq.services.batches import split_mpub_body
 from greensq.services.message import ID_LENGTH
 from greensq.services.names import is_valid_name
 from greensq.services.transport import TransportError
 from greensq.services.version import NSQ_VERSION
 from greensq.services.wire import (
     CLOSE_WAIT_FRAME, OK_FRAME, ClientError, ConnectionClosed, FatalClientError, LineTooLong,
-    go_quote, parse_digits, raw_text, response_frame, split_mpub_body)
+    go_quote, parse_digits, raw_text, response_frame)
 
 log = logging.getLogger("greensq")
 
 MAX_LINE = 16 * 1024            # NSQ's read buffer: a longer command line drops the client
+COMMANDS_PER_TURN = 64          # commands a reader handles before the other greenlets run
+
+
+def serve_v2(nsqd, sock, address):
+    """Serve one V2 connection (its magic read) as a client of ``nsqd`` until it ends; one
+    that starts while nsqd is exiting is closed at once."""
+    if nsqd.exiting:
+        return
+    protocol = ProtocolV2(nsqd, sock, address)
+    nsqd.clients.add(protocol.client)
+    try:
+        protocol.serve()
+    finally:
+        nsqd.clients.discard(protocol.client)
 
 
 class ProtocolV2:
@@ -71,7 +86,12 @@ class ProtocolV2:
         reader = client.reader
         commands = COMMANDS
         fins = client.pending_fins
+        handled = 0
         while not client.closed:
+            handled += 1
+            if handled > COMMANDS_PER_TURN:
+                handled = 0
+                self._take_turn()
             client.command_start = None   # _on_idle starts this command's clock
             line = reader.readline(MAX_LINE)
             if (len(line) == 20 and line[:4] == b"FIN " and client.state >= STATE_SUBSCRIBED
@@ -105,18 +125,7 @@ class ProtocolV2:
         client = self.client
         if client.command_start is None:
             client.command_start = time.monotonic()   # the read deadline's clock starts
-        fins_sent = client.pending_fins and client.flush_fins()
-        if client.out:
-            if client_waiting and not client.write_lock.locked():
-                # Nothing more has arrived: the client is waiting for these replies, and
-                # the reader waits in the hub next, so sending them here saves the hop to
-                # the writer without letting anyone skip the hub's turn.
-                client.send_pending()
-            else:
-                # A client that keeps sending is answered by the writer: its replies
-                # wait for the hub's turn like everything else, which keeps a flooding
-                # publisher from outrunning the other greenlets.
-                client.wake.set()
+        fins_sent = self._hand_on(client_waiting)
         # gevent's recv returns at once while data is waiting, without visiting the hub:
         # yield after handing the channel a FIN batch, and every few reads, so a client
         # that keeps its socket full can neither starve the other greenlets nor pile work
@@ -131,6 +140,32 @@ class ProtocolV2:
                 gevent.sleep(0)
         client.wait_while_output_full()
         # (A client trickling bytes is closed by the watchdog's read-deadline sweep.)
+
+    def _take_turn(self):
+        """Every COMMANDS_PER_TURN commands, however many more are already buffered (a
+        few compressed bytes can inflate to millions of commands), the other greenlets
+        run, and the reader waits while too much output is pending."""
+        self._hand_on(False)
+        gevent.sleep(0)
+        self.client.wait_while_output_full()
+
+    def _hand_on(self, client_waiting):
+        """Hand the FINs read so far to the channel and the replies to the client; True
+        if there were FINs."""
+        client = self.client
+        fins_sent = client.pending_fins and client.flush_fins()
+        if client.out:
+            if client_waiting and not client.write_lock.locked():
+                # Nothing more has arrived: the client is waiting for these replies, and
+                # the reader waits in the hub next, so sending them here saves the hop to
+                # the writer without letting anyone skip the hub's turn.
+                client.send_pending()
+            else:
+                # A client that keeps sending is answered by the writer: its replies
+                # wait for the hub's turn like everything else, which keeps a flooding
+                # publisher from outrunning the other greenlets.
+                client.wake.set()
+        return fins_sent
 
     def _read_body(self, verb, code, what):
         """Read a size-prefixed body for PUB/DPUB/IDENTIFY/AUTH after checking the size."""
@@ -263,7 +298,7 @@ class ProtocolV2:
         if not 0 <= count <= self.opts.max_rdy_count:
             raise FatalClientError(
                 "E_INVALID", f"RDY count {count} out of range 0-{self.opts.max_rdy_count}")
-        client.channel.send("rdy", client.consumer, count)
+        client.channel.send(client.channel.on_rdy, client.consumer, count)
         return None
 
     def _message_id(self, params, verb):
@@ -296,13 +331,15 @@ class ProtocolV2:
             log.info("[%s] REQ timeout %d out of range 0-%d. Setting to %d",
                      client.remote_address, timeout_ms, max_ms, max_ms)
             timeout_ms = max_ms
-        client.channel.send("req", client.consumer, msg_id, timeout_ms / 1000.0)
+        client.channel.send(client.channel.on_req, client.consumer, msg_id,
+                            timeout_ms / 1000.0)
         return None
 
     def cmd_touch(self, params):
         client = self.client
         msg_id = self._message_id(params, "TOUCH")
-        client.channel.send("touch", client.consumer, msg_id, client.msg_timeout)
+        client.channel.send(client.channel.on_touch, client.consumer, msg_id,
+                            client.msg_timeout)
         return None
 
     def cmd_cls(self, params):
@@ -310,7 +347,7 @@ class ProtocolV2:
         if client.state != STATE_SUBSCRIBED:
             raise FatalClientError("E_INVALID", "cannot CLS in current state")
         client.state = STATE_CLOSING
-        client.channel.send("cls", client.consumer)
+        client.channel.send(client.channel.on_cls, client.consumer)
         return CLOSE_WAIT_FRAME
 
     def _valid_name(self, raw, code, what, prefix=""):
@@ -375,8 +412,14 @@ class ProtocolV2:
         if size > self.opts.max_body_size:
             raise FatalClientError(
                 "E_BAD_BODY", f"MPUB body too big {size} > {self.opts.max_body_size}")
-        body = reader.readexactly(size)
-        return self._publish("MPUB", topic_name, split_mpub_body(body, self.opts))
+        try:
+            body = reader.readexactly(size)
+        except ConnectionClosed:
+            # Go reads the messages off the stream, so a body cut short by EOF is
+            # answered with the error of the message it ends in.
+            body = reader.take_buffered()
+        bodies = split_mpub_body(body, self.opts, pause=gevent.sleep)
+        return self._publish("MPUB", topic_name, bodies)
 
 
 # Each verb's method as a plain function of the protocol (kept by the class, not by each

@@ -14,8 +14,9 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Full
 
-from greensq.actors.actor import MessageHolder, Receipt, StoreFailed
+from greensq.actors.actor import MessageHolder, Receipt, StoreFailed, in_turn
 from greensq.actors.channel import Channel
+from greensq.services.message import Message
 from greensq.services.names import is_ephemeral
 
 DRAIN_BATCH = 512
@@ -48,13 +49,19 @@ class Topic(MessageHolder):
         self.message_bytes = 0
         self._drain_requested = False
 
-    # -- called by clients and HTTP handlers ------------------------------------------
+    # -- called by clients and HTTP handlers (get_channel and delete_channel in the
+    # topic's turn: they change ``channels``) ------------------------------------------
 
     def publish(self, receipt, msgs):
         """Take a batch of new messages: at once when the topic is idle, else through the
         mailbox (blocking while it is full). ``receipt`` is done once they are stored."""
-        self.call("pub", receipt, msgs)
+        self.call(self.on_pub, receipt, msgs)
 
+    def publish_slices(self, receipt, batch):
+        """``publish`` for a big batch's bodies (a ``SlicedBodies``), not stamped yet."""
+        self.call(self.on_pub_slices, receipt, batch)
+
+    @in_turn
     def get_channel(self, name):
         """The named channel, created (and started) if it does not exist yet."""
         channel = self.channels.get(name)
@@ -62,27 +69,48 @@ class Topic(MessageHolder):
             channel = self.channels[name] = Channel(self, name, self.nsqd).start()
             self.nsqd.channel_created(self, channel)
             if len(self.channels) == 1:
-                self.send("drain")
+                self.request_drain()
         return channel
 
     def delete_channel(self, name):
-        """Remove a channel now and let its actor clean up; False if there is none."""
-        channel = self.channels.pop(name, None)
-        if channel is None:
-            return False
-        channel.deleted = True
-        self.nsqd.channel_deleted(self, channel)
-        if self.ephemeral and not self.channels and not self.deleted:
+        """Remove a channel now and let its actor clean up; False if there is none. An
+        ephemeral topic goes away with its last channel, once the turn is given back
+        (deleting the topic waits for its turn)."""
+        with self.turn:
+            removed = self._remove_channel(name)
+            orphaned = removed and self.ephemeral and not self.channels and not self.deleted
+        if orphaned:
             self.nsqd.delete_topic(self.name)
-        channel.ask("delete")
-        return True
-
+        return removed
 
     # -- mailbox handlers -----------------------------------------------------------------
 
     def on_pub(self, receipt, msgs):
-        if self.refuse_when_full and self._refuse(receipt, msgs):
+        if self.refuse_when_full and self._refuse(
+                receipt, len(msgs), _bodies_bytes_from(msgs), msgs[0].defer_ms):
             return
+        self._take(receipt, msgs)
+
+    def on_pub_slices(self, receipt, batch):
+        """A batch too big for one turn of the hub, stamped and stored a slice at a time
+        with the hub visiting the other greenlets in between. The topic keeps its turn
+        throughout, so the batch is refused whole or taken whole, in order, and its
+        publisher gets one answer; a failed slice ends it, as a failed put ends Go's."""
+        if self.refuse_when_full and self._refuse(receipt, len(batch), batch.bytes_from):
+            return
+        ids = self.nsqd.ids
+        for bodies in batch.slices():
+            if self.deleted or receipt.error is not None:
+                break
+            receipt.expect(1)
+            self._take(receipt, Message.new_batch(ids, bodies))
+            self.after_batch()
+            gevent.sleep(0)
+        receipt.done()
+
+    def _take(self, receipt, msgs):
+        """Store new messages: in the channels, or (no channel, paused, or a backlog to
+        keep in order) in the topic's own queue."""
         flowing = self._flowing()
         if flowing and not self.depth:
             self._fan_out(msgs, receipt)
@@ -99,7 +127,7 @@ class Topic(MessageHolder):
         """Called by a channel that has room: ask for more of the backlog (never blocks)."""
         if not self._drain_requested:
             try:
-                self.mailbox.put_nowait(("drain",))
+                self.mailbox.put_nowait((self.on_drain,))
                 self._drain_requested = True
             except Full:
                 pass  # the topic is busy with publishes and drains after each of them
@@ -117,7 +145,7 @@ class Topic(MessageHolder):
             if self.queue.durable:
                 # The topic's records are done with once every channel stored its copy.
                 receipt = Receipt(on_done=lambda error, msgs=msgs: gevent.spawn(
-                    self.send, "drained", msgs, error))
+                    self.send, self.on_drained, msgs, error))
                 self._fan_out(msgs, receipt, copy_all=True)
                 receipt.done()
             else:
@@ -142,7 +170,7 @@ class Topic(MessageHolder):
 
     def on_delete(self):
         for name in list(self.channels):
-            self.delete_channel(name)
+            self._remove_channel(name)
         self.queue.delete()
         self.stop_loop()
 
@@ -154,7 +182,7 @@ class Topic(MessageHolder):
             results = []
             for channel in self.channels.values():
                 result = AsyncResult()
-                channel.send("close", result)
+                channel.send(channel.on_close, result)
                 results.append(result)
             persisted = all([result.get() for result in results])
             persisted = self.queue.close() and persisted
@@ -164,18 +192,29 @@ class Topic(MessageHolder):
 
     # -- internals ----------------------------------------------------------------------
 
-    def _refuse(self, receipt, msgs):
-        """Fail the publish if a queue it would go to is full; True if refused."""
+    def _refuse(self, receipt, count, bytes_from, deferred=False):
+        """Fail a publish of ``count`` messages (``bytes_from(i)``: the size of their
+        bodies from the i-th on) if a queue it would go to is full; True if refused."""
         if self._flowing() and not self.depth:
-            deferred = msgs[0].defer_ms     # goes to the channels' deferred heaps, not disk
-            full = [f"channel {c.name} (--max-bytes-per-channel)"
-                    for c in self.channels.values() if not deferred and c.queue.refuses(msgs)]
+            # Deferred messages go to the channels' deferred heaps, not to disk.
+            full = [f"channel {c.name} (--max-bytes-per-channel)" for c in self.channels.values()
+                    if not deferred and c.queue.refuses(count, bytes_from)]
         else:
-            full = ["the topic (--max-bytes-per-topic)"] if self.queue.refuses(msgs) else []
+            full = (["the topic (--max-bytes-per-topic)"]
+                    if self.queue.refuses(count, bytes_from) else [])
         if not full:
             return False
-        self.refused_count += len(msgs)
+        self.refused_count += count
         receipt.fail(QueueFull(f"{self.name}: no room on disk for {full[0]}"))
+        return True
+
+    def _remove_channel(self, name):
+        channel = self.channels.pop(name, None)
+        if channel is None:
+            return False
+        channel.deleted = True
+        self.nsqd.channel_deleted(self, channel)
+        channel.ask(channel.on_delete)
         return True
 
     def _flowing(self):
@@ -193,8 +232,13 @@ class Topic(MessageHolder):
         if not copy_all:
             copies.insert(0, msgs)
         for channel, batch in zip(channels, copies):
-            channel.call("put", receipt, batch)
+            channel.call(channel.on_put, receipt, batch)
 
     def after_batch(self):
         self.queue.flush()
+
+
+def _bodies_bytes_from(msgs):
+    """``bytes_from`` for a list of messages."""
+    return lambda first: sum([len(msg.body) for msg in msgs[first:]])
 

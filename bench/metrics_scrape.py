@@ -82,12 +82,11 @@ def longest_hub_stall(work):
 
 def in_process(data_path, flags, scrapes):
     from greensq.services.metrics import nsqd_metrics
-    from greensq.services.nsqd import NSQD
+    from greensq.services.nsqd import load_nsqd
     from greensq.services.nsqd_options import parse_nsqd_options
     from greensq.services.stats import nsqd_stats
 
-    nsqd = NSQD(parse_nsqd_options([f"--data-path={data_path}", *flags]))
-    nsqd.load_metadata()
+    nsqd = load_nsqd(parse_nsqd_options([f"--data-path={data_path}", *flags]))
     metrics = [longest_hub_stall(lambda: nsqd_metrics(nsqd)) for _ in range(scrapes)]
     stats = longest_hub_stall(lambda: ujson.dumps(nsqd_stats(nsqd, include_clients=False)))
     return metrics, stats

@@ -9,7 +9,9 @@ the gevent side of it, in the order things happen:
   IDENTIFYed and subscribed (``SUB topic channel``). nsqd addresses come from
   ``nsqd_tcp_addresses`` (reconnected with growing delays when they drop) and from
   polling ``lookupd_http_addresses`` (``/lookup?topic=``; the union of every answer;
-  new nsqd are connected, vanished ones closed; polls are spread out with jitter).
+  new nsqd are connected, vanished ones closed; polls are spread out with jitter, and
+  come soon after one that found no nsqd at all, so a topic created a moment before
+  the consumer started is not missed for a whole poll interval).
 * **Handlers.** Each message runs ``handler(message)`` in a worker greenlet
   (:mod:`.workers`). A handler may also TOUCH, FIN or REQ itself, or call
   ``message.enable_async()`` and answer later.
@@ -81,8 +83,7 @@ class Consumer(ConsumerCore):
                 log.warning("%s: cannot connect (%s); retrying", address, err)
                 self._schedule_reconnect(address)
         if self.lookupd_http_addresses:
-            self.query_lookupd()
-            self._greenlets.append(gevent.spawn(self._lookupd_loop))
+            self._greenlets.append(gevent.spawn(self._lookupd_loop, self.query_lookupd()))
         self._greenlets.append(gevent.spawn(self._redistribute_loop))
         return self
 
@@ -235,11 +236,11 @@ class Consumer(ConsumerCore):
         except (OSError, NSQError) as err:
             log.warning("%s: cannot connect (%s)", address, err)
 
-    def _lookupd_loop(self):
-        gevent.sleep(self._lookupd_wait(first=True))
+    def _lookupd_loop(self, found):
+        gevent.sleep(self._lookupd_spread(found))
         while not self._closing:
-            gevent.sleep(self._lookupd_wait())
-            self.query_lookupd()
+            gevent.sleep(self._lookupd_wait(found))
+            found = self.query_lookupd()
 
     # -- messages -------------------------------------------------------------------------
 

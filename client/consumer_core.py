@@ -31,6 +31,9 @@ from .protocol import parse_address
 
 log = logging.getLogger("greensq.client")
 
+# The first wait before asking lookupd again when it listed no nsqd for the topic.
+LOOKUPD_RETRY = 0.25
+
 
 class NsqdState:
     """The consumer's view of one connection: RDY sent, messages held, activity.
@@ -135,7 +138,8 @@ class ConsumerCore:
         handlers running at once; fewer than ``max_in_flight`` makes the rest of the
         messages held wait their turn (go-nsq's ``AddConcurrentHandlers``).
     ``lookupd_poll_interval`` (60), ``lookupd_poll_jitter`` (0.3)
-        how often lookupd is asked, each wait varied by up to this fraction.
+        how often lookupd is asked, each wait varied by up to this fraction; while it
+        lists no nsqd, it is asked again after 0.25 s, doubling up to the interval.
     ``rdy_redistribute_interval`` (5), ``low_rdy_idle_timeout`` (10)
         with more connections than ``max_in_flight``: how often RDY is redistributed,
         and how long a connection holding RDY may stay idle before losing it.
@@ -192,6 +196,7 @@ class ConsumerCore:
                       "handler_errors": 0}
         self._nsqd = {}                 # address -> NsqdState of live connections
         self._connecting = set()        # addresses being connected
+        self._lookupd_retry = LOOKUPD_RETRY
         self._backoff_counter = 0
         self._backoff_timer = None
         self._handlers = 0
@@ -291,13 +296,27 @@ class ConsumerCore:
             log.info("%s: no longer listed by lookupd; closing", state.address)
         return new, vanished
 
-    def _lookupd_wait(self, first=False):
-        """Seconds until the next lookupd poll; the first spreads consumers that started
-        together so that they do not poll in lockstep."""
+    def _lookupd_spread(self, found):
+        """Seconds to wait before the polls start, after a first poll that found
+        ``found``: a random part of the interval, so that consumers that started together
+        do not poll in lockstep; none while no nsqd was found."""
+        if not found:
+            return 0
+        return random.uniform(0, self.lookupd_poll_interval * self.lookupd_poll_jitter)
+
+    def _lookupd_wait(self, found):
+        """Seconds until the next lookupd poll after one that found ``found``: the poll
+        interval (jittered); while lookupd gives no nsqd to consume from (the topic is new
+        and its nsqd has not registered it yet, or lookupd is down), sooner: after
+        ``LOOKUPD_RETRY`` seconds, doubling up to the interval."""
         interval, jitter = self.lookupd_poll_interval, self.lookupd_poll_jitter
-        if first:
-            return random.uniform(0, interval * jitter)
-        return interval * random.uniform(1 - jitter, 1 + jitter)
+        if found or self._nsqd:
+            self._lookupd_retry = LOOKUPD_RETRY
+            wait = interval
+        else:
+            wait = min(self._lookupd_retry, interval)
+            self._lookupd_retry *= 2
+        return wait * random.uniform(1 - jitter, 1 + jitter)
 
     def _closing_states(self):
         """Start closing: no more RDY or backoff; the live connections' states."""

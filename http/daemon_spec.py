@@ -7,6 +7,7 @@ import logging
 import sys
 
 from greensq.http.listeners import format_sockname
+from greensq.services.golog import daemon_line
 
 
 class DaemonSpec:
@@ -31,9 +32,6 @@ class DaemonSpec:
     def lock_path(self):
         return None
 
-    def log_prefix(self):
-        return f"[{self.name}] "
-
     def http_max_body(self):
         """The largest request body the HTTP server buffers for the app."""
         return 1 << 20
@@ -51,7 +49,7 @@ class DaemonSpec:
         """NSQ's ``FATAL: <message>`` line, through the daemon's log once it has one."""
         log = logging.getLogger("greensq")
         if self.log_handler is None:
-            sys.stderr.write(f"{self.log_prefix()}FATAL: {message}\n")
+            sys.stderr.write(daemon_line(f"[{self.name}] ", "FATAL", message) + "\n")
             return
         log.critical("%s", message)
         self.log_handler.flush_pending()
@@ -71,9 +69,6 @@ class ProtocolDaemonSpec(DaemonSpec):
         self.core = None
         self.tcp_server = None
         self.log_handler = None
-
-    def log_prefix(self):
-        return self.opts.log_prefix
 
     def listen_addresses(self):
         return {"TCP": self.opts.tcp_address, "HTTP": self.opts.http_address}

@@ -38,22 +38,12 @@ from greensq.http.listeners import (  # noqa: E402
 from greensq.http.worker import DaemonWorker  # noqa: E402
 
 
-def options_or_exit(parse, argv):
-    """Parse flags like Go's flag package: an error prints its message and exits 2."""
-    from greensq.services.goflags import FlagError
-
-    try:
-        return parse(argv)
-    except FlagError as exc:
-        sys.stderr.write(f"{exc}\n")
-        sys.exit(2)
-
-
 def daemon_main(spec_class, parse, argv=None):
     """A daemon's command: flags, ``--version``, then the arbiter."""
+    from greensq.services.goflags import parse_or_exit
     from greensq.services.version import version_banner
 
-    opts = options_or_exit(parse, sys.argv[1:] if argv is None else argv)
+    opts = parse_or_exit(parse, sys.argv[1:] if argv is None else argv, spec_class.name)
     if opts.version:
         print(version_banner(spec_class.name))
         return
@@ -155,9 +145,11 @@ def freeze_before_fork(arbiter, worker):
 
 def run_daemon(spec):
     """Bind, lock and run ``spec`` under Gunicorn; exits with the arbiter's status."""
+    from greensq.services.golog import daemon_line, exit_fatal
+
     try:
         app = DaemonApplication(spec)
     except StartupError as exc:
-        sys.stderr.write(f"{spec.log_prefix()}FATAL: failed to instantiate {spec.name} - {exc}\n")
-        sys.exit(1)
+        exit_fatal(daemon_line(f"[{spec.name}] ", "FATAL",
+                               f"failed to instantiate {spec.name} - {exc}"))
     app.run()

@@ -11,8 +11,9 @@ import os
 import shlex
 
 from greensq.http.daemon_spec import DaemonSpec
-from greensq.http.launcher import daemon_main, options_or_exit
+from greensq.http.launcher import daemon_main
 from greensq.http.listeners import StartupError
+from greensq.services.goflags import parse_or_exit
 from greensq.services.nsqadmin_options import InvalidOptions, parse_nsqadmin_options, validate
 
 
@@ -24,9 +25,6 @@ class NsqadminSpec(DaemonSpec):
         self.opts = opts
         self.core = None
         self.log_handler = None
-
-    def log_prefix(self):
-        return self.opts.log_prefix
 
     def listen_addresses(self):
         # Asked for before anything is bound: the place to refuse a bad configuration
@@ -68,8 +66,8 @@ def standalone_app():
     """The WSGI app for ``gunicorn -k gevent 'greensq.http.nsqadmin_app:app'``: built in
     Gunicorn's worker from the flags in ``NSQADMIN_OPTS`` (``--http-address`` is Gunicorn's
     ``--bind``)."""
-    opts = options_or_exit(parse_nsqadmin_options,
-                           shlex.split(os.environ.get("NSQADMIN_OPTS", "")))
+    opts = parse_or_exit(parse_nsqadmin_options,
+                           shlex.split(os.environ.get("NSQADMIN_OPTS", "")), "nsqadmin")
     spec = NsqadminSpec(opts)
     try:
         spec.listen_addresses()

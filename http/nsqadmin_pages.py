@@ -14,7 +14,7 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from greensq.services.cluster_stats import http_address, items
-from greensq.services.goflags import format_duration
+from greensq.services.govalues import format_duration
 from greensq.services.nsqadmin import POLL_INTERVAL, ApiError
 from greensq.services.version import NSQ_VERSION, __version__
 

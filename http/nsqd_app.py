@@ -9,19 +9,22 @@ import base64
 import logging
 import re
 
-from greensq.actors.actor import Refused, StoreFailed
+import gevent
+
+from greensq.actors.actor import HandlerFailed, Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
     NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
     respond_text)
 from greensq.services import json_input
+from greensq.services.batches import LineTooBig, split_lines, split_mpub_body
 from greensq.services.logs import LEVELS
 from greensq.services.metrics import content_type, nsqd_metrics
 from greensq.services.names import is_valid_name
 from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT, NSQD_FLAGSET
 from greensq.services.stats import format_text, nsqd_stats
 from greensq.services.version import NSQ_VERSION
-from greensq.services.wire import FatalClientError, split_mpub_body
+from greensq.services.wire import FatalClientError
 
 log = logging.getLogger("greensq")
 
@@ -70,6 +73,8 @@ class Resource:
             raise NsqHTTPError(503, "QUEUE_FULL") from None
         except (Refused, StoreFailed):
             raise NsqHTTPError(503, "EXITING") from None
+        except HandlerFailed:
+            raise NsqHTTPError(500, "INTERNAL_ERROR") from None
 
     def existing_channel(self, params):
         """The channel named by ``topic`` and ``channel``, or NSQ's 404s."""
@@ -146,16 +151,19 @@ class Mpub(Resource):
             self.nsqd.get_topic(topic_name)
         if len(body) > limit:
             raise NsqHTTPError(413, "BODY_TOO_BIG")
+        # A big batch is checked (and later stored) in slices, the hub visiting the other
+        # greenlets in between (services/batches.py).
         binary = params.get("binary")
         if binary is not None and binary not in ("false", "0"):
             try:
-                bodies = split_mpub_body(body, self.opts)
+                bodies = split_mpub_body(body, self.opts, pause=gevent.sleep)
             except FatalClientError as err:
                 raise NsqHTTPError(413, err.code[2:]) from None
         else:
-            bodies = [line for line in body.split(b"\n") if line]
-            if any(len(line) > self.opts.max_msg_size for line in bodies):
-                raise NsqHTTPError(413, "MSG_TOO_BIG")
+            try:
+                bodies = split_lines(body, self.opts.max_msg_size, pause=gevent.sleep)
+            except LineTooBig:
+                raise NsqHTTPError(413, "MSG_TOO_BIG") from None
         self.publish(topic_name, bodies)
         respond_text(resp, "OK")
 
@@ -194,7 +202,7 @@ class ChannelPeek(Resource):
             raise NsqHTTPError(400, "INVALID_ARG_N")
         msgs = []
         try:
-            channel.ask("peek", int(raw), self.opts.max_body_size, msgs)
+            channel.ask(channel.on_peek, int(raw), self.opts.max_body_size, msgs)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND") from None
         respond_json(resp, {"messages": [
@@ -217,7 +225,7 @@ class ChannelMaxAttempts(Resource):
         if raw and (not _DIGITS.fullmatch(raw) or int(raw) > MAX_ATTEMPTS_LIMIT):
             raise NsqHTTPError(400, "INVALID_ARG_MAX_ATTEMPTS")
         try:
-            channel.ask("set_max_attempts", int(raw) if raw else None)
+            channel.ask(channel.on_set_max_attempts, int(raw) if raw else None)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND") from None
         self.nsqd.persist_metadata()
@@ -254,8 +262,10 @@ class TopicAction(Resource):
     def _act(actor, action):
         """Empty, pause or unpause a topic or channel, and wait until it is done (an
         empty whose disk queue cannot be written is NSQ's 500)."""
+        handler = {"empty": actor.on_empty, "pause": actor.on_pause,
+                   "unpause": actor.on_unpause}[action]
         try:
-            actor.ask(action)
+            actor.ask(handler)
         except Refused:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND" if hasattr(actor, "topic")
                                else "TOPIC_NOT_FOUND") from None

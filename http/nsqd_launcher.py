@@ -12,9 +12,10 @@ import os
 import shlex
 
 from greensq.http.daemon_spec import ProtocolDaemonSpec
-from greensq.http.launcher import daemon_main, options_or_exit
+from greensq.http.launcher import daemon_main
 from greensq.http.listeners import StartupError, bind_listener
 from greensq.http.worker import die_with_parent
+from greensq.services.goflags import parse_or_exit
 from greensq.services.nsqd_options import parse_nsqd_options
 
 log = logging.getLogger("greensq")
@@ -45,23 +46,12 @@ class NsqdSpec(ProtocolDaemonSpec):
         return addresses
 
     def build_core(self):
-        from greensq.services.nsqd import NSQD
+        from greensq.services.nsqd import CannotStart, load_nsqd
 
-        from greensq.services.transport import server_context
-
-        log.info("ID: %d", self.opts.node_id)
-        nsqd = NSQD(self.opts)
-        nsqd.tls_context = server_context(self.opts)   # None without --tls-cert
         try:
-            nsqd.load_metadata()
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"failed to load metadata - {exc}") from None
-        # As NSQ's nsqd, refuse to start unless the data path can be written.
-        try:
-            nsqd.write_metadata()
-        except OSError as exc:
-            raise StartupError(f"failed to persist metadata - {exc}") from None
-        return nsqd
+            return load_nsqd(self.opts)
+        except CannotStart as exc:
+            raise StartupError(str(exc)) from None
 
     def create_app(self, core):
         from greensq.http.nsqd_app import create_app
@@ -94,22 +84,12 @@ class NsqdSpec(ProtocolDaemonSpec):
             log.info("HTTPS: listening on %s", format_sockname(listener))
 
     def protocols(self):
-        from greensq.actors.protocol_v2 import ProtocolV2
+        from functools import partial
+
+        from greensq.actors.protocol_v2 import serve_v2
         from greensq.services.wire import MAGIC_V2
 
-        nsqd = self.core
-
-        def serve_v2(sock, address):
-            if nsqd.exiting:
-                return   # a connection that starts during shutdown is closed
-            protocol = ProtocolV2(nsqd, sock, address)
-            nsqd.clients.add(protocol.client)
-            try:
-                protocol.serve()
-            finally:
-                nsqd.clients.discard(protocol.client)
-
-        return {MAGIC_V2: serve_v2}
+        return {MAGIC_V2: partial(serve_v2, self.core)}
 
     def after_start(self):
         self.core.start()
@@ -155,7 +135,8 @@ def standalone_app():
     ``--http-address`` is Gunicorn's ``--bind``).
     """
     die_with_parent(os.getppid())   # the worker ends with the gunicorn arbiter
-    opts = options_or_exit(parse_nsqd_options, shlex.split(os.environ.get("NSQD_OPTS", "")))
+    opts = parse_or_exit(parse_nsqd_options, shlex.split(os.environ.get("NSQD_OPTS", "")),
+                         "nsqd")
     spec = NsqdSpec(opts)
     try:
         sockets = {"TCP": bind_listener(opts.tcp_address)}

@@ -104,8 +104,14 @@ class DaemonWorker(Worker):
     """
 
     drain_timeout = 2.0
+    _stop = None   # wakes the run loop, once it runs
 
     def init_process(self):
+        # A stop may be asked for while the worker boots (a daemon stopped as it starts).
+        # Until Gunicorn's init_signals, this process has the arbiter's handlers, which
+        # would lose it: note it from the first moment, for run() to act on.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, self.handle_exit)
         die_with_parent(self.ppid)
         monkey_patch()
         from gevent import hub
@@ -188,7 +194,8 @@ class DaemonWorker(Worker):
 
     def handle_exit(self, sig, frame):
         self.alive = False
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
 
     # SIGINT / SIGQUIT shut down as gracefully as SIGTERM: queues must reach disk.
     handle_quit = handle_exit

@@ -157,7 +157,7 @@ class DurableQueue:
     def is_full(self):
         return False
 
-    def refuses(self, msgs):
+    def refuses(self, count, bytes_from):
         return False
 
     def peek(self, count, max_bytes):

@@ -1,4 +1,4 @@
-"""Command-line and config-file options, parsed the way NSQ's Go daemons parse them.
+"""Command-line and config-file options, parsed and reported the way NSQ's Go programs do.
 
 Existing init scripts, systemd units and client test harnesses start nsqd with every
 spelling Go's ``flag`` package accepts, so this parser accepts exactly those:
@@ -8,76 +8,71 @@ spelling Go's ``flag`` package accepts, so this parser accepts exactly those:
 * parsing stops at the first non-flag argument or at ``--``;
 * repeatable flags (``--lookupd-tcp-address``) collect every value.
 
-``--config`` names a TOML file whose keys are the flag names with underscores. A flag
-given on the command line wins over the file. Durations are Go durations (``"1m30s"``) or,
-in the config file, integers meaning milliseconds.
+Mistakes are reported in Go's words, with Go's exit codes. A bad command line is a
+:class:`FlagError`: its message, then the usage, exit 2 (``-h`` / ``-help`` print the usage
+and exit 0). ``--config`` names a TOML file whose keys are the flag names with underscores;
+a flag given on the command line wins over the file. A file that cannot be read, or a value
+in it of the wrong type, is a :class:`FatalError`: one log line, exit 1, as NSQ's daemons
+say it (its config loader coerces values as the go-options package does: integers meaning
+milliseconds for durations, a comma-separated string for a list).
 """
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Callable
 
-_DURATION_UNITS = {
-    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6,
-    "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
-_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
-
-
-def _quote(value):
-    """``value`` quoted as Go's ``%q`` does (double quotes), for error messages."""
-    return json.dumps(str(value), ensure_ascii=False)
+from greensq.services.golog import daemon_line, exit_fatal, std_line
+from greensq.services.govalues import (
+    format_value, go_type_of, parse_bool, parse_duration, parse_float, parse_int, quote)
 
 
 class FlagError(ValueError):
-    """A bad command line or config value; the message is what Go's flag package says."""
+    """A bad command line; the message is what Go's flag package says. ``usage`` is the
+    usage text printed after it, when a FlagSet raised it."""
+
+    usage = ""
 
 
-def parse_duration(text):
-    """A Go duration string (``"1h2m3.5s"``, ``"250ms"``, ``"0"``) in seconds."""
-    text = text.strip()
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    if body == "0":
-        return 0.0
-    total, pos = 0.0, 0
-    for match in _DURATION_PART.finditer(body):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not body or pos != len(body):
-        raise FlagError(f"time: invalid duration {_quote(text)}")
-    return sign * total
+class FatalError(Exception):
+    """A configuration NSQ's program refuses with a fatal log line, then exit 1.
+
+    ``leveled`` lines are the daemon's own (``[nsqd] <time> FATAL: message``); the others
+    come from Go's standard ``log`` package (``<time> message``), as go-options' are.
+    """
+
+    def __init__(self, message, leveled=True):
+        super().__init__(message)
+        self.leveled = leveled
+
+    def line(self, program):
+        if self.leveled:
+            return daemon_line(f"[{program}] ", "FATAL", str(self))
+        return std_line(str(self))
 
 
-def format_duration(seconds):
-    """Seconds as Go prints a ``time.Duration`` (``1m0s``, ``250ms``, ``1h0m0s``)."""
-    if seconds == 0:
-        return "0s"
-    if seconds < 1:
-        for unit, scale in (("ms", 1e-3), ("\u00b5s", 1e-6), ("ns", 1e-9)):
-            if seconds >= scale:
-                return f"{seconds / scale:g}{unit}"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{secs:g}s"
-    if hours:
-        return f"{int(hours)}h{int(minutes)}m{text}"
-    if minutes:
-        return f"{int(minutes)}m{text}"
-    return text
+class InvalidOptions(ValueError):
+    """Options that parse but that the program refuses to start with (Go's message text);
+    a daemon logs ``FATAL: failed to instantiate <daemon> - <message>`` and exits 1."""
 
 
-def parse_bool(text):
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise FlagError(f"strconv.ParseBool: parsing {_quote(text)}: invalid syntax")
+# -- flags --------------------------------------------------------------------------------
+
+# How Go spells the words of NSQ's option fields (``nsqlookupd_tcp_addresses`` is the field
+# ``NSQLookupdTCPAddresses``).
+_INITIALISMS = {"id": "ID", "http": "HTTP", "https": "HTTPS", "tcp": "TCP", "udp": "UDP",
+                "tls": "TLS", "ca": "CA", "e2e": "E2E", "url": "URL", "cidr": "CIDR",
+                "acl": "ACL", "nsqd": "NSQD", "nsqlookupd": "NSQLookupd"}
+
+_PARSERS = {"bool": parse_bool, "int": parse_int, "float": parse_float,
+            "duration": parse_duration}
+# The Go type of the options field behind each kind, as go-options names it.
+_GO_FIELD_TYPES = {"bool": "bool", "int": "int64", "float": "float64", "floatlist": "float64",
+                   "duration": "time.Duration"}
+
+# The type name Go's usage shows for each kind ("value" is any flag.Value of a program's own).
+_GO_TYPES = {"str": "string", "int": "int", "float": "float", "bool": "", "duration": "duration",
+             "strlist": "value", "floatlist": "value"}
 
 
 @dataclass
@@ -86,7 +81,16 @@ class Flag:
 
     ``kind`` is one of ``str``, ``int``, ``float``, ``bool``, ``duration``, ``strlist``,
     ``floatlist``. A deprecated flag with ``alias_of`` sets that option instead; one without
-    is accepted and ignored.
+    is accepted and ignored. ``choices`` limits a ``str`` flag (case-insensitively);
+    ``choice_error(text)`` is the program's message for anything else.
+
+    Where NSQ defines a flag with a ``flag.Value`` of its own, ``go_type`` and
+    ``go_default`` are what Go's usage shows for it (``-log-level value ... (default
+    INFO)``; an empty ``go_default`` shows none), and its errors keep that Value's own text.
+    ``go_field`` is the name of the Go options field that config-file errors name, where
+    it is not the config key in Go's CamelCase. ``check(text)``, for a ``strlist`` flag,
+    vets each value as it is given, raising ValueError with the reason (go-nsq's
+    ``--consumer-opt``).
     """
 
     name: str
@@ -96,8 +100,13 @@ class Flag:
     deprecated: bool = False
     alias_of: str | None = None
     choices: tuple = field(default=())
+    choice_error: Callable[[str], str] | None = None
     config_key: str | None = None   # the TOML key, where NSQ's differs from the flag name
     bare: str | None = None         # value of a non-bool flag given bare (--tls-required)
+    go_type: str | None = None
+    go_default: str | None = None
+    go_field: str | None = None
+    check: Callable[[str], object] | None = None
 
     @property
     def key(self):
@@ -107,33 +116,110 @@ class Flag:
     def dest(self):
         return (self.alias_of or self.name).replace("-", "_")
 
-    def convert(self, raw, from_config=False):
-        """Turn a command-line string (or a TOML value) into the option's Python value."""
+    @property
+    def is_bool(self):
+        """Whether the flag may be given bare, as Go's boolean flags are."""
+        return self.kind == "bool" or self.bare is not None
+
+    @property
+    def field_name(self):
+        return self.go_field or "".join(
+            _INITIALISMS.get(word, word.capitalize()) for word in self.key.split("_"))
+
+    def parse(self, text):
+        """The value of ``text`` given on the command line, as Go's ``flag.Value.Set``
+        parses it: ValueError with the reason Go gives (the flag package hides strconv's
+        text behind ``parse error`` and ``value out of range``; NSQ's own Values do not)."""
         kind = self.kind
-        try:
+        if kind in _PARSERS:
+            try:
+                return _PARSERS[kind](text)
+            except ValueError as exc:
+                if self.go_type is not None:
+                    raise
+                raise ValueError("value out of range" if "out of range" in str(exc)
+                                 else "parse error") from None
+        if kind == "strlist":
+            if self.check is not None:
+                self.check(text)
+            return [text]
+        if kind == "floatlist":    # NSQ's FloatArray: comma-separated, fatal when not a float
+            values = []
+            for item in text.split(","):
+                try:
+                    values.append(parse_float(item))
+                except ValueError:
+                    raise FatalError(f"Could not parse: {item}", leveled=False) from None
+            return values
+        return self.checked_choice(text)
+
+    def checked_choice(self, text):
+        if self.choices and text.lower() not in self.choices:
+            raise ValueError(self.choice_error(text) if self.choice_error
+                             else "must be one of " + ", ".join(self.choices))
+        return text
+
+    def from_config(self, raw):
+        """The value of a config-file entry, coerced as go-options does (a string is
+        parsed, an integer duration is milliseconds, a list may be one string of
+        comma-separated items); ValueError with go-options' reason. Where go-options would
+        panic or invert, a TOML integer is taken for a float, and as a boolean it is true
+        when not 0."""
+        kind = self.kind
+        if kind == "str":
+            return self.checked_choice(format_value(raw, kind))
+        if kind == "strlist":
+            items = raw if isinstance(raw, list) else str(raw).split(",")
+            return [format_value(item, "str") for item in items]
+        if isinstance(raw, str):
+            if kind == "floatlist":
+                return [parse_float(item.strip()) for item in raw.split(",")]
+            return _PARSERS[kind](raw)
+        if kind == "floatlist" and isinstance(raw, list):
+            if all(isinstance(item, (int, float)) and not isinstance(item, bool)
+                   for item in raw):
+                return [float(item) for item in raw]
+        elif isinstance(raw, bool):
             if kind == "bool":
-                return raw if isinstance(raw, bool) else parse_bool(str(raw))
-            if kind == "int":
-                return int(raw)
-            if kind == "float":
-                return float(raw)
+                return raw
+        elif isinstance(raw, int):
+            if kind in ("bool", "int", "float"):
+                return {"bool": bool, "int": int, "float": float}[kind](raw)
             if kind == "duration":
-                if from_config and isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                    return raw / 1000.0
-                return parse_duration(str(raw))
-            if kind == "strlist":
-                return [str(x) for x in (raw if isinstance(raw, list) else [raw])]
-            if kind == "floatlist":    # Go's FloatArray: comma-separated, repeatable
-                items = raw if isinstance(raw, list) else str(raw).split(",")
-                return [float(x) for x in items]
-            value = str(raw)
-        except (TypeError, ValueError) as exc:
-            raise FlagError(f"invalid value {_quote(raw)} for flag -{self.name}: {exc}") from None
-        if self.choices and value.lower() not in self.choices:
-            raise FlagError(
-                f"invalid value {_quote(raw)} for flag -{self.name}: must be one of "
-                + ", ".join(self.choices))
-        return value
+                return raw / 1000.0
+        elif isinstance(raw, float) and kind == "float":
+            return raw
+        raise ValueError(f"invalid {_GO_FIELD_TYPES[kind]} value type {go_type_of(raw)}")
+
+    def usage_line(self):
+        """The flag's entry in Go's usage text."""
+        type_name, text = (self.go_type if self.go_type is not None
+                           else "" if self.is_bool else _GO_TYPES[self.kind]), self.help
+        named = re.search(r"`([^`]*)`", text)
+        if named:   # Go's convention: a back-quoted word in the help names the value
+            type_name = named.group(1)
+            text = text[:named.start()] + type_name + text[named.end():]
+        line = f"  -{self.name}" + (f" {type_name}" if type_name else "")
+        line += "\t" if len(line) <= 4 else "\n    \t"
+        line += text.replace("\n", "\n    \t")
+        default = self.usage_default()
+        return line + (f" (default {default})" if default else "")
+
+    def usage_default(self):
+        if self.go_default is not None:
+            return self.go_default
+        default, kind = self.default, self.kind
+        if self.is_bool:
+            return "true" if default in (True, "true") else ""
+        if not default:
+            return ""
+        if kind == "str":
+            return quote(default)
+        if kind == "strlist":
+            return ",".join(default)
+        if kind == "floatlist":
+            return ",".join(f"{value:f}" for value in default)
+        return format_value(default, kind)
 
 
 class Options:
@@ -150,7 +236,7 @@ class Options:
 
 
 class FlagSet:
-    """The options of one daemon, and the Go-compatible parser for them."""
+    """The options of one program, and the Go-compatible parser for them."""
 
     def __init__(self, program, flags):
         self.program = program
@@ -166,16 +252,13 @@ class FlagSet:
 
     def usage(self):
         lines = [f"Usage of {self.program}:"]
-        for name in sorted(self.flags):
-            flag = self.flags[name]
-            kind = "" if flag.kind == "bool" else f" {flag.kind}"
-            lines.append(f"  -{name}{kind}")
-            default = flag.default
-            if flag.kind == "duration" and isinstance(default, (int, float)):
-                default = format_duration(default)
-            suffix = f" (default {default!r})" if default not in (None, "", [], False, 0) else ""
-            lines.append(f"    \t{flag.help}{suffix}")
+        lines.extend(self.flags[name].usage_line() for name in sorted(self.flags))
         return "\n".join(lines) + "\n"
+
+    def fail(self, message):
+        error = FlagError(message)
+        error.usage = self.usage()
+        return error
 
     def parse_args(self, argv):
         """Parse ``argv`` (without the program name).
@@ -194,63 +277,101 @@ class FlagSet:
                 break
             name = arg[2:] if arg.startswith("--") else arg[1:]
             if not name or name[0] in "-=":
-                raise FlagError(f"bad flag syntax: {arg}")
+                raise self.fail(f"bad flag syntax: {arg}")
             name, has_value, raw = name.partition("=")
-            if name in ("h", "help"):
-                sys.stderr.write(self.usage())
-                raise SystemExit(0)
             flag = self.flags.get(name)
             if flag is None:
-                raise FlagError(f"flag provided but not defined: -{name}")
-            if flag.kind == "bool":
-                value = flag.convert(raw) if has_value else True
-            elif flag.bare is not None and not has_value:
-                value = flag.convert(flag.bare)
+                if name in ("h", "help"):
+                    sys.stderr.write(self.usage())
+                    raise SystemExit(0)
+                raise self.fail(f"flag provided but not defined: -{name}")
+            if flag.is_bool:
+                text = raw if has_value else flag.bare or "true"
+                problem = "invalid boolean value {text} for -{name}: {reason}"
             else:
                 if not has_value:
                     if not args:
-                        raise FlagError(f"flag needs an argument: -{name}")
+                        raise self.fail(f"flag needs an argument: -{name}")
                     raw = args.pop(0)
-                value = flag.convert(raw)
+                text = raw
+                problem = "invalid value {text} for flag -{name}: {reason}"
+            try:
+                value = flag.parse(text)
+            except ValueError as exc:
+                raise self.fail(problem.format(text=quote(text), name=name, reason=exc)) from None
             if flag.deprecated and flag.alias_of is None:
                 continue
             if flag.kind.endswith("list"):
                 values.setdefault(flag.dest, []).extend(value)
-                if flag.kind == "floatlist":    # Go's FloatArray keeps itself sorted, largest first
+                if flag.kind == "floatlist":    # NSQ's FloatArray keeps itself sorted, largest first
                     values[flag.dest].sort(reverse=True)
             else:
                 values[flag.dest] = value
             explicit.add(flag.dest)
         return values, explicit, args
 
-    def load_config(self, path):
-        """Option values from a TOML config file (keys are flag names with underscores)."""
+    def load_config(self, path, defaults):
+        """Option values from a TOML config file (keys are flag names with underscores);
+        FatalError in the words of NSQ's daemons."""
         import tomllib   # only with --config: every daemon's arbiter parses flags
 
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         except OSError as exc:
-            raise FlagError(f"failed to load config file {path} - {exc}") from None
+            step = "read" if isinstance(exc, IsADirectoryError) else "open"
+            reason = f"{step} {path}: {(exc.strerror or str(exc)).lower()}"
+            raise FatalError(f"failed to load config file {path} - {reason}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise FlagError(f"failed to parse config file {path} - {exc}") from None
+            raise FatalError(f"failed to load config file {path} - toml: {exc}") from None
         by_key = {flag.key: flag for flag in self.flags.values()}
         values = {}
+        for key, raw in data.items():   # NSQ checks the keys its own flag.Values parse first
+            flag = by_key.get(key)
+            if flag is not None and flag.choices:
+                try:
+                    flag.checked_choice(format_value(raw, "str"))
+                except ValueError:
+                    raise FatalError(f"failed parsing {key} {format_value(raw, 'str')}") from None
         for key, raw in data.items():
             flag = by_key.get(key)
             if flag is None or (flag.deprecated and flag.alias_of is None):
                 continue
-            values[flag.dest] = flag.convert(raw, from_config=True)
+            try:
+                values[flag.dest] = flag.from_config(raw)
+            except ValueError as exc:
+                current = format_value(defaults.get(flag.dest), flag.kind)
+                raise FatalError(
+                    f"ERROR: Resolve failed to coerce value {format_value(raw, 'str')} "
+                    f"({current}) for field {flag.field_name} - {exc}", leveled=False) from None
         return values
 
     def parse(self, argv):
-        """Defaults, then the ``--config`` file, then the command line: an Options."""
+        """Defaults, then the ``--config`` file, then the command line: an Options.
+
+        As in NSQ's programs, ``--version`` is answered before the config file is read."""
         cli, explicit, rest = self.parse_args(argv)
         if rest:
-            raise FlagError(f"unexpected argument: {rest[0]}")
+            raise self.fail(f"unexpected argument: {rest[0]}")
         values = self.defaults()
         config_path = cli.get("config")
-        if config_path:
-            values.update(self.load_config(config_path))
+        if config_path and not cli.get("version"):
+            values.update(self.load_config(config_path, values))
         values.update({k: v for k, v in cli.items() if k in explicit})
         return Options(values)
+
+
+def parse_or_exit(parse, argv, program):
+    """``parse(argv)``, reporting as NSQ's ``program`` does: a bad flag prints Go's
+    message and the usage (exit 2); a config file NSQ refuses is one fatal log line, and
+    so are options it refuses (``failed to instantiate <program> - ...``), exit 1."""
+    try:
+        return parse(argv)
+    except FlagError as exc:
+        sys.stderr.write(f"{exc}\n{exc.usage}")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+    except FatalError as exc:
+        exit_fatal(exc.line(program))
+    except InvalidOptions as exc:
+        exit_fatal(FatalError(f"failed to instantiate {program} - {exc}").line(program))

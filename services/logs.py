@@ -15,6 +15,8 @@ from collections import deque
 
 from gevent.monkey import get_original
 
+from greensq.services.golog import daemon_line
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR, "fatal": logging.CRITICAL}
 _LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARNING",
@@ -40,13 +42,11 @@ class NsqFormatter(logging.Formatter):
         self.prefix = prefix
 
     def format(self, record):
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        micros = int((record.created % 1) * 1_000_000)
         level = _LEVEL_NAMES.get(record.levelno, record.levelname)
         message = record.getMessage()
         if _CONTROL.search(message):
             message = _CONTROL.sub(_escaped, message)
-        text = f"{self.prefix}{stamp}.{micros:06d} {level}: {message}"
+        text = daemon_line(self.prefix, level, message, record.created)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

@@ -56,13 +56,15 @@ class MessageQueue:
         """True once the disk queue holds ``max_bytes`` or more."""
         return bool(self.max_bytes) and self.backend.bytes >= self.max_bytes
 
-    def refuses(self, msgs):
-        """True if storing ``msgs`` would take the disk queue past ``max_bytes`` (only
-        what does not fit in memory goes to disk)."""
+    def refuses(self, count, bytes_from):
+        """True if storing ``count`` messages (``bytes_from(i)``: the size of their bodies
+        from the i-th on) would take the disk queue past ``max_bytes`` (only what does not
+        fit in memory goes to disk)."""
         room = self.mem_limit - len(self.memory)
-        if not self.max_bytes or room >= len(msgs):
+        if not self.max_bytes or room >= count:
             return False
-        incoming = sum([4 + HEADER_SIZE + len(msg.body) for msg in msgs[max(0, room):]])
+        first = max(0, room)
+        incoming = (4 + HEADER_SIZE) * (count - first) + bytes_from(first)
         return self.backend.bytes + incoming > self.max_bytes
 
     def put(self, msg):

@@ -6,7 +6,7 @@ import posixpath
 import socket
 from urllib.parse import urlsplit
 
-from greensq.services.goflags import Flag, FlagSet
+from greensq.services.goflags import Flag, FlagSet, InvalidOptions
 from greensq.services.nsqd_options import daemon_flags
 
 NSQADMIN_FLAGS = [
@@ -49,10 +49,6 @@ NSQADMIN_FLAGS = [
 ]
 
 NSQADMIN_FLAGSET = FlagSet("nsqadmin", NSQADMIN_FLAGS)
-
-
-class InvalidOptions(ValueError):
-    """A configuration nsqadmin refuses to start with (Go's message text)."""
 
 
 def parse_nsqadmin_options(argv):

@@ -18,6 +18,7 @@ from gevent.event import AsyncResult
 from greensq.actors.actor import Receipt, Refused
 from greensq.actors.topic import Topic
 from greensq.services import json_input
+from greensq.services.batches import SlicedBodies
 from greensq.services.durable_queue import DurableQueue
 from greensq.services.files import replace_file
 from greensq.services.finish_log import FinishLog
@@ -32,6 +33,31 @@ from greensq.services.watchdog import Watchdog
 log = logging.getLogger("greensq")
 
 METADATA_FILE = "nsqd.dat"
+
+
+class CannotStart(Exception):
+    """nsqd cannot start on its data path; the message says why, in NSQ's words."""
+
+
+def load_nsqd(opts):
+    """nsqd's core as the daemon starts it: the TLS context its flags ask for (None without
+    --tls-cert), the topics and channels recorded in ``nsqd.dat``, and ``nsqd.dat`` written
+    back, since nsqd, as NSQ's, refuses a data path it cannot write (``CannotStart``).
+    Call ``start()`` once it serves, ``close()`` to shut it down."""
+    from greensq.services.transport import server_context
+
+    log.info("ID: %d", opts.node_id)
+    nsqd = NSQD(opts)
+    nsqd.tls_context = server_context(opts)
+    try:
+        nsqd.load_metadata()
+    except (OSError, ValueError) as exc:
+        raise CannotStart(f"failed to load metadata - {exc}") from None
+    try:
+        nsqd.write_metadata()
+    except OSError as exc:
+        raise CannotStart(f"failed to persist metadata - {exc}") from None
+    return nsqd
 
 
 class NSQD:
@@ -167,14 +193,19 @@ class NSQD:
             receipt.wait()
 
     def start_publish(self, topic_name, bodies, defer_ms=0):
-        """``publish`` without the wait: the ``Receipt`` to wait on (None for no bodies)."""
+        """``publish`` without the wait: the ``Receipt`` to wait on (None for no bodies).
+        ``bodies`` is a list, or a big batch's ``SlicedBodies`` (services/batches.py),
+        which the topic stamps and stores a slice at a time."""
         if self.exiting:
             raise Refused()
         topic = self.topics.get(topic_name) or self.get_topic(topic_name)
         if not bodies:
             return None
         receipt = Receipt()
-        topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
+        if isinstance(bodies, SlicedBodies):
+            topic.publish_slices(receipt, bodies)
+        else:
+            topic.publish(receipt, Message.new_batch(self.ids, bodies, defer_ms))
         return receipt
 
     def set_health(self, error):
@@ -199,7 +230,7 @@ class NSQD:
         log.info("TOPIC(%s): deleting", name)
         self.metadata_changed()
         self.notify_lookupd(f"UNREGISTER {name}")
-        topic.ask("delete")
+        topic.ask(topic.on_delete)
         return True
 
     def channel_created(self, topic, channel):
@@ -340,7 +371,7 @@ class NSQD:
         results = []
         for topic in list(self.topics.values()):
             done = AsyncResult()
-            topic.send("close", done)
+            topic.send(topic.on_close, done)
             results.append(done)
         for done in results:
             persisted = done.get() and persisted

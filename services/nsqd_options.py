@@ -9,7 +9,8 @@ import hashlib
 import socket
 import zlib
 
-from greensq.services.goflags import Flag, FlagError, FlagSet
+from greensq.services.goflags import Flag, FlagSet, InvalidOptions
+from greensq.services.govalues import format_float, quote
 from greensq.services.dead_letters import valid_suffix
 
 KIB = 1024
@@ -29,14 +30,22 @@ def default_node_id(hostname=None):
     return zlib.crc32(digest) % 1024
 
 
+def log_level_flag():
+    """``--log-level``, which NSQ's daemons parse with a flag.Value of their own."""
+    return Flag("log-level", "str", "info",
+                "set log verbosity: debug, info, warn, error, or fatal", choices=LOG_LEVELS,
+                choice_error=lambda text: f"invalid log level '{text}' "
+                                          "(debug, info, warn, error, fatal)",
+                go_type="value", go_default="INFO")
+
+
 def daemon_flags(daemon):
     """The flags every NSQ daemon has: ``--config``, ``--version``, ``--log-level``,
     ``--log-prefix`` (``[daemon] ``) and the deprecated ``--verbose``."""
     return [
         Flag("config", "str", "", "path to config file"),
         Flag("version", "bool", False, "print version string"),
-        Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
-             choices=LOG_LEVELS),
+        log_level_flag(),
         Flag("log-prefix", "str", f"[{daemon}] ", "log message prefix"),
         Flag("verbose", "bool", False, "[deprecated] has no effect, use --log-level",
              deprecated=True),
@@ -45,15 +54,15 @@ def daemon_flags(daemon):
 
 NSQD_FLAGS = [
     *daemon_flags("nsqd"),
-    Flag("node-id", "int", None, "unique part for message IDs, (int) in range [0,1024)",
-         config_key="id"),
+    Flag("node-id", "int", default_node_id(), "unique part for message IDs, (int) in range "
+         "[0,1024)", config_key="id"),
     Flag("worker-id", "int", None, "[deprecated] use --node-id", deprecated=True,
          alias_of="node-id"),
     Flag("https-address", "str", "0.0.0.0:4152", "<addr>:<port> to listen on for HTTPS clients"),
     Flag("http-address", "str", "0.0.0.0:4151", "<addr>:<port> to listen on for HTTP clients"),
     Flag("tcp-address", "str", "0.0.0.0:4150", "<addr>:<port> to listen on for TCP clients"),
-    Flag("broadcast-address", "str", "", "address that will be registered with lookupd "
-         "(defaults to the OS hostname)"),
+    Flag("broadcast-address", "str", socket.gethostname(), "address that will be registered "
+         "with lookupd (defaults to the OS hostname)"),
     Flag("broadcast-tcp-port", "int", 0, "TCP port that will be registered with lookupd "
          "(defaults to the TCP port that this nsqd is listening on)"),
     Flag("broadcast-http-port", "int", 0, "HTTP port that will be registered with lookupd "
@@ -135,14 +144,20 @@ NSQD_FLAGS = [
          "('require' or 'require-verify')", choices=TLS_CLIENT_AUTH_POLICIES),
     Flag("tls-root-ca-file", "str", "", "path to certificate authority file"),
     Flag("tls-required", "str", "false", "require TLS for client connections "
-         "(true, false, tcp-https)", choices=TLS_REQUIRED, bare="true"),
+         "(true, false, tcp-https)", choices=TLS_REQUIRED, bare="true",
+         choice_error=lambda text: f"strconv.ParseBool: parsing {quote(text.lower())}: "
+                                   "invalid syntax"),
     Flag("tls-min-version", "str", "tls1.0", "minimum SSL/TLS version acceptable "
-         "('ssl3.0', 'tls1.0', 'tls1.1', 'tls1.2' or 'tls1.3')", choices=TLS_VERSIONS),
+         "('ssl3.0', 'tls1.0', 'tls1.1', 'tls1.2' or 'tls1.3')", choices=TLS_VERSIONS,
+         choice_error=lambda text: f"unknown tlsVersionOption {quote(text.lower())}",
+         go_type="value", go_default="tls1.0"),
     # compression
-    Flag("deflate", "bool", True, "enable deflate feature negotiation (client compression)"),
+    Flag("deflate", "bool", True, "enable deflate feature negotiation (client compression)",
+         go_field="DeflateEnabled"),
     Flag("max-deflate-level", "int", 6, "max deflate compression level a client can negotiate "
          "(> values == > nsqd CPU usage)"),
-    Flag("snappy", "bool", True, "enable snappy feature negotiation (client compression)"),
+    Flag("snappy", "bool", True, "enable snappy feature negotiation (client compression)",
+         go_field="SnappyEnabled"),
     # auth
     Flag("auth-http-address", "strlist", [], "<addr>:<port> or a full url to query auth server "
          "(may be given multiple times)", config_key="auth_http_addresses"),
@@ -153,32 +168,34 @@ NSQD_FLAGSET = FlagSet("nsqd", NSQD_FLAGS)
 
 
 def parse_nsqd_options(argv):
-    """Parse an nsqd command line into Options, filling derived defaults and validating."""
+    """Parse an nsqd command line into Options, filling derived defaults and validating
+    (InvalidOptions, with NSQ's message and in its order, for options nsqd refuses)."""
     opts = NSQD_FLAGSET.parse(argv)
+    if opts.version:
+        return opts
     hostname = socket.gethostname()
-    if opts.node_id is None:
-        opts.node_id = default_node_id(hostname)
-    if not 0 <= opts.node_id < 1024:
-        raise FlagError(f"--node-id must be in range [0, 1024), got {opts.node_id}")
     if not opts.broadcast_address:
         opts.broadcast_address = hostname
     opts.log_level = opts.log_level.lower()
     opts.tls_required = opts.tls_required.lower()
-    if not 1 <= opts.max_deflate_level <= 9:
-        raise FlagError("--max-deflate-level must be [1,9]")
     opts.hostname = hostname
     opts.max_bytes_policy = opts.max_bytes_policy.lower()
+    if not 1 <= opts.max_deflate_level <= 9:
+        raise InvalidOptions("--max-deflate-level must be [1,9]")
+    if not 0 <= opts.node_id < 1024:
+        raise InvalidOptions("--node-id must be [0,1024)")
     for value in opts.e2e_processing_latency_percentile:
         if not 0 < value <= 1:
-            raise FlagError(f"invalid E2E processing latency percentile: {value:g}")
+            raise InvalidOptions(
+                f"invalid E2E processing latency percentile: {format_float(value)}")
     if not 0 <= opts.max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise FlagError(f"--max-attempts must be in range [0, {MAX_ATTEMPTS_LIMIT}]")
+        raise InvalidOptions(f"--max-attempts must be in range [0, {MAX_ATTEMPTS_LIMIT}]")
     if not valid_suffix(opts.dead_letter_topic_suffix):
-        raise FlagError("--dead-letter-topic-suffix must be 1 to 32 of the characters "
-                        "[.a-zA-Z0-9_-]")
+        raise InvalidOptions("--dead-letter-topic-suffix must be 1 to 32 of the characters "
+                             "[.a-zA-Z0-9_-]")
     for name in ("mem_queue_size", "max_msg_size", "max_body_size", "max_rdy_count",
                  "max_bytes_per_file", "sync_every", "max_output_buffer_size",
                  "max_bytes_per_topic", "max_bytes_per_channel"):
         if getattr(opts, name) < 0:
-            raise FlagError(f"--{name.replace('_', '-')} must not be negative")
+            raise InvalidOptions(f"--{name.replace('_', '-')} must not be negative")
     return opts

@@ -10,7 +10,7 @@ every topic and channel once a ``--max-bytes-per-*`` bound is set.
 
 import time
 
-from greensq.services.goflags import format_duration
+from greensq.services.govalues import format_duration
 from greensq.services.latency import NO_LATENCY, human_percentiles, topic_result
 from greensq.services.memory import memory_stats
 from greensq.services.version import __version__, NSQ_VERSION

@@ -75,30 +75,37 @@ class ProtocolServer(StreamServer):
         self.name = name
 
     def _handle(self, sock, address):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        set_keepalive(sock)
-        log.info("%s: new client(%s)", self.name, _format_address(address))
-        magic = read_magic(sock)
-        if magic is None:
-            sock.close()
+        serve_connection(sock, address, self.protocols, self.name)
+
+
+def serve_connection(sock, address, protocols, name="TCP"):
+    """Serve one accepted connection until it ends, then close it: socket options, the
+    magic, and the protocol that magic names (``protocols``, as ``ProtocolServer``'s).
+    The fast tests call it on one end of a socket pair."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    set_keepalive(sock)
+    log.info("%s: new client(%s)", name, _format_address(address))
+    magic = read_magic(sock)
+    if magic is None:
+        sock.close()
+        return
+    serve = protocols.get(magic)
+    client = _format_address(address)
+    log.info("CLIENT(%s): desired protocol magic '%s'", client, magic.decode("latin-1"))
+    try:
+        if serve is None:
+            log.error("client(%s) bad protocol magic '%s'", client, magic.decode("latin-1"))
+            try:
+                sock.sendall(error_frame(b"E_BAD_PROTOCOL"))  # NSQ's frame: the code only
+            except OSError:
+                pass
             return
-        serve = self.protocols.get(magic)
-        client = _format_address(address)
-        log.info("CLIENT(%s): desired protocol magic '%s'", client, magic.decode("latin-1"))
-        try:
-            if serve is None:
-                log.error("client(%s) bad protocol magic '%s'", client, magic.decode("latin-1"))
-                try:
-                    sock.sendall(error_frame(b"E_BAD_PROTOCOL"))  # NSQ's frame: the code only
-                except OSError:
-                    pass
-                return
-            serve(sock, address)
-        finally:
-            sock.close()
+        serve(sock, address)
+    finally:
+        sock.close()
 
 
 def _format_address(address):

@@ -25,7 +25,9 @@ import termios
 import zlib
 
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
-_SNAPPY_MAX_CHUNK = 65536 + 4 + 4 + 32768   # header + crc + worst-case compressed block
+# The longest chunk Go's snappy reader takes: a CRC and the worst-case encoding of a
+# 64 KiB block.
+_SNAPPY_MAX_CHUNK_LENGTH = 4 + 32 + 65536 + 65536 // 6
 
 TLS_VERSIONS = {
     "ssl3.0": ssl.TLSVersion.TLSv1,     # OpenSSL no longer speaks SSLv3: the lowest it has
@@ -131,7 +133,10 @@ class TLSTransport:
 
 
 class SnappyTransport:
-    """The snappy framing format over ``inner``."""
+    """The snappy framing format over ``inner``. A read decodes whole chunks, and no
+    more of them than it takes to return ``size`` bytes: the rest of what arrived waits,
+    compressed, for the next read. A chunk is at most ``_SNAPPY_MAX_CHUNK_LENGTH`` long,
+    as Go's reader requires, so a peer cannot make nsqd buffer more than one."""
 
     name = "snappy"
 
@@ -151,7 +156,7 @@ class SnappyTransport:
 
     def recv(self, size):
         while True:
-            out = self._decode()
+            out = self._decode(size)
             if out:
                 return out
             data = self.inner.recv(max(size, 65536))
@@ -161,12 +166,16 @@ class SnappyTransport:
                 return b""
             self._in += data
 
-    def _decode(self):
-        """Decode every complete chunk in the input buffer."""
+    def _decode(self, size):
+        """Decode the complete chunks at the head of the input buffer, until they give
+        ``size`` bytes or more."""
         buf = self._in
         pos, end = 0, len(buf)
-        while end - pos >= 4:
+        decoded = 0
+        while end - pos >= 4 and decoded < size:
             length = int.from_bytes(buf[pos + 1:pos + 4], "little")
+            if length > _SNAPPY_MAX_CHUNK_LENGTH:
+                raise TransportError(f"snappy: chunk of {length} bytes is too long")
             if pos + 4 + length > end:
                 break
             kind = buf[pos]
@@ -176,7 +185,11 @@ class SnappyTransport:
                 self._seen_stream_id = True
             elif not self._seen_stream_id:
                 raise TransportError("snappy: missing stream identifier")
-            elif 0x02 <= kind <= 0x7F:
+            elif kind == 0x00:
+                decoded += _snappy_block_length(buf, pos + 8, pos + 4 + length)
+            elif kind == 0x01:
+                decoded += length - 4
+            elif kind <= 0x7F:
                 raise TransportError(f"snappy: unskippable chunk type {kind:#x}")
             pos += 4 + length
         if not pos:
@@ -185,14 +198,29 @@ class SnappyTransport:
         del buf[:pos]
         if not chunks.startswith(SNAPPY_STREAM_ID):
             chunks = SNAPPY_STREAM_ID + chunks
-        try:   # cramjam checks every chunk's CRC-32C
+        try:   # cramjam checks every chunk's CRC-32C (and each block's real length)
             return bytes(self._snappy.decompress(chunks))
         except Exception as exc:
             raise TransportError(f"snappy: {exc}") from None
 
 
+def _snappy_block_length(buf, start, end):
+    """The decoded length a snappy block declares (a varint at its start); the decoder
+    checks it against the block's contents."""
+    length = shift = 0
+    for pos in range(start, min(end, start + 5)):
+        byte = buf[pos]
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return length
+        shift += 7
+    raise TransportError("snappy: bad block length")
+
+
 class DeflateTransport:
-    """Raw deflate over ``inner``; every write is sync-flushed."""
+    """Raw deflate over ``inner``; every write is sync-flushed. A read inflates at most
+    ``size`` bytes: the compressed rest waits for the next read, so a few bytes that
+    inflate to gigabytes cost no more memory than any other stream."""
 
     name = "deflate"
 
@@ -201,27 +229,30 @@ class DeflateTransport:
         self.level = level
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
         self._decompressor = zlib.decompressobj(-15)
-        self._pending = pending
+        self._unread = pending       # compressed bytes not inflated yet
+        self._more_inflated = False  # the last read stopped at its size: zlib may hold more
 
     def sendall(self, data):
         compressor = self._compressor
         self.inner.sendall(compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))
 
     def recv(self, size):
+        decompressor = self._decompressor
         while True:
-            if self._pending:
-                data, self._pending = self._pending, b""
-            else:
+            data, self._unread = self._unread, b""
+            if not data and not self._more_inflated:
                 data = self.inner.recv(max(size, 65536))
                 if not data:
                     return b""
             try:
-                out = self._decompressor.decompress(data)
+                out = decompressor.decompress(data, size)
             except zlib.error as exc:
                 raise TransportError(f"deflate: {exc}") from None
+            self._unread = decompressor.unconsumed_tail
+            self._more_inflated = len(out) == size
             if out:
                 return out
-            if self._decompressor.eof:
+            if decompressor.eof:
                 return b""
 
 

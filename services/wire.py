@@ -1,5 +1,6 @@
 """The NSQ TCP wire codec: frames, frame types, client errors, and parsing what clients
-send (command lines, sized bodies, MPUB bodies, NSQ's quoting of bad input in errors).
+send (command lines, sized bodies, NSQ's quoting of bad input in errors; MPUB bodies are
+split in services/batches.py).
 
 A frame is ``[4-byte size][4-byte frame type][data]`` where size counts the type and data.
 Errors carry NSQ's code (``E_INVALID`` ...) and text; fatal ones close the connection.
@@ -216,38 +217,3 @@ def parse_digits(raw):
     if not raw:
         return 0
     return int(raw) if raw.isdigit() and raw.isascii() else None
-
-
-def split_mpub_body(body, opts, prefix="MPUB"):
-    """The messages of an MPUB body (``[count][size][bytes]...``, bytes), or a
-    FatalClientError with NSQ's text. Shared by the TCP MPUB command and HTTP
-    ``/mpub?binary=true``. One size read and one slice per message: this runs for every
-    message published in a batch."""
-    end = len(body)
-    if end < 4:
-        raise FatalClientError("E_BAD_BODY", f"{prefix} failed to read message count")
-    count = SIZE.unpack_from(body)[0]
-    if count <= 0 or count > (opts.max_body_size - 4) // 5:
-        raise FatalClientError("E_BAD_BODY", f"{prefix} invalid message count {count}")
-    read_size = SIZE.unpack_from
-    max_size = opts.max_msg_size
-    bodies = []
-    append = bodies.append
-    pos = 4
-    for index in range(count):
-        if pos + 4 > end:
-            raise FatalClientError(
-                "E_BAD_MESSAGE", f"{prefix} failed to read message({index}) body size")
-        size = read_size(body, pos)[0]
-        pos += 4
-        if not 0 < size <= max_size or pos + size > end:
-            if size <= 0:
-                raise FatalClientError(
-                    "E_BAD_MESSAGE", f"{prefix} invalid message({index}) body size {size}")
-            if size > max_size:
-                raise FatalClientError(
-                    "E_BAD_MESSAGE", f"{prefix} message too big {size} > {max_size}")
-            raise FatalClientError("E_BAD_MESSAGE", f"{prefix} failed to read message body")
-        append(body[pos:pos + size])
-        pos += size
-    return bodies

@@ -8,6 +8,7 @@ synchronise: ``wait_until`` polls a condition against a deadline.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -50,7 +51,31 @@ def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", slee
         sleep(interval)
 
 
-class Daemon:
+class StatsQueries:
+    """nsqd's ``/stats`` through ``self.http(method, path)``, which returns ``(status,
+    headers, body bytes)``: a daemon process's, or the fast tier's in-process nsqd's."""
+
+    def stats(self, **params):
+        query = "&".join(f"{k}={v}" for k, v in dict(format="json", **params).items())
+        status, _, body = self.http("GET", f"/stats?{query}")
+        assert status == 200, body
+        return json.loads(body)
+
+    def topic_stats(self, topic):
+        for entry in self.stats()["topics"]:
+            if entry["topic_name"] == topic:
+                return entry
+        return None
+
+    def channel_stats(self, topic, channel):
+        entry = self.topic_stats(topic)
+        for ch in (entry or {}).get("channels", []):
+            if ch["channel_name"] == channel:
+                return ch
+        return None
+
+
+class Daemon(StatsQueries):
     """A greensq daemon process (``nsqd`` by default) on free loopback ports."""
 
     def __init__(self, data_path, args=(), module="greensq.http.nsqd_launcher",
@@ -161,25 +186,6 @@ class Daemon:
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()
 
-    def stats(self, **params):
-        query = "&".join(f"{k}={v}" for k, v in dict(format="json", **params).items())
-        status, _, body = self.http("GET", f"/stats?{query}")
-        assert status == 200, body
-        return json.loads(body)
-
-    def topic_stats(self, topic):
-        for entry in self.stats()["topics"]:
-            if entry["topic_name"] == topic:
-                return entry
-        return None
-
-    def channel_stats(self, topic, channel):
-        entry = self.topic_stats(topic)
-        for ch in (entry or {}).get("channels", []):
-            if ch["channel_name"] == channel:
-                return ch
-        return None
-
 
 GO_NSQD_VARIABLE = "GREENSQ_GO_NSQD"
 
@@ -208,9 +214,10 @@ class ToolProcess(Daemon):
     """A utility (``python -m greensq.services.tools.NAME ARGS``): its stderr lines are
     kept like a daemon's log (``wait_for_log``), its stdout apart, as bytes (``out``)."""
 
-    def __init__(self, tool, args=(), stdin=None):
+    def __init__(self, tool, args=(), stdin=None, cwd=None):
         super().__init__(None, args, module=f"greensq.services.tools.{tool}")
         self.stdin = stdin       # bytes to feed, or None for no input
+        self.cwd = cwd
         self.out = b""
 
     def command(self):
@@ -219,7 +226,7 @@ class ToolProcess(Daemon):
     def start(self):
         self.lines, self.out = [], b""
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.cwd,
             stdin=subprocess.DEVNULL if self.stdin is None else subprocess.PIPE)
         self._readers = [threading.Thread(target=self._pump, args=(self.proc.stderr,)),
                          threading.Thread(target=self._collect)]
@@ -258,6 +265,55 @@ class ToolProcess(Daemon):
         return status
 
 
+class CommandProcess(ToolProcess):
+    """Any command (a script, greensq-local in a namespace) run and watched as a tool is:
+    stderr kept as log lines, stdout apart as bytes."""
+
+    def __init__(self, command, cwd=None, stdin=None):
+        super().__init__("", (), stdin, cwd)
+        self.argv = list(command)
+
+    def command(self):
+        return self.argv
+
+
+class NetNamespace:
+    """A private network namespace with only ``lo``, up: what runs in it has a loopback of
+    its own, so NSQ's fixed ports (4150, 4161, ...) are free there whatever the host runs.
+
+    ``enter(command)`` is ``command`` run inside it. A process holds the namespace until
+    ``close()``. Needs root, ``unshare``, ``nsenter`` and ``ip``: ``unavailable()`` says
+    what is missing."""
+
+    def __init__(self):
+        self.holder = subprocess.Popen(
+            ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo up && exec cat"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if self.holder.stdout.readline() != b"up\n":
+            self.close()
+            raise AssertionError("could not bring lo up in a new network namespace")
+
+    @staticmethod
+    def unavailable():
+        if os.geteuid() != 0:
+            return "needs root for a private network namespace"
+        missing = [tool for tool in ("unshare", "nsenter", "ip") if shutil.which(tool) is None]
+        return f"no {missing[0]} command" if missing else None
+
+    def enter(self, command):
+        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *command]
+
+    def listening(self):
+        """The ``host:port`` addresses TCP sockets listen on in the namespace."""
+        out = subprocess.run(self.enter(["ss", "-ltnH"]), capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+        return {line.split()[3] for line in out.splitlines()}
+
+    def close(self):
+        self.holder.stdin.close()   # its ``cat`` ends, and the namespace with it
+        self.holder.wait(timeout=30)
+
+
 def children(pid):
     """The PIDs of a process's children (a daemon's arbiter: its worker)."""
     try:
@@ -268,12 +324,17 @@ def children(pid):
 
 
 class RawClient:
-    """A raw TCP connection to a daemon's protocol port: the magic, buffered reads."""
+    """A raw TCP connection to a daemon's protocol port (or, with ``sock``, an already
+    connected socket: the fast tier's socket pairs): the magic, buffered reads."""
 
     magic = b""
 
-    def __init__(self, port, timeout=10.0, magic=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port=None, timeout=10.0, magic=None, sock=None):
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        else:
+            sock.settimeout(timeout)
+        self.sock = sock
         self.buf = b""
         magic = self.magic if magic is None else magic
         if magic:

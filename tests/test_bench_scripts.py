@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow   # runs every script in its own process
+
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = sorted(path.name for path in BENCH.glob("*.py") if path.name != "nsqbench.py")
 

@@ -80,6 +80,25 @@ def test_a_full_channel_refuses_the_whole_batch(nsqd_factory):
     second.close()
 
 
+def test_a_batch_of_many_slices_is_refused_or_taken_whole(nsqd_factory):
+    """A batch stored a slice at a time (more than 1024 messages) is checked whole first,
+    to the byte, memory's room included: 1,000 messages fit in memory and the rest of
+    the batch is exactly the bound, or one byte more."""
+    small, large = [b"s"] * 1500, [BODY] * 1500      # memory takes 1,000 of the small ones
+    on_disk = 500 * (4 + 26 + 1) + 1500 * RECORD
+    nsqd = nsqd_factory("--mem-queue-size=1000", f"--max-bytes-per-topic={on_disk}")
+    producer = V2Client(nsqd.tcp_port)
+    kind, data = producer.mpub("over", small + large[:-1] + [BODY + b"x"])
+    assert kind == FRAME_ERROR and data.startswith(b"E_MPUB_FAILED MPUB failed over: ")
+    assert nsqd.topic_stats("over")["depth"] == 0
+    assert nsqd.topic_stats("over")["refused_count"] == 3000
+    producer = V2Client(nsqd.tcp_port)
+    assert producer.mpub("exact", small + large) == (FRAME_RESPONSE, b"OK")
+    topic = nsqd.topic_stats("exact")
+    assert (topic["depth"], topic["backend_bytes"]) == (3000, on_disk)
+    producer.close()
+
+
 def test_drop_oldest_keeps_the_newest(nsqd_factory):
     nsqd = nsqd_factory("--mem-queue-size=0", f"--max-bytes-per-channel={10 * RECORD}",
                         "--max-bytes-policy=drop-oldest")

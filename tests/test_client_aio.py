@@ -1,63 +1,16 @@
-"""What only the asyncio client has: the README's example run as written, an async
-iterator of messages, uvloop and asyncio's own loop, no gevent imported. (Its behaviours
-shared with the gevent client are in test_client_behaviour.py.)"""
+"""What only the asyncio client has: an async iterator of messages, uvloop and asyncio's
+own loop, no gevent imported. (Its behaviours shared with the gevent client are in
+test_client_behaviour.py; the README's example runs in test_readme_examples.py.)"""
 
 import asyncio
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from clients.suite import Unavailable, check_namespace_support, greensq_bin_dir, run_in_netns
-
 from greensq.client import aio
 
-README = Path(__file__).parent.parent / "README.md"
-
-# Run inside a private network namespace, where 127.0.0.1:4150 is free whatever else runs
-# on the machine: greensq's nsqd on NSQ's default ports, then the example.
-EXAMPLE_RUNNER = """
-import subprocess, sys, tempfile
-sys.path.insert(0, sys.argv[1])
-from support import Daemon
-with tempfile.TemporaryDirectory() as data:
-    nsqd = Daemon(data, tcp_address="127.0.0.1:4150", http_address="127.0.0.1:4151").start()
-    try:
-        example = subprocess.run([sys.executable, sys.argv[2]], capture_output=True,
-                                 timeout=60)
-    finally:
-        nsqd.stop()
-sys.stdout.write(example.stdout.decode() + example.stderr.decode())
-sys.exit(example.returncode)
-"""
-
-
-def readme_asyncio_example():
-    """The README's asyncio example: the python block after its heading."""
-    text = README.read_text()
-    section = text[text.index("### On asyncio"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-def test_the_readme_asyncio_example_runs_as_written(tmp_path):
-    try:
-        check_namespace_support()
-        daemons = greensq_bin_dir()
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-    example = readme_asyncio_example()
-    assert len([line for line in example.splitlines() if line.strip()]) <= 10
-    script = tmp_path / "example.py"
-    script.write_text(example)
-    status, output = run_in_netns(
-        [sys.executable, "-c", EXAMPLE_RUNNER, str(Path(__file__).parent), str(script)],
-        tmp_path, daemons, tmp_path)
-    assert status == 0, output
-    assert output.strip().splitlines()[-1] == "b'hello'", output
-
-
+@pytest.mark.slow
 def test_importing_the_asyncio_client_imports_no_gevent():
     code = ("import sys; from greensq.client import aio, Message, HTTPError;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'gevent'))")

@@ -21,10 +21,11 @@ def driver(request):
 
 
 @pytest.fixture(params=["greensq", "go"])
-def start_nsqd(request):
+def start_nsqd(request, nsqd_factory):
     """Start an nsqd with extra flags: greensq's, or Go's."""
-    return request.getfixturevalue("nsqd_factory" if request.param == "greensq"
-                                   else "go_nsqd_factory")
+    if request.param == "go":
+        return request.getfixturevalue("go_nsqd_factory")
+    return nsqd_factory
 
 
 @pytest.fixture

@@ -359,3 +359,22 @@ def test_lookupd_discovery_connects_new_nsqd_and_drops_vanished_ones(tmp_path, n
         assert first.channel_stats("found", "ch")["client_count"] == 1
     finally:
         lookupd.stop()
+
+
+def test_lookupd_is_asked_again_soon_while_it_lists_no_nsqd(tmp_path, nsqd_factory, consumers):
+    """A consumer started before its topic's nsqd registered it (the topic is created a
+    moment later) finds it within seconds, not after a whole poll interval (60 s)."""
+    lookupd = nsqlookupd_daemon(tmp_path / "lookupd").start()
+    try:
+        nsqd = nsqd_factory(f"--lookupd-tcp-address=127.0.0.1:{lookupd.tcp_port}",
+                            "--broadcast-address=127.0.0.1")
+        got = []
+        consumer = Consumer("late", "ch", lambda m: got.append(m.body),
+                            lookupd_http_addresses=[f"127.0.0.1:{lookupd.http_port}"])
+        consumers.append(consumer.start())
+        assert consumer.connections == {}
+        publish(nsqd, "late", [b"first"])
+        gevent_wait_until(lambda: got == [b"first"], timeout=20,
+                          message="the consumer to find the new topic through lookupd")
+    finally:
+        lookupd.stop()

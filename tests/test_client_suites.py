@@ -10,6 +10,8 @@ import pytest
 from clients import gnsq_suite, nsqjs_suite
 from clients.suite import Unavailable, check_namespace_support, greensq_bin_dir
 
+pytestmark = pytest.mark.slow   # client suites in network namespaces
+
 
 def cannot_run(reason):
     # CI runs as root with the registries at hand: there, a suite that cannot run fails.

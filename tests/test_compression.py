@@ -148,6 +148,17 @@ def test_a_corrupt_snappy_stream_closes_the_connection(nsqd):
     assert nsqd.topic_stats("t") is None
 
 
+def test_a_snappy_chunk_longer_than_go_reads_closes_the_connection(nsqd):
+    # Go's reader takes chunks of at most 76,494 bytes (a CRC and the worst-case
+    # encoding of 64 KiB); a longer one, skippable or not, ends the stream at once
+    # instead of being buffered up to the 16 MiB its length allows.
+    client = V2Client(nsqd.tcp_port)
+    upgrade(client, "snappy")
+    stream_id = b"\xff\x06\x00\x00sNaPpY"
+    client.sock.sock.sendall(stream_id + b"\x80" + (76_495).to_bytes(3, "little") + b"x" * 1000)
+    assert V2Client.is_closed(client)
+
+
 @pytest.mark.parametrize("options", [{"snappy": True}, {"deflate": True, "deflate_level": 9}],
                          ids=["snappy", "deflate"])
 def test_greensq_client_round_trip(nsqd, options):

@@ -13,8 +13,10 @@ import pytest
 
 from support import Daemon, children, nsqadmin_daemon, nsqlookupd_daemon, wait_until
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads /proc/<pid>/maps")
+pytestmark = [
+    pytest.mark.slow,   # starts daemon processes
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/maps"),
+]
 
 WORKER_LIBRARIES = ("/gevent/", "/greenlet/", "/falcon/")
 

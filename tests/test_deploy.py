@@ -23,6 +23,8 @@ from deploy_lab.cluster import (BIN, GO_DATA_PATH, LOOKUPD_HTTP, NSQADMIN_HTTP, 
 from deploy_lab.lab import Lab, missing_requirements
 from support import wait_until
 
+pytestmark = pytest.mark.slow   # network hosts with sshd, then ansible-playbook
+
 LEGACY_TOPIC, LEGACY_CHANNEL = "legacy", "archive"
 LEGACY_BODIES = [f"from-go-nsqd-{i}" for i in range(40)]
 

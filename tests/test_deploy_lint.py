@@ -11,6 +11,8 @@ import pytest
 
 from deploy_lab.cluster import BIN, DEPLOY, SCRIPTS
 
+pytestmark = pytest.mark.slow   # runs ansible-lint and systemd-analyze
+
 
 def test_ansible_lint_is_clean(tmp_path):
     env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / "ansible"),

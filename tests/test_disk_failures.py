@@ -25,6 +25,8 @@ import pytest
 
 from support import FRAME_ERROR, FRAME_RESPONSE, Daemon, V2Client, consume_expected, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 NOBODY = 65534
 MEM = 10                       # --mem-queue-size: what stays in memory, per queue
 BODY_SIZE = 4000

@@ -35,6 +35,8 @@ from support import (
     FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, V2Client, consume_expected, free_port, ping,
     wait_until)
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 SENTINEL = b"0" * 16     # a message ID never in flight: its FIN's error confirms the rest
 
 

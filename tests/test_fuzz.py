@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from support import (FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, Daemon, V1Client, V2Client,
                      children, nsqlookupd_daemon)
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 EXAMPLES = int(os.environ.get("GREENSQ_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))

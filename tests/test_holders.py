@@ -30,6 +30,7 @@ def test_a_listening_socket_and_a_flock_name_their_holder(tmp_path):
     assert lock_holders(str(tmp_path)) == set()
 
 
+@pytest.mark.slow   # starts a process
 def test_a_zombie_is_dying_and_a_live_process_is_not():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)   # exited, not reaped

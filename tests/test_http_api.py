@@ -17,23 +17,21 @@ import uuid
 
 import pytest
 
+from nsq_cases import (
+    ADMIN_ROUTE_ERRORS, CHANNEL_KEYS, CLIENT_KEYS, CONFIG_ERRORS, CONFIG_VALUES,
+    HTTP_LIMIT_FLAGS, JSON_TYPE, MAX_MSG_SIZE, MAX_REQ_TIMEOUT_MS, MEMORY_KEYS, MPUB_BODIES,
+    MPUB_ERRORS, NS, NSQ_CONTENT_TYPE, PRODUCER_KEYS, PUB_ERRORS, ROUTING_ERRORS, TOPIC_KEYS,
+    assert_error, assert_ok_empty, call)
 from support import FRAME_RESPONSE, Daemon, V2Client, wait_until
 
-MAX_MSG_SIZE = 64
-MAX_BODY_SIZE = 512
-MAX_REQ_TIMEOUT_MS = 10_000
-NS = 1_000_000_000
-NSQ_CONTENT_TYPE = "nsq; version=1.0"
-JSON_TYPE = "application/json; charset=utf-8"
+pytestmark = pytest.mark.slow   # starts daemon processes
 
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    daemon = Daemon(tmp_path_factory.mktemp("http_api"), [
-        f"--max-msg-size={MAX_MSG_SIZE}", f"--max-body-size={MAX_BODY_SIZE}",
-        f"--max-req-timeout={MAX_REQ_TIMEOUT_MS // 1000}s"])
+    daemon = Daemon(tmp_path_factory.mktemp("http_api"), HTTP_LIMIT_FLAGS)
     daemon.start()
     yield daemon
     daemon.stop()
@@ -62,34 +60,10 @@ def clients():
         client.close()
 
 
-def call(daemon, method, path, body=None, headers=None):
-    """``(status, lower-cased headers, body)`` of one request."""
-    status, hdrs, data = daemon.http(method, path, body, headers)
-    return status, {k.lower(): v for k, v in hdrs.items()}, data
-
-
-def assert_error(response, status, message):
-    code, headers, body = response
-    assert (code, body) == (status, json.dumps({"message": message},
-                                               separators=(",", ":")).encode()), response
-    assert headers.get("content-type") == JSON_TYPE
-    assert headers.get("x-nsq-content-type") == NSQ_CONTENT_TYPE
-
-
-def assert_ok_empty(response):
-    assert response[0] == 200 and response[2] == b"", response
-    assert response[1].get("x-nsq-content-type") == NSQ_CONTENT_TYPE
-
-
 def pub(daemon, topic, body, query=""):
     response = call(daemon, "POST", f"/pub?topic={topic}{query}", body)
     assert response[0] == 200 and response[2] == b"OK", response
     return response
-
-
-def binary_mpub(bodies, count=None):
-    count = len(bodies) if count is None else count
-    return struct.pack(">i", count) + b"".join(struct.pack(">i", len(b)) + b for b in bodies)
 
 
 def stats(daemon, **params):
@@ -136,19 +110,7 @@ def test_info_fields_and_types(shared):
     assert info["max_deflate_level"] == 6
 
 
-@pytest.mark.parametrize("method, path, status, message", [
-    ("GET", "/nope", 404, "NOT_FOUND"),
-    ("POST", "/topic/nope?topic=x", 404, "NOT_FOUND"),
-    ("POST", "/channel/nope?topic=x&channel=y", 404, "NOT_FOUND"),
-    ("POST", "/create_topic?topic=x", 404, "NOT_FOUND"),
-    ("GET", "/pub?topic=x", 405, "METHOD_NOT_ALLOWED"),
-    ("GET", "/mpub?topic=x", 405, "METHOD_NOT_ALLOWED"),
-    ("POST", "/info", 405, "METHOD_NOT_ALLOWED"),
-    ("DELETE", "/stats", 405, "METHOD_NOT_ALLOWED"),
-    ("GET", "/topic/create?topic=x", 405, "METHOD_NOT_ALLOWED"),
-    ("GET", "/channel/delete?topic=x&channel=y", 405, "METHOD_NOT_ALLOWED"),
-    ("POST", "/config/log_level", 405, "METHOD_NOT_ALLOWED"),
-])
+@pytest.mark.parametrize("method, path, status, message", ROUTING_ERRORS)
 def test_routing_errors(shared, method, path, status, message):
     assert_error(call(shared, method, path, b"x" if method == "POST" else None),
                  status, message)
@@ -219,25 +181,7 @@ def test_pub_defer_bounds_are_accepted(shared, name, defer):
     pub(shared, name(), b"x", f"&defer={defer}")
 
 
-@pytest.mark.parametrize("query, body, status, message", [
-    ("", b"x", 400, "MISSING_ARG_TOPIC"),
-    ("?channel=c", b"x", 400, "MISSING_ARG_TOPIC"),
-    ("?topic=", b"x", 400, "INVALID_TOPIC"),
-    ("?topic=bad!name", b"x", 400, "INVALID_TOPIC"),
-    ("?topic=bad%20name", b"x", 400, "INVALID_TOPIC"),
-    ("?topic=bad%0A", b"x", 400, "INVALID_TOPIC"),
-    ("?topic=" + "a" * 65, b"x", 400, "INVALID_TOPIC"),
-    ("?topic=ok", b"", 400, "MSG_EMPTY"),
-    ("", b"", 400, "MSG_EMPTY"),                                  # body checked first
-    ("?topic=ok", b"x" * (MAX_MSG_SIZE + 1), 413, "MSG_TOO_BIG"),
-    ("?topic=bad!", b"x" * (MAX_MSG_SIZE + 1), 413, "MSG_TOO_BIG"),
-    ("?topic=ok&defer=abc", b"x", 400, "INVALID_DEFER"),
-    ("?topic=ok&defer=", b"x", 400, "INVALID_DEFER"),
-    ("?topic=ok&defer=1.5", b"x", 400, "INVALID_DEFER"),
-    ("?topic=ok&defer=1_000", b"x", 400, "INVALID_DEFER"),
-    ("?topic=ok&defer=-1", b"x", 400, "INVALID_DEFER"),
-    (f"?topic=ok&defer={MAX_REQ_TIMEOUT_MS + 1}", b"x", 400, "INVALID_DEFER"),
-])
+@pytest.mark.parametrize("query, body, status, message", PUB_ERRORS)
 @pytest.mark.parametrize("path", ["/pub", "/put"])
 def test_pub_errors(shared, path, query, body, status, message):
     assert_error(call(shared, "POST", path + query, body), status, message)
@@ -263,14 +207,7 @@ def test_rejected_defer_creates_the_topic_but_publishes_nothing(shared, name):
 # -- /mpub -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/mpub", "/mput"])
-@pytest.mark.parametrize("query, body, expected", [
-    ("", b"one\ntwo\n\n\nthree\n", [b"one", b"two", b"three"]),
-    ("&binary=false", b"\none\r\ntwo", [b"one\r", b"two"]),
-    ("&binary=0", b"a\nb", [b"a", b"b"]),
-    ("&binary=true", binary_mpub([b"x\ny", b"\x00", b"z" * MAX_MSG_SIZE]),
-     [b"x\ny", b"\x00", b"z" * MAX_MSG_SIZE]),
-    ("&binary=1", binary_mpub([b"solo"]), [b"solo"]),
-])
+@pytest.mark.parametrize("query, body, expected", MPUB_BODIES)
 def test_mpub_then_consume_over_tcp(shared, name, clients, path, query, body, expected):
     topic = name()
     status, headers, data = call(shared, "POST", f"{path}?topic={topic}{query}", body)
@@ -293,24 +230,7 @@ def test_mpub_body_is_verbatim_even_with_form_content_type(shared, name, clients
     assert [m.body for m in consume(consumer, 2)] == [b"k=v", b"second"]
 
 
-@pytest.mark.parametrize("query, body, status, message", [
-    ("?topic=ok", b"x" * (MAX_BODY_SIZE + 1), 413, "BODY_TOO_BIG"),
-    ("", b"x" * (MAX_BODY_SIZE + 1), 413, "BODY_TOO_BIG"),      # size checked first
-    ("", b"a\nb", 400, "MISSING_ARG_TOPIC"),
-    ("?topic=bad!", b"a\nb", 400, "INVALID_TOPIC"),
-    ("?topic=ok", b"a\n" + b"x" * (MAX_MSG_SIZE + 1), 413, "MSG_TOO_BIG"),
-    ("?topic=ok&binary=true", b"", 413, "BAD_BODY"),
-    ("?topic=ok&binary=true", b"\x00\x00", 413, "BAD_BODY"),
-    ("?topic=ok&binary=true", struct.pack(">i", 0), 413, "BAD_BODY"),
-    ("?topic=ok&binary=true", struct.pack(">i", -1), 413, "BAD_BODY"),
-    ("?topic=ok&binary=true", binary_mpub([b"a"], count=(MAX_BODY_SIZE - 4) // 5 + 1),
-     413, "BAD_BODY"),
-    ("?topic=ok&binary=true", struct.pack(">i", 1), 413, "BAD_MESSAGE"),
-    ("?topic=ok&binary=true", struct.pack(">ii", 1, 0), 413, "BAD_MESSAGE"),
-    ("?topic=ok&binary=true", binary_mpub([b"x" * (MAX_MSG_SIZE + 1)]), 413, "BAD_MESSAGE"),
-    ("?topic=ok&binary=true", struct.pack(">ii", 1, 5) + b"ab", 413, "BAD_MESSAGE"),
-    ("?topic=ok&binary=true", binary_mpub([b"fine", b"short"])[:-2], 413, "BAD_MESSAGE"),
-])
+@pytest.mark.parametrize("query, body, status, message", MPUB_ERRORS)
 @pytest.mark.parametrize("path", ["/mpub", "/mput"])
 def test_mpub_errors(shared, path, query, body, status, message):
     assert_error(call(shared, "POST", path + query, body), status, message)
@@ -328,22 +248,6 @@ def test_malformed_binary_mpub_publishes_nothing(shared, name):
 
 
 # -- /stats ----------------------------------------------------------------------------
-
-CLIENT_KEYS = [
-    "client_id", "hostname", "version", "remote_address", "state", "ready_count",
-    "in_flight_count", "message_count", "finish_count", "requeue_count", "connect_ts",
-    "sample_rate", "deflate", "snappy", "user_agent", "tls", "tls_cipher_suite",
-    "tls_version", "tls_negotiated_protocol", "tls_negotiated_protocol_is_mutual"]
-PRODUCER_KEYS = CLIENT_KEYS[:15] + ["pub_counts"] + CLIENT_KEYS[15:]
-TOPIC_KEYS = {"topic_name", "channels", "depth", "backend_depth", "message_count",
-              "message_bytes", "paused", "e2e_processing_latency"}
-CHANNEL_KEYS = {"channel_name", "depth", "backend_depth", "in_flight_count", "deferred_count",
-                "message_count", "requeue_count", "timeout_count", "client_count", "clients",
-                "paused", "e2e_processing_latency"}
-MEMORY_KEYS = ["heap_objects", "heap_idle_bytes", "heap_in_use_bytes", "heap_released_bytes",
-               "gc_pause_usec_100", "gc_pause_usec_99", "gc_pause_usec_95", "next_gc_bytes",
-               "gc_total_runs"]
-
 
 def _address(sock):
     host, port = sock.getsockname()[:2]
@@ -602,37 +506,7 @@ def test_topic_delete_closes_consumers_and_removes_it(shared, name, clients):
     assert_error(call(shared, "POST", f"/topic/delete?topic={topic}"), 404, "TOPIC_NOT_FOUND")
 
 
-@pytest.mark.parametrize("path, status, message", [
-    ("/topic/create", 400, "MISSING_ARG_TOPIC"),
-    ("/topic/create?topic=", 400, "INVALID_TOPIC"),
-    ("/topic/create?topic=bad!", 400, "INVALID_TOPIC"),
-    ("/topic/delete", 400, "MISSING_ARG_TOPIC"),
-    ("/topic/delete?topic=nope_missing", 404, "TOPIC_NOT_FOUND"),
-    ("/topic/delete?topic=bad!", 404, "TOPIC_NOT_FOUND"),          # no name validation
-    ("/topic/empty", 400, "MISSING_ARG_TOPIC"),
-    ("/topic/empty?topic=bad!", 400, "INVALID_TOPIC"),
-    ("/topic/empty?topic=nope_missing", 404, "TOPIC_NOT_FOUND"),
-    ("/topic/pause", 400, "MISSING_ARG_TOPIC"),
-    ("/topic/pause?topic=nope_missing", 404, "TOPIC_NOT_FOUND"),
-    ("/topic/pause?topic=bad!", 404, "TOPIC_NOT_FOUND"),           # no name validation
-    ("/topic/unpause", 400, "MISSING_ARG_TOPIC"),
-    ("/topic/unpause?topic=nope_missing", 404, "TOPIC_NOT_FOUND"),
-] + [
-    (f"/channel/{action}{query}", status, message)
-    for action in ("create", "delete", "empty", "pause", "unpause")
-    for query, status, message in [
-        ("?channel=c", 400, "MISSING_ARG_TOPIC"),
-        ("?topic=bad!&channel=c", 400, "INVALID_ARG_TOPIC"),
-        ("?topic=", 400, "INVALID_ARG_TOPIC"),
-        ("?topic=exists", 400, "MISSING_ARG_CHANNEL"),
-        ("?topic=exists&channel=bad!", 400, "INVALID_ARG_CHANNEL"),
-        ("?topic=exists&channel=", 400, "INVALID_ARG_CHANNEL"),
-        ("?topic=nope_missing&channel=c", 404, "TOPIC_NOT_FOUND"),
-    ]
-] + [
-    (f"/channel/{action}?topic=exists&channel=nope_missing", 404, "CHANNEL_NOT_FOUND")
-    for action in ("delete", "empty", "pause", "unpause")
-])
+@pytest.mark.parametrize("path, status, message", ADMIN_ROUTE_ERRORS)
 def test_admin_route_errors(shared, path, status, message):
     assert_ok_empty(call(shared, "POST", "/topic/create?topic=exists"))
     assert_error(call(shared, "POST", path), status, message)
@@ -640,34 +514,14 @@ def test_admin_route_errors(shared, path, status, message):
 
 # -- /config/:opt ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("opt, expected", [
-    ("max_msg_size", MAX_MSG_SIZE),
-    ("max_body_size", MAX_BODY_SIZE),
-    ("msg_timeout", 60 * NS),
-    ("max_req_timeout", MAX_REQ_TIMEOUT_MS * 1_000_000),
-    ("nsqlookupd_tcp_addresses", []),
-    ("log_level", 2),                 # Go's lg.LogLevel is an int: INFO = 2
-    ("mem_queue_size", 10000),
-])
+@pytest.mark.parametrize("opt, expected", CONFIG_VALUES)
 def test_config_get(shared, opt, expected):
     status, headers, body = call(shared, "GET", f"/config/{opt}")
     assert (status, json.loads(body)) == (200, expected), body
     assert headers["x-nsq-content-type"] == NSQ_CONTENT_TYPE
 
 
-@pytest.mark.parametrize("method, opt, body, status, message", [
-    ("GET", "no_such_option", None, 400, "INVALID_OPTION"),
-    ("GET", "lookupd_tcp_address", None, 400, "INVALID_OPTION"),   # cfg name, not flag name
-    ("PUT", "max_msg_size", b"100", 400, "INVALID_OPTION"),         # not settable
-    ("PUT", "no_such_option", b"x", 400, "INVALID_OPTION"),
-    ("PUT", "log_level", b"loud", 400, "INVALID_VALUE"),
-    ("PUT", "nsqlookupd_tcp_addresses", b"not json", 400, "INVALID_VALUE"),
-    ("PUT", "nsqlookupd_tcp_addresses", b'"127.0.0.1:1"', 400, "INVALID_VALUE"),
-    ("PUT", "nsqlookupd_tcp_addresses", b"[1, 2]", 400, "INVALID_VALUE"),
-    ("PUT", "log_level", b"", 413, "INVALID_VALUE"),
-    ("PUT", "no_such_option", b"", 413, "INVALID_VALUE"),          # body checked first
-    ("PUT", "log_level", b"d" * (MAX_MSG_SIZE + 1), 413, "INVALID_VALUE"),
-])
+@pytest.mark.parametrize("method, opt, body, status, message", CONFIG_ERRORS)
 def test_config_errors(shared, method, opt, body, status, message):
     assert_error(call(shared, method, f"/config/{opt}", body), status, message)
     assert json.loads(call(shared, "GET", "/config/log_level")[2]) == 2

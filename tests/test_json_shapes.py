@@ -14,6 +14,8 @@ import pytest
 
 from support import V1Client, V2Client, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 
 class Any:
     """Equal to any value of the given type (bool excluded from int)."""

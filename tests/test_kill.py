@@ -21,6 +21,8 @@ from certs import Certs
 from support import Daemon, V1Client, children, nsqlookupd_daemon, wait_until
 from test_process import REPO, free_port, ping, stop_process
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 ROUNDS = 6
 
 

@@ -18,6 +18,8 @@ import pytest
 from support import (FRAME_ERROR, FRAME_RESPONSE, Daemon, V1Client, V2Client,
                      nsqlookupd_daemon, wait_until)
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 SHORT = {"GREENSQ_MAGIC_TIMEOUT": "0.5", "GREENSQ_HTTP_IDLE_TIMEOUT": "0.5"}
 MAX_BODY = 1024
 MAX_MSG = 512

@@ -14,6 +14,8 @@ from admin_cluster import ADMIN, ADMIN_HEADERS, FAST_GRAPHS, AdminCluster
 from certs import Certs
 from support import Daemon, V2Client, nsqadmin_daemon, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 HOSTILE = "<script>window.pwned=1</script><b>agent</b>"
 
 

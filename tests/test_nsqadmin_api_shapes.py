@@ -18,6 +18,8 @@ import pytest
 from go_nsq_fakes import FakeGoCluster, load_fixture
 from support import free_port, nsqadmin_daemon, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 MODES = ("lookupd", "nsqd")
 
 

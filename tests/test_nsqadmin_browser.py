@@ -22,9 +22,11 @@ from support import V2Client, nsqadmin_daemon, wait_until
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+pytestmark = [
+    pytest.mark.slow,   # a browser and daemon processes
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"),
+]
 
 HOSTILE_AGENT = "<script>window.pwned=1</script><b>agent</b>"
 HOSTILE_ID = "<img src=x onerror=window.pwned=2>"

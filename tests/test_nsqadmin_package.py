@@ -13,8 +13,12 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from go_nsq_fakes import FakeNsqd, load_fixture
 from support import children, nsqadmin_daemon, wait_until
+
+pytestmark = pytest.mark.slow   # starts daemon processes
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = ("static/nsqadmin.css", "static/nsqadmin.js", "templates/base.html",

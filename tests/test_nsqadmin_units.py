@@ -3,6 +3,7 @@ hold ``null`` or lack fields, options and start-up checks, graphite targets and 
 and the notification document."""
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -215,13 +216,15 @@ def _run(*args):
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.slow   # runs nsqadmin
 def test_command_line():
     done = _run("--version")
     assert done.returncode == 0 and done.stdout.startswith("nsqadmin v1.3.0 (built w/greensq-")
     done = _run("--http-address=127.0.0.1:0")
     assert done.returncode == 1
-    assert done.stderr.strip() == ("[nsqadmin] FATAL: failed to instantiate nsqadmin - "
-                                   "--nsqd-http-address or --lookupd-http-address required")
+    assert re.fullmatch(r"\[nsqadmin\] \d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{6} FATAL: "
+                        "failed to instantiate nsqadmin - "
+                        "--nsqd-http-address or --lookupd-http-address required\n", done.stderr)
     assert _run("--bogus").returncode == 2
 
 
@@ -270,6 +273,7 @@ def fake_graphite():
     server.server_close()
 
 
+@pytest.mark.slow   # runs nsqadmin
 def test_graphite_rate_proxy_and_pages(fake_graphite):
     nsqd = FakeNsqd()
     nsqd.documents = load_fixture("go_cluster.json", {"NSQD0_PORT": nsqd.port,

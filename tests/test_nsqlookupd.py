@@ -9,7 +9,12 @@ import sys
 
 import pytest
 
+from nsq_cases import (
+    LOOKUPD_ADMIN_ERRORS, V1_ERRORS_BEFORE_IDENTIFY, V1_IDENTIFY_BODY_ERRORS, V1_REGISTER_ERRORS,
+    administer_topics_and_channels, get_json)
 from support import V1Client, nsqlookupd_daemon, wait_until
+
+pytestmark = pytest.mark.slow   # starts daemon processes
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +30,6 @@ def lookupd(tmp_path_factory):
 def fresh_lookupd(lookupd_factory):
     """An nsqlookupd of this test's own, for assertions on global lists."""
     return lookupd_factory()
-
-
-def get_json(daemon, path):
-    status, headers, body = daemon.http("GET", path)
-    return status, json.loads(body) if body else None
 
 
 def producer(lookupd, registrations=(), **identify):
@@ -74,12 +74,7 @@ def test_raw_reply_framing_has_no_frame_type(lookupd):
     assert raw == struct.pack(">i", 2) + b"OK"
 
 
-@pytest.mark.parametrize("lines, error", [
-    (["FOO"], b"E_INVALID invalid command FOO"),
-    ([""], b"E_INVALID invalid command "),
-    (["REGISTER topic"], b"E_INVALID client must IDENTIFY"),
-    (["UNREGISTER topic"], b"E_INVALID client must IDENTIFY"),
-])
+@pytest.mark.parametrize("lines, error", V1_ERRORS_BEFORE_IDENTIFY)
 def test_errors_before_identify_are_fatal(lookupd, lines, error):
     client = V1Client(lookupd.tcp_port)
     for line in lines:
@@ -88,14 +83,7 @@ def test_errors_before_identify_are_fatal(lookupd, lines, error):
     assert client.is_closed()
 
 
-@pytest.mark.parametrize("line, error", [
-    ("REGISTER", b"E_INVALID REGISTER insufficient number of params"),
-    ("UNREGISTER", b"E_INVALID UNREGISTER insufficient number of params"),
-    ("REGISTER bad!topic", b"E_BAD_TOPIC REGISTER topic name 'bad!topic' is not valid"),
-    ("REGISTER t bad!ch", b"E_BAD_CHANNEL REGISTER channel name 'bad!ch' is not valid"),
-    ("UNREGISTER t " + "c" * 65,
-     b"E_BAD_CHANNEL UNREGISTER channel name '" + b"c" * 65 + b"' is not valid"),
-])
+@pytest.mark.parametrize("line, error", V1_REGISTER_ERRORS)
 def test_register_argument_errors_are_fatal(lookupd, line, error):
     client = V1Client(lookupd.tcp_port)
     client.identify()
@@ -103,15 +91,7 @@ def test_register_argument_errors_are_fatal(lookupd, line, error):
     assert client.is_closed()
 
 
-@pytest.mark.parametrize("body, error", [
-    (b"not json", b"E_BAD_BODY IDENTIFY failed to decode JSON body"),
-    (json.dumps({"broadcast_address": "a", "tcp_port": "x", "http_port": 1,
-                 "version": "1"}).encode(), b"E_BAD_BODY IDENTIFY failed to decode JSON body"),
-    (json.dumps({"broadcast_address": "a", "tcp_port": 1, "version": "1"}).encode(),
-     b"E_BAD_BODY IDENTIFY missing fields"),
-    (json.dumps({"broadcast_address": "", "tcp_port": 1, "http_port": 2,
-                 "version": "1"}).encode(), b"E_BAD_BODY IDENTIFY missing fields"),
-])
+@pytest.mark.parametrize("body, error", V1_IDENTIFY_BODY_ERRORS)
 def test_identify_body_errors(lookupd, body, error):
     client = V1Client(lookupd.tcp_port)
     client.send(b"IDENTIFY\n" + struct.pack(">i", len(body)) + body)
@@ -218,33 +198,10 @@ def test_nodes_shape(fresh_lookupd):
 
 
 def test_topic_and_channel_administration(fresh_lookupd):
-    lookupd = fresh_lookupd
-    assert lookupd.http("POST", "/topic/create?topic=t")[:3:2] == (200, b"")
-    assert get_json(lookupd, "/lookup?topic=t") == (200, {"channels": [], "producers": []})
-    assert lookupd.http("POST", "/channel/create?topic=t2&channel=c")[0] == 200
-    assert sorted(get_json(lookupd, "/topics")[1]["topics"]) == ["t", "t2"]
-    assert get_json(lookupd, "/channels?topic=t2") == (200, {"channels": ["c"]})
-    assert lookupd.http("POST", "/channel/delete?topic=t2&channel=c")[0] == 200
-    assert get_json(lookupd, "/channels?topic=t2") == (200, {"channels": []})
-    status, _, body = lookupd.http("POST", "/channel/delete?topic=t2&channel=c")
-    assert (status, json.loads(body)) == (404, {"message": "CHANNEL_NOT_FOUND"})
-    assert lookupd.http("POST", "/channel/create?topic=t&channel=x")[0] == 200
-    assert lookupd.http("POST", "/topic/delete?topic=t")[0] == 200
-    assert get_json(lookupd, "/channels?topic=t") == (200, {"channels": []})
-    assert get_json(lookupd, "/topics") == (200, {"topics": ["t2"]})
+    administer_topics_and_channels(fresh_lookupd)
 
 
-@pytest.mark.parametrize("path, message", [
-    ("/topic/create", "MISSING_ARG_TOPIC"),
-    ("/topic/create?topic=bad!", "INVALID_ARG_TOPIC"),
-    ("/topic/delete", "MISSING_ARG_TOPIC"),
-    ("/topic/tombstone?node=x:1", "MISSING_ARG_TOPIC"),
-    ("/topic/tombstone?topic=t", "MISSING_ARG_NODE"),
-    ("/channel/create?channel=c", "MISSING_ARG_TOPIC"),
-    ("/channel/create?topic=bad!&channel=c", "INVALID_ARG_TOPIC"),
-    ("/channel/create?topic=t", "MISSING_ARG_CHANNEL"),
-    ("/channel/delete?topic=t&channel=bad!", "INVALID_ARG_CHANNEL"),
-])
+@pytest.mark.parametrize("path, message", LOOKUPD_ADMIN_ERRORS)
 def test_admin_argument_errors(lookupd, path, message):
     status, _, body = lookupd.http("POST", path)
     assert (status, json.loads(body)) == (400, {"message": message})

@@ -10,7 +10,8 @@ import zlib
 
 import pytest
 
-from greensq.services.goflags import FlagError, format_duration, parse_duration
+from greensq.services.goflags import FatalError, Flag, FlagError, FlagSet, InvalidOptions
+from greensq.services.govalues import format_duration, parse_duration
 from greensq.services.nsqd_options import (
     NSQD_FLAGSET, default_node_id, parse_nsqd_options)
 
@@ -123,10 +124,18 @@ def test_float_flag_is_comma_separated_and_kept_largest_first_as_in_go():
     assert opts.e2e_processing_latency_percentile == [1.0, 0.99, 0.5]
 
 
-@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "0.5,2"])
-def test_e2e_percentile_out_of_range(value):
-    with pytest.raises(FlagError, match=r"invalid E2E processing latency percentile"):
+@pytest.mark.parametrize("value, shown", [("0", "0"), ("1.5", "1.5"), ("-0.1", "-0.1"),
+                                          ("0.5,2", "2")])
+def test_e2e_percentile_out_of_range(value, shown):
+    with pytest.raises(InvalidOptions) as info:
         parse(f"--e2e-processing-latency-percentile={value}")
+    assert str(info.value) == f"invalid E2E processing latency percentile: {shown}"
+
+
+def test_e2e_percentile_that_is_not_a_float_is_fatal():
+    with pytest.raises(FatalError) as info:
+        parse("--e2e-processing-latency-percentile=0.5,x")
+    assert str(info.value) == "Could not parse: x" and not info.value.leveled
 
 
 def test_repeatable_flag_defaults_are_not_shared_between_parses():
@@ -158,21 +167,35 @@ def test_bad_flag_syntax(arg):
     assert str(info.value) == f"bad flag syntax: {arg}"
 
 
-def test_invalid_integer_value_names_the_flag_and_value():
+@pytest.mark.parametrize("arg, message", [
+    ("--mem-queue-size=lots", 'invalid value "lots" for flag -mem-queue-size: parse error'),
+    ("--mem-queue-size=1.5", 'invalid value "1.5" for flag -mem-queue-size: parse error'),
+    ("--max-rdy-count=9223372036854775808",
+     'invalid value "9223372036854775808" for flag -max-rdy-count: value out of range'),
+    ("--msg-timeout=soon", 'invalid value "soon" for flag -msg-timeout: parse error'),
+    ("--msg-timeout=5", 'invalid value "5" for flag -msg-timeout: parse error'),
+    ("--queue-scan-dirty-percent=x",
+     'invalid value "x" for flag -queue-scan-dirty-percent: parse error'),
+    ("--snappy=yes", 'invalid boolean value "yes" for -snappy: parse error'),
+    ("--log-level=chatty", 'invalid value "chatty" for flag -log-level: '
+                           "invalid log level 'chatty' (debug, info, warn, error, fatal)"),
+    ("--tls-min-version=TLS9", 'invalid value "TLS9" for flag -tls-min-version: '
+                               'unknown tlsVersionOption "tls9"'),
+    ("--tls-required=maybe", 'invalid boolean value "maybe" for -tls-required: '
+                             'strconv.ParseBool: parsing "maybe": invalid syntax'),
+])
+def test_bad_values_get_go_flag_packages_message(arg, message):
     with pytest.raises(FlagError) as info:
-        parse("--mem-queue-size=lots")
-    assert str(info.value).startswith('invalid value "lots" for flag -mem-queue-size')
+        parse(arg)
+    assert str(info.value) == message
+    assert info.value.usage.startswith("Usage of nsqd:\n")
 
 
-def test_invalid_duration_value_is_an_error():
-    with pytest.raises(FlagError) as info:
-        parse("--msg-timeout=soon")
-    assert str(info.value).startswith('invalid value "soon" for flag -msg-timeout')
-
-
-def test_invalid_choice_is_an_error():
-    with pytest.raises(FlagError, match="-log-level"):
-        parse("--log-level=chatty")
+@pytest.mark.parametrize("text, value", [("0x10", 16), ("010", 8), ("0o17", 15),
+                                         ("0b101", 5), ("1_000", 1000), ("-5", -5),
+                                         ("+7", 7)])
+def test_integers_take_gos_base_prefixes(text, value):
+    assert parse(f"--broadcast-tcp-port={text}").broadcast_tcp_port == value
 
 
 def test_log_level_is_case_insensitive():
@@ -180,10 +203,10 @@ def test_log_level_is_case_insensitive():
 
 
 def test_node_id_out_of_range():
-    with pytest.raises(FlagError, match=r"node-id"):
-        parse("--node-id=1024")
-    with pytest.raises(FlagError, match=r"node-id"):
-        parse("--node-id=-1")
+    for argv in ("--node-id=1024", "--node-id=-1"):
+        with pytest.raises(InvalidOptions) as info:
+            parse(argv)
+        assert str(info.value) == "--node-id must be [0,1024)"
     assert parse("--node-id=1023").node_id == 1023
     assert parse("--node-id=0").node_id == 0
 
@@ -203,12 +226,12 @@ def test_greensq_flags_defaults_and_ranges():
                           (["--dead-letter-topic-suffix=.de ad"], "dead-letter-topic-suffix"),
                           (["--dead-letter-topic-suffix=" + "x" * 33],
                            "dead-letter-topic-suffix")):
-        with pytest.raises(FlagError, match=message):
+        with pytest.raises((FlagError, InvalidOptions), match=message):
             parse(*argv)
 
 
 def test_deflate_level_range():
-    with pytest.raises(FlagError, match=r"--max-deflate-level must be \[1,9\]"):
+    with pytest.raises(InvalidOptions, match=r"^--max-deflate-level must be \[1,9\]$"):
         parse("--max-deflate-level=10")
     assert parse("--max-deflate-level=9").max_deflate_level == 9
 
@@ -218,8 +241,45 @@ def test_help_prints_usage_and_exits_zero(capsys):
         parse("-h")
     assert info.value.code == 0
     err = capsys.readouterr().err
-    assert err.startswith("Usage of nsqd:")
+    assert err.startswith("Usage of nsqd:\n")
     assert "-mem-queue-size" in err
+
+
+@pytest.mark.parametrize("entry", [
+    "  -mem-queue-size int\n    \tnumber of messages to keep in memory (per topic/channel) "
+    "(default 10000)\n",
+    "  -http-address string\n    \t<addr>:<port> to listen on for HTTP clients "
+    '(default "0.0.0.0:4151")\n',
+    "  -data-path string\n    \tpath to store disk-backed messages\n",
+    "  -msg-timeout duration\n    \tdefault duration to wait before auto-requeing a message "
+    "(default 1m0s)\n",
+    "  -min-output-buffer-timeout duration\n",
+    "    \tminimum client configurable duration of time between flushing to a client "
+    "(default 25ms)\n",
+    "  -queue-scan-dirty-percent float\n    \trequeue threshold of a scan cycle (default 0.25)\n",
+    "  -snappy\n    \tenable snappy feature negotiation (client compression) (default true)\n",
+    "  -statsd-exclude-ephemeral\n    \tskip ephemeral topics and channels\n",
+    "  -log-level value\n    \tset log verbosity: debug, info, warn, error, or fatal "
+    "(default INFO)\n",
+    "  -lookupd-tcp-address value\n    \tlookupd TCP address (may be given multiple times)\n",
+    "  -e2e-processing-latency-percentile value\n",
+    "  -tls-required\n    \trequire TLS for client connections (true, false, tcp-https)\n",
+    "(default tls1.0)\n",
+    f"(default {default_node_id(socket.gethostname())})\n",
+    f'(defaults to the OS hostname) (default "{socket.gethostname()}")\n',
+])
+def test_usage_has_go_layout_type_names_and_defaults(entry):
+    assert entry in NSQD_FLAGSET.usage()
+
+
+def test_usage_names_a_back_quoted_value_and_keeps_one_letter_booleans_on_one_line():
+    flags = FlagSet("tool", [Flag("rotate-size", "int", 0, "rotate past `rotate-size` bytes"),
+                             Flag("v", "bool", False, "verbose"),
+                             Flag("n", "int", 0, "count")])
+    assert flags.usage() == ("Usage of tool:\n"
+                             "  -n int\n    \tcount\n"
+                             "  -rotate-size rotate-size\n    \trotate past rotate-size bytes\n"
+                             "  -v\tverbose\n")
 
 
 # -- deprecated flags ---------------------------------------------------------------------
@@ -264,7 +324,7 @@ def test_parse_duration(text, seconds):
 
 @pytest.mark.parametrize("text", ["", "1", "abc", "1x", "s", "1h 2m", "+", "-", "h1", "1.2.3s"])
 def test_parse_duration_rejects(text):
-    with pytest.raises(FlagError) as info:
+    with pytest.raises(ValueError) as info:
         parse_duration(text)
     assert str(info.value).startswith("time: ")
     assert f'"{text}"' in str(info.value)
@@ -380,21 +440,73 @@ def test_config_file_ignores_unknown_keys(tmp_path):
 
 def test_missing_config_file_is_an_error(tmp_path):
     missing = tmp_path / "nope.toml"
-    with pytest.raises(FlagError) as info:
+    with pytest.raises(FatalError) as info:
         parse(f"--config={missing}")
-    assert str(info.value).startswith(f"failed to load config file {missing} - ")
+    assert str(info.value) == (f"failed to load config file {missing} - "
+                               f"open {missing}: no such file or directory")
+    assert info.value.leveled
 
 
-def test_config_file_bad_value_is_an_error(tmp_path):
-    config = write_config(tmp_path, 'mem_queue_size = "many"\n')
-    with pytest.raises(FlagError, match="mem-queue-size"):
+@pytest.mark.parametrize("text, message", [
+    ('mem_queue_size = "many"', 'many (10000) for field MemQueueSize - '
+                                'strconv.ParseInt: parsing "many": invalid syntax'),
+    ("mem_queue_size = 1.5", "1.5 (10000) for field MemQueueSize - "
+                             "invalid int64 value type float64"),
+    ('msg_timeout = "soon"', 'soon (1m0s) for field MsgTimeout - time: invalid duration "soon"'),
+    ("msg_timeout = true", "true (1m0s) for field MsgTimeout - "
+                           "invalid time.Duration value type bool"),
+    ('snappy = "maybe"', 'maybe (true) for field SnappyEnabled - '
+                         'strconv.ParseBool: parsing "maybe": invalid syntax'),
+    ('e2e_processing_latency_percentiles = "0.5,x"',
+     '0.5,x ([]) for field E2EProcessingLatencyPercentiles - '
+     'strconv.ParseFloat: parsing "x": invalid syntax'),
+    ('max_rdy_count = [1]', "[1] (2500) for field MaxRdyCount - "
+                            "invalid int64 value type []interface {}"),
+])
+def test_config_file_value_of_the_wrong_type_is_go_options_error(tmp_path, text, message):
+    config = write_config(tmp_path, text + "\n")
+    with pytest.raises(FatalError) as info:
         parse(f"--config={config}")
+    assert str(info.value) == "ERROR: Resolve failed to coerce value " + message
+    assert not info.value.leveled    # go-options logs through Go's standard logger
+
+
+@pytest.mark.parametrize("text, message", [
+    ('log_level = "loud"', "failed parsing log_level loud"),
+    ('tls_required = "maybe"', "failed parsing tls_required maybe"),
+    ('tls_min_version = "tls9"', "failed parsing tls_min_version tls9"),
+])
+def test_config_file_bad_choice_is_nsqds_fatal(tmp_path, text, message):
+    config = write_config(tmp_path, text + "\n")
+    with pytest.raises(FatalError) as info:
+        parse(f"--config={config}")
+    assert str(info.value) == message and info.value.leveled
+
+
+def test_config_file_coerces_strings_as_go_options_does(tmp_path):
+    config = write_config(tmp_path, """
+mem_queue_size = "12"
+nsqlookupd_tcp_addresses = "a:1,b:2"
+e2e_processing_latency_percentiles = "0.5, 0.99"
+snappy = "f"
+tls_required = true
+""")
+    opts = parse(f"--config={config}")
+    assert opts.mem_queue_size == 12
+    assert opts.lookupd_tcp_address == ["a:1", "b:2"]
+    assert opts.e2e_processing_latency_percentile == [0.5, 0.99]
+    assert opts.snappy is False
+    assert opts.tls_required == "true"
 
 
 def test_config_file_node_id_range_is_checked(tmp_path):
     config = write_config(tmp_path, "id = 5000\n")
-    with pytest.raises(FlagError, match="node-id"):
+    with pytest.raises(InvalidOptions, match=r"^--node-id must be \[0,1024\)$"):
         parse(f"--config={config}")
+
+
+def test_version_is_answered_before_the_config_file_is_read(tmp_path):
+    assert parse(f"--config={tmp_path / 'missing.toml'}", "--version").version is True
 
 
 # -- defaults -----------------------------------------------------------------------------

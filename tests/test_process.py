@@ -27,6 +27,8 @@ import pytest
 from greensq.services.version import __version__
 from support import FRAME_RESPONSE, Daemon, V2Client, children, free_port, ping, wait_until
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = "greensq.http.nsqd_launcher"
 LOG_LINE = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\.\d{6} "
@@ -232,6 +234,24 @@ def test_signal_exits_zero_and_writes_metadata(nsqd, sig):
     consumer = V2Client(nsqd.tcp_port)
     consumer.sub("sig_topic", "sig_channel", rdy=1)
     assert consumer.read_message().body == b"survives"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_while_the_worker_boots_is_honoured_at_once(tmp_path, sig):
+    """Told to stop as soon as its worker exists (still importing, loading), nsqd stops
+    cleanly at once, not after the 30 s graceful timeout, and with no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", LAUNCHER, "--tcp-address=127.0.0.1:0",
+                             "--http-address=127.0.0.1:0", f"--data-path={tmp_path}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(lambda: children(proc.pid), interval=0.001, message="the worker forked")
+    proc.send_signal(sig)
+    try:
+        _, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("nsqd ignored a stop that came while its worker booted")
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
 
 
 def test_restart_binds_the_same_ports_at_once(nsqd):

@@ -11,24 +11,22 @@ import time
 
 import pytest
 
+from nsq_cases import (
+    BAD_MAGICS, COMMANDS_BEFORE_SUB, HUGE_BODIES, IDENTIFY_BODY_ERRORS, IDENTIFY_FIELD_ERRORS,
+    IDENTIFY_NEGOTIATION, NEGOTIATION_KEYS, NOT_OWNER_ERRORS, PUBLISH_ERRORS, SUB_ERRORS,
+    SUB_VALID_NAMES, SUBSCRIBED_COMMAND_ERRORS, TRUNCATED_BODIES, UNKNOWN_COMMANDS,
+    UNKNOWN_ID, UNKNOWN_ID_ERRORS, V2_LIMIT_FLAGS, assert_fatal, mpub_body, negotiate, size, sized)
 from support import (FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, Daemon, Message, V2Client,
                      wait_until)
 
-OK = (FRAME_RESPONSE, b"OK")
-UNKNOWN_ID = b"0123456789abcdef"
+pytestmark = pytest.mark.slow   # starts daemon processes
 
-# The shared daemon runs with small limits so the "too big" paths are cheap to reach.
-LIMIT_FLAGS = [
-    "--max-msg-size=1000", "--max-body-size=5000", "--max-rdy-count=200",
-    "--max-req-timeout=5s", "--max-msg-timeout=60s", "--max-heartbeat-interval=10s",
-    "--max-output-buffer-size=10000", "--max-output-buffer-timeout=5s",
-    "--min-output-buffer-timeout=10ms",
-]
+OK = (FRAME_RESPONSE, b"OK")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    daemon = Daemon(tmp_path_factory.mktemp("nsqd-v2"), LIMIT_FLAGS).start()
+    daemon = Daemon(tmp_path_factory.mktemp("nsqd-v2"), V2_LIMIT_FLAGS).start()
     yield daemon
     daemon.stop()
 
@@ -44,24 +42,6 @@ def unique(prefix="t"):
 
 def connect(daemon):
     return V2Client(daemon.tcp_port, timeout=10)
-
-
-def size(n):
-    return struct.pack(">i", n)
-
-
-def sized(payload):
-    return size(len(payload)) + payload
-
-
-def mpub_body(bodies):
-    return size(len(bodies)) + b"".join(sized(b) for b in bodies)
-
-
-def assert_fatal(client, text):
-    expected = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
-    assert client.read_frame() == (FRAME_ERROR, expected)
-    assert client.is_closed(), "a fatal error must close the connection"
 
 
 def subscribed(daemon, topic, channel, rdy=None, **identify):
@@ -154,13 +134,6 @@ def assert_healthy(daemon):
 
 # -- IDENTIFY -------------------------------------------------------------------------------
 
-NEGOTIATION_KEYS = [
-    "max_rdy_count", "version", "max_msg_timeout", "msg_timeout", "tls_v1", "deflate",
-    "deflate_level", "max_deflate_level", "snappy", "sample_rate", "auth_required",
-    "output_buffer_size", "output_buffer_timeout",
-]
-
-
 def test_identify_feature_negotiation_defaults(nsqd):
     client = connect(nsqd)
     client.command("IDENTIFY", json.dumps({"feature_negotiation": True}).encode())
@@ -178,36 +151,10 @@ def test_identify_feature_negotiation_defaults(nsqd):
     assert client.pub("t", b"x") == OK
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({}, {"max_rdy_count": 200, "max_msg_timeout": 60000, "output_buffer_size": 16384}),
-    ({"msg_timeout": 1000}, {"msg_timeout": 1000}),
-    ({"msg_timeout": 60000}, {"msg_timeout": 60000}),
-    ({"sample_rate": 99}, {"sample_rate": 99}),
-    ({"sample_rate": 0}, {"sample_rate": 0}),
-    ({"output_buffer_size": 64}, {"output_buffer_size": 64}),
-    ({"output_buffer_size": 10000}, {"output_buffer_size": 10000}),
-    ({"output_buffer_size": -1}, {"output_buffer_size": 1, "output_buffer_timeout": 0}),
-    ({"output_buffer_timeout": 10}, {"output_buffer_timeout": 10}),
-    ({"output_buffer_timeout": 5000}, {"output_buffer_timeout": 5000}),
-    ({"output_buffer_timeout": -1}, {"output_buffer_timeout": 0}),
-    ({"heartbeat_interval": 10000}, {}),
-    ({"heartbeat_interval": 1000, "client_id": "c", "hostname": "h", "user_agent": "ua/1"}, {}),
-    ({"deflate": False, "snappy": False, "tls_v1": False}, {"deflate": False}),
-    ({"short_id": "legacy", "long_id": "legacy", "unknown_key": [1]}, {}),
-    ({"msg_timeout": None, "sample_rate": None}, {"msg_timeout": 60000, "sample_rate": 0}),
-    ({"FEATURE_NEGOTIATION": True, "Msg_Timeout": 2000}, {"msg_timeout": 2000}),
-])
+@pytest.mark.parametrize("fields, expected", IDENTIFY_NEGOTIATION)
 def test_identify_negotiated_values(server, fields, expected):
     client = connect(server)
-    body = dict({"feature_negotiation": True}, **fields)
-    if "FEATURE_NEGOTIATION" in fields:  # Go matches JSON keys case-insensitively
-        del body["feature_negotiation"]
-    client.command("IDENTIFY", json.dumps(body).encode())
-    kind, data = client.read_frame()
-    assert kind == FRAME_RESPONSE, data
-    reply = json.loads(data)
-    assert list(reply) == NEGOTIATION_KEYS
-    assert reply["version"] == "1.3.0"
+    reply = negotiate(client, fields)
     assert {key: reply[key] for key in expected} == expected
     assert client.pub(unique(), b"x") == OK
 
@@ -235,54 +182,14 @@ def test_identify_sets_client_stats(server):
             entry["state"]) == ("my-id", "my-host", "tester/1.0", 50, 3)
 
 
-@pytest.mark.parametrize("fields, error", [
-    ({"heartbeat_interval": 500}, "heartbeat interval (500) is invalid"),
-    ({"heartbeat_interval": 999}, "heartbeat interval (999) is invalid"),
-    ({"heartbeat_interval": -2}, "heartbeat interval (-2) is invalid"),
-    ({"heartbeat_interval": 10001}, "heartbeat interval (10001) is invalid"),
-    ({"output_buffer_timeout": 9}, "output buffer timeout (9) is invalid"),
-    ({"output_buffer_timeout": 5001}, "output buffer timeout (5001) is invalid"),
-    ({"output_buffer_timeout": -2}, "output buffer timeout (-2) is invalid"),
-    ({"output_buffer_size": 63}, "output buffer size (63) is invalid"),
-    ({"output_buffer_size": 10001}, "output buffer size (10001) is invalid"),
-    ({"output_buffer_size": -2}, "output buffer size (-2) is invalid"),
-    ({"sample_rate": 100}, "sample rate (100) is invalid"),
-    ({"sample_rate": -1}, "sample rate (-1) is invalid"),
-    ({"msg_timeout": 999}, "msg timeout (999) is invalid"),
-    ({"msg_timeout": 60001}, "msg timeout (60001) is invalid"),
-    ({"msg_timeout": -1}, "msg timeout (-1) is invalid"),
-    # NSQ's check order: heartbeat, buffer timeout, buffer size, sample rate, msg timeout.
-    ({"msg_timeout": 1, "sample_rate": 100, "output_buffer_size": 1,
-      "output_buffer_timeout": 1, "heartbeat_interval": 1}, "heartbeat interval (1) is invalid"),
-    ({"msg_timeout": 1, "sample_rate": 100, "output_buffer_size": 1,
-      "output_buffer_timeout": 1}, "output buffer timeout (1) is invalid"),
-    ({"msg_timeout": 1, "sample_rate": 100, "output_buffer_size": 1},
-     "output buffer size (1) is invalid"),
-    ({"msg_timeout": 1, "sample_rate": 100}, "sample rate (100) is invalid"),
-    # JSON values of the wrong type fail to decode, as Go's json.Unmarshal does.
-    ({"heartbeat_interval": "1000"}, "failed to decode JSON body"),
-    ({"msg_timeout": 1000.5}, "failed to decode JSON body"),
-    ({"sample_rate": True}, "failed to decode JSON body"),
-    ({"client_id": 5}, "failed to decode JSON body"),
-    ({"feature_negotiation": "yes"}, "failed to decode JSON body"),
-    ({"user_agent": ["x"]}, "failed to decode JSON body"),
-])
+@pytest.mark.parametrize("fields, error", IDENTIFY_FIELD_ERRORS)
 def test_identify_validation_errors(server, fields, error):
     client = connect(server)
     client.command("IDENTIFY", json.dumps(fields).encode())
     assert_fatal(client, f"E_BAD_BODY IDENTIFY {error}")
 
 
-@pytest.mark.parametrize("raw, error", [
-    (sized(b"{not json"), "IDENTIFY failed to decode JSON body"),
-    (sized(b"[1, 2]"), "IDENTIFY failed to decode JSON body"),
-    (sized(b'"string"'), "IDENTIFY failed to decode JSON body"),
-    (size(0), "IDENTIFY invalid body size 0"),
-    (size(-1), "IDENTIFY invalid body size -1"),
-    (size(-2**31), "IDENTIFY invalid body size -2147483648"),
-    (size(5001), "IDENTIFY body too big 5001 > 5000"),
-    (size(2**31 - 1), "IDENTIFY body too big 2147483647 > 5000"),
-])
+@pytest.mark.parametrize("raw, error", IDENTIFY_BODY_ERRORS)
 def test_identify_body_errors(server, raw, error):
     client = connect(server)
     client.send(b"IDENTIFY\n" + raw)
@@ -306,38 +213,14 @@ def test_sub_ok_and_state(server):
     assert entry["state"] == 3
 
 
-@pytest.mark.parametrize("line, error", [
-    (b"SUB", "E_INVALID SUB insufficient number of parameters"),
-    (b"SUB topic", "E_INVALID SUB insufficient number of parameters"),
-    (b"SUB bad!topic ch", 'E_BAD_TOPIC SUB topic name "bad!topic" is not valid'),
-    (b"SUB " + b"a" * 65 + b" ch", f'E_BAD_TOPIC SUB topic name "{"a" * 65}" is not valid'),
-    (b"SUB " + b"a" * 55 + b"#ephemeral ch",
-     f'E_BAD_TOPIC SUB topic name "{"a" * 55}#ephemeral" is not valid'),
-    (b"SUB t#ephemeral#ephemeral ch",
-     'E_BAD_TOPIC SUB topic name "t#ephemeral#ephemeral" is not valid'),
-    (b"SUB a\tb ch", 'E_BAD_TOPIC SUB topic name "a\\tb" is not valid'),
-    (b'SUB a"b ch', 'E_BAD_TOPIC SUB topic name "a\\"b" is not valid'),
-    (b"SUB a\\b ch", 'E_BAD_TOPIC SUB topic name "a\\\\b" is not valid'),
-    (b"SUB a\x01b ch", 'E_BAD_TOPIC SUB topic name "a\\x01b" is not valid'),
-    (b"SUB a\x07b ch", 'E_BAD_TOPIC SUB topic name "a\\ab" is not valid'),
-    (b"SUB a\x7fb ch", 'E_BAD_TOPIC SUB topic name "a\\x7fb" is not valid'),
-    (b"SUB a\xffb ch", 'E_BAD_TOPIC SUB topic name "a\\xffb" is not valid'),
-    ("SUB caf\u00e9 ch".encode(), 'E_BAD_TOPIC SUB topic name "caf\u00e9" is not valid'),
-    (b"SUB topic bad:ch", 'E_BAD_CHANNEL SUB channel name "bad:ch" is not valid'),
-    (b"SUB topic  ch", 'E_BAD_CHANNEL SUB channel name "" is not valid'),
-    (b"SUB topic " + b"c" * 65, f'E_BAD_CHANNEL SUB channel name "{"c" * 65}" is not valid'),
-    (b"SUB bad! bad!", 'E_BAD_TOPIC SUB topic name "bad!" is not valid'),
-])
+@pytest.mark.parametrize("line, error", SUB_ERRORS)
 def test_sub_errors(server, line, error):
     client = connect(server)
     client.command(line)
     assert_fatal(client, error)
 
 
-@pytest.mark.parametrize("topic, channel", [
-    ("a" * 64, "c" * 64), ("a" * 54 + "#ephemeral", "c" * 54 + "#ephemeral"),
-    ("Dots.and-dash_es", "x"), ("1", "2"),
-])
+@pytest.mark.parametrize("topic, channel", SUB_VALID_NAMES)
 def test_sub_valid_name_edges(server, topic, channel):
     client = connect(server)
     client.command(f"SUB {topic} {channel}")
@@ -404,58 +287,14 @@ def test_mpub_exactly_max_body_size(server):
     wait_until(lambda: server.topic_stats(topic)["message_count"] == 5)
 
 
-@pytest.mark.parametrize("raw, error", [
-    (b"PUB\n", "E_INVALID PUB insufficient number of parameters"),
-    (b"PUB bad!\n" + sized(b"x"), 'E_BAD_TOPIC PUB topic name "bad!" is not valid'),
-    (b"PUB bad!\n" + size(0), 'E_BAD_TOPIC PUB topic name "bad!" is not valid'),
-    (b"PUB t\n" + size(0), "E_BAD_MESSAGE PUB invalid message body size 0"),
-    (b"PUB t\n" + size(-1), "E_BAD_MESSAGE PUB invalid message body size -1"),
-    (b"PUB t\n" + size(1001), "E_BAD_MESSAGE PUB message too big 1001 > 1000"),
-    (b"MPUB\n", "E_INVALID MPUB insufficient number of parameters"),
-    (b"MPUB bad!\n" + mpub_body([b"x"]),
-     'E_BAD_TOPIC E_BAD_TOPIC MPUB topic name "bad!" is not valid'),
-    (b"MPUB t\n" + size(0), "E_BAD_BODY MPUB invalid body size 0"),
-    (b"MPUB t\n" + size(-5), "E_BAD_BODY MPUB invalid body size -5"),
-    (b"MPUB t\n" + size(5001), "E_BAD_BODY MPUB body too big 5001 > 5000"),
-    (b"MPUB t\n" + sized(size(0)), "E_BAD_BODY MPUB invalid message count 0"),
-    (b"MPUB t\n" + sized(size(-1)), "E_BAD_BODY MPUB invalid message count -1"),
-    (b"MPUB t\n" + sized(size(1000) + sized(b"x")), "E_BAD_BODY MPUB invalid message count 1000"),
-    (b"MPUB t\n" + sized(size(2) + sized(b"x") + size(0)),
-     "E_BAD_MESSAGE MPUB invalid message(1) body size 0"),
-    (b"MPUB t\n" + sized(size(1) + size(-3)),
-     "E_BAD_MESSAGE MPUB invalid message(0) body size -3"),
-    (b"MPUB t\n" + sized(size(2) + sized(b"x") + size(1001) + b"y" * 1001),
-     "E_BAD_MESSAGE MPUB message too big 1001 > 1000"),
-    (b"DPUB\n", "E_INVALID DPUB insufficient number of parameters"),
-    (b"DPUB t\n", "E_INVALID DPUB insufficient number of parameters"),
-    (b"DPUB bad! 10\n" + sized(b"x"), 'E_BAD_TOPIC DPUB topic name "bad!" is not valid'),
-    (b"DPUB t x\n" + sized(b"x"), "E_INVALID DPUB could not parse timeout x"),
-    (b"DPUB t -1\n" + sized(b"x"), "E_INVALID DPUB could not parse timeout -1"),
-    (b"DPUB t 1.5\n" + sized(b"x"), "E_INVALID DPUB could not parse timeout 1.5"),
-    (b"DPUB t 5001\n" + sized(b"x"), "E_INVALID DPUB timeout 5001 out of range 0-5000"),
-    (b"DPUB t 10\n" + size(0), "E_BAD_MESSAGE DPUB invalid message body size 0"),
-    (b"DPUB t 10\n" + size(1001), "E_BAD_MESSAGE DPUB message too big 1001 > 1000"),
-])
+@pytest.mark.parametrize("raw, error", PUBLISH_ERRORS)
 def test_publish_errors(server, raw, error):
     client = connect(server)
     client.send(raw)
     assert_fatal(client, error)
 
 
-@pytest.mark.parametrize("raw, error", [
-    # The client stops sending (half-close) in the middle of a body.
-    (b"PUB t\n" + b"\x00\x00", "E_BAD_MESSAGE PUB failed to read message body size"),
-    (b"PUB t\n" + size(10) + b"abc", "E_BAD_MESSAGE PUB failed to read message body"),
-    (b"DPUB t 10\n" + size(10) + b"abc", "E_BAD_MESSAGE DPUB failed to read message body"),
-    (b"IDENTIFY\n" + b"\x00", "E_BAD_BODY IDENTIFY failed to read body size"),
-    (b"IDENTIFY\n" + size(10) + b"{}", "E_BAD_BODY IDENTIFY failed to read body"),
-    # Inside a complete MPUB body, the parts do not add up.
-    (b"MPUB t\n" + sized(b"\x00\x00"), "E_BAD_BODY MPUB failed to read message count"),
-    (b"MPUB t\n" + sized(size(2) + sized(b"x")),
-     "E_BAD_MESSAGE MPUB failed to read message(1) body size"),
-    (b"MPUB t\n" + sized(size(1) + size(10) + b"abc"),
-     "E_BAD_MESSAGE MPUB failed to read message body"),
-])
+@pytest.mark.parametrize("raw, error", TRUNCATED_BODIES)
 def test_truncated_bodies(server, raw, error):
     client = connect(server)
     client.send(raw)
@@ -473,12 +312,7 @@ def test_failed_mpub_publishes_nothing(server):
     assert entry["message_count"] == 0 and entry["depth"] == 0
 
 
-@pytest.mark.parametrize("line, error", [
-    (b"PUB t", "E_BAD_MESSAGE PUB message too big 2147483647 > 1000"),
-    (b"DPUB t 1", "E_BAD_MESSAGE DPUB message too big 2147483647 > 1000"),
-    (b"MPUB t", "E_BAD_BODY MPUB body too big 2147483647 > 5000"),
-    (b"IDENTIFY", "E_BAD_BODY IDENTIFY body too big 2147483647 > 5000"),
-])
+@pytest.mark.parametrize("line, error", HUGE_BODIES)
 def test_huge_body_rejected_without_reading_it(server, line, error):
     client = connect(server)
     # Only the size is sent: the error must come back without the server waiting for
@@ -490,25 +324,7 @@ def test_huge_body_rejected_without_reading_it(server, line, error):
 
 # -- RDY / FIN / REQ / TOUCH / CLS / NOP ----------------------------------------------------
 
-@pytest.mark.parametrize("line, error", [
-    (b"RDY 201", "E_INVALID RDY count 201 out of range 0-200"),
-    (b"RDY 99999999999", "E_INVALID RDY count 99999999999 out of range 0-200"),
-    (b"RDY x", "E_INVALID RDY could not parse count x"),
-    (b"RDY -1", "E_INVALID RDY could not parse count -1"),
-    (b"RDY +1", "E_INVALID RDY could not parse count +1"),
-    (b"RDY 1.0", "E_INVALID RDY could not parse count 1.0"),
-    (b"FIN", "E_INVALID FIN insufficient number of params"),
-    (b"FIN abc", "E_INVALID Invalid Message ID"),
-    (b"FIN " + UNKNOWN_ID + b"0", "E_INVALID Invalid Message ID"),
-    (b"REQ", "E_INVALID REQ insufficient number of params"),
-    (b"REQ " + UNKNOWN_ID, "E_INVALID REQ insufficient number of params"),
-    (b"REQ abc 0", "E_INVALID Invalid Message ID"),
-    (b"REQ " + UNKNOWN_ID + b" x", "E_INVALID REQ could not parse timeout x"),
-    (b"REQ " + UNKNOWN_ID + b" -5", "E_INVALID REQ could not parse timeout -5"),
-    (b"TOUCH", "E_INVALID TOUCH insufficient number of params"),
-    (b"TOUCH abc", "E_INVALID Invalid Message ID"),
-    (b"CLS extra", None),  # 1.x ignores CLS parameters: CLOSE_WAIT
-])
+@pytest.mark.parametrize("line, error", SUBSCRIBED_COMMAND_ERRORS)
 def test_subscribed_command_errors(server, line, error):
     client = subscribed(server, unique(), "ch")
     client.command(line)
@@ -518,14 +334,7 @@ def test_subscribed_command_errors(server, line, error):
         assert_fatal(client, error)
 
 
-@pytest.mark.parametrize("line, error", [
-    (b"RDY 1", "E_INVALID cannot RDY in current state"),
-    (b"FIN " + UNKNOWN_ID, "E_INVALID cannot FIN in current state"),
-    (b"REQ " + UNKNOWN_ID + b" 0", "E_INVALID cannot REQ in current state"),
-    (b"TOUCH " + UNKNOWN_ID, "E_INVALID cannot TOUCH in current state"),
-    (b"CLS", "E_INVALID cannot CLS in current state"),
-    (b"FIN", "E_INVALID cannot FIN in current state"),  # the state is checked first
-])
+@pytest.mark.parametrize("line, error", COMMANDS_BEFORE_SUB)
 def test_commands_before_sub(server, line, error):
     client = connect(server)
     client.command(line)
@@ -539,12 +348,7 @@ def test_rdy_accepted_silently(server, line):
     assert client.pub(unique(), b"x") == OK  # no reply to RDY came first
 
 
-@pytest.mark.parametrize("verb, line, error", [
-    ("FIN", b"FIN %s", "E_FIN_FAILED FIN %s failed ID not in flight"),
-    ("REQ", b"REQ %s 0", "E_REQ_FAILED REQ %s failed ID not in flight"),
-    ("REQ", b"REQ %s 100", "E_REQ_FAILED REQ %s failed ID not in flight"),
-    ("TOUCH", b"TOUCH %s", "E_TOUCH_FAILED TOUCH %s failed ID not in flight"),
-])
+@pytest.mark.parametrize("verb, line, error", UNKNOWN_ID_ERRORS)
 def test_unknown_message_id_is_not_fatal(server, verb, line, error):
     topic = unique()
     client = subscribed(server, topic, "ch")
@@ -561,11 +365,7 @@ def test_unknown_message_id_is_not_fatal(server, verb, line, error):
     wait_until(lambda: server.channel_stats(topic, "ch")["in_flight_count"] == 0)
 
 
-@pytest.mark.parametrize("line, error", [
-    (b"FIN %s", "E_FIN_FAILED FIN %s failed client does not own message"),
-    (b"REQ %s 0", "E_REQ_FAILED REQ %s failed client does not own message"),
-    (b"TOUCH %s", "E_TOUCH_FAILED TOUCH %s failed client does not own message"),
-])
+@pytest.mark.parametrize("line, error", NOT_OWNER_ERRORS)
 def test_message_owned_by_another_client(server, line, error):
     topic = unique()
     owner = subscribed(server, topic, "ch", rdy=1)
@@ -847,24 +647,14 @@ def test_silent_client_is_disconnected(server):
 
 # -- hostile input --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("magic", [b"GET ", b"  V1", b"\x00\x00\x00\x00", b"  v2"])
+@pytest.mark.parametrize("magic", BAD_MAGICS)
 def test_bad_protocol_magic(server, magic):
     client = V2Client(server.tcp_port, magic=magic)
     client.send(b"PUB t\n" + sized(b"x"))
     assert_fatal(client, "E_BAD_PROTOCOL")
 
 
-@pytest.mark.parametrize("line, error", [
-    (b"GARBAGE", "E_INVALID invalid command GARBAGE"),
-    (b"GARBAGE with params", "E_INVALID invalid command GARBAGE"),
-    (b"pub t", "E_INVALID invalid command pub"),
-    (b"", "E_INVALID invalid command "),
-    (b" PUB t", "E_INVALID invalid command "),
-    (b"\x00\x01\x02", "E_INVALID invalid command \x00\x01\x02"),
-    (b"\xc3\xa9X", b"E_INVALID invalid command \xc3\xa9X"),
-    (b"\xff\xfe", b"E_INVALID invalid command \xff\xfe"),
-    (b"PUB\x00t", "E_INVALID invalid command PUB\x00t"),
-])
+@pytest.mark.parametrize("line, error", UNKNOWN_COMMANDS)
 def test_unknown_commands(server, line, error):
     client = connect(server)
     client.command(line)

@@ -10,6 +10,8 @@ clients see: every OK, every message delivered once, replies in command order.
 import struct
 import threading
 
+import pytest
+
 from support import FRAME_ERROR, FRAME_RESPONSE, V2Client, wait_until
 
 OK = (FRAME_RESPONSE, b"OK")
@@ -107,3 +109,61 @@ def test_replies_to_a_pipelined_burst_keep_command_order(nsqd):
     assert client.read_frame() == (FRAME_ERROR, b"E_BAD_MESSAGE PUB invalid message body size 0")
     assert client.is_closed()
     assert nsqd.topic_stats("ordered")["message_count"] == 50
+
+
+# -- batches bigger than one turn of the hub (services/batches.py) -------------------------
+
+BIG_BATCH = 5000     # several slices of SLICE (1024) messages, and several /mpub windows
+
+
+def read_in_order(port, topic, count):
+    """The bodies of the first ``count`` messages a single consumer gets, in order."""
+    client = V2Client(port, timeout=30)
+    client.sub(topic, "ch", rdy=1000)
+    bodies = []
+    for _ in range(count):
+        msg = client.read_message()
+        bodies.append(msg.body)
+        client.command(b"FIN " + msg.id)
+    client.close()
+    return bodies
+
+
+def mpub_body(bodies):
+    return struct.pack(">i", len(bodies)) + b"".join(
+        struct.pack(">i", len(body)) + body for body in bodies)
+
+
+@pytest.mark.parametrize("path", ["tcp", "http", "http-binary"])
+def test_a_batch_of_many_slices_is_stored_whole_and_in_order(nsqd, path):
+    # Bodies of many lengths, so slices and /mpub's windows end anywhere in a message.
+    bodies = [b"%d-" % i + b"x" * (i * 7 % 300) for i in range(BIG_BATCH)]
+    consumer = V2Client(nsqd.tcp_port)
+    consumer.sub("sliced", "ch")        # the channel exists before the batch arrives
+    consumer.close()
+    if path == "tcp":
+        producer = V2Client(nsqd.tcp_port)
+        assert producer.mpub("sliced", bodies) == OK
+        producer.close()
+    elif path == "http":
+        lines = b"".join(body + (b"\n\n" if i % 100 == 0 else b"\n")    # empty lines too
+                         for i, body in enumerate(bodies))
+        assert nsqd.http("POST", "/mpub?topic=sliced", lines)[::2] == (200, b"OK")
+    else:
+        status, _, reply = nsqd.http("POST", "/mpub?topic=sliced&binary=true", mpub_body(bodies))
+        assert (status, reply) == (200, b"OK")
+    assert read_in_order(nsqd.tcp_port, "sliced", BIG_BATCH) == bodies
+    assert nsqd.channel_stats("sliced", "ch")["message_count"] == BIG_BATCH
+
+
+def test_a_bad_message_at_the_end_of_a_big_batch_refuses_all_of_it(nsqd_factory):
+    nsqd = nsqd_factory("--max-msg-size=300")
+    bodies = [b"m"] * BIG_BATCH
+    producer = V2Client(nsqd.tcp_port)
+    assert producer.mpub("all_or_none", bodies[:-1] + [b"x" * 301]) == (
+        FRAME_ERROR, b"E_BAD_MESSAGE MPUB message too big 301 > 300")
+    assert producer.is_closed()
+    lines = b"\n".join(bodies[:-1] + [b"x" * 301])
+    status, _, reply = nsqd.http("POST", "/mpub?topic=all_or_none", lines)
+    assert (status, reply) == (413, b'{"message":"MSG_TOO_BIG"}')
+    assert nsqd.topic_stats("all_or_none")["message_count"] == 0

@@ -18,6 +18,8 @@ import pytest
 from certs import Certs
 from support import FRAME_ERROR, FRAME_RESPONSE, Daemon, V2Client, run_client_script
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 OK = (FRAME_RESPONSE, b"OK")
 SCRIPT = Path(__file__).with_name("transport_clients.py")
 

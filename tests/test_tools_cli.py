@@ -27,11 +27,13 @@ def run(tool, *args):
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
+@pytest.mark.slow   # runs the tools
 @pytest.mark.parametrize("tool", TOOLS)
 def test_version(tool):
     assert run(tool, "-version") == (0, f"{tool} v1.3.0 (built w/greensq-{__version__})\n", "")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool, args, message", [
     ("nsq_to_file", ["--nsqd-tcp-address=127.0.0.1:4150"], "--topic or --topic-pattern required"),
     ("nsq_to_file", ["--topic=t"], "--nsqd-tcp-address or --lookupd-http-address required."),
@@ -71,6 +73,7 @@ def test_a_command_line_that_cannot_work_exits_1_with_nsqs_message(tool, args, m
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--bogus"], "flag provided but not defined: -bogus"),
     (["--max-in-flight=x"], 'invalid value "x" for flag -max-in-flight'),

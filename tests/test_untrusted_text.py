@@ -17,6 +17,8 @@ import pytest
 from admin_cluster import AdminCluster
 from support import FRAME_RESPONSE, V1Client, V2Client
 
+pytestmark = pytest.mark.slow   # starts daemon processes
+
 BAD = "\ufffd"
 # JSON bodies as a client writes them: escapes of lone surrogates ...
 ESCAPED = (b'{"client_id": "c\\udfff", "hostname": "h\\ud800x", "user_agent": "ua\\udfff/1",'

@@ -88,8 +88,7 @@ class Consumer(ConsumerCore):
                 log.warning("%s: cannot connect (%s); retrying", address, err)
                 self._spawn(self._reconnect_loop(address))
         if self.lookupd_http_addresses:
-            await self.query_lookupd()
-            self._spawn(self._lookupd_loop())
+            self._spawn(self._lookupd_loop(await self.query_lookupd()))
         self._spawn(self._redistribute_loop())
         return self
 
@@ -272,11 +271,11 @@ class Consumer(ConsumerCore):
         except (OSError, NSQError) as err:
             log.warning("%s: cannot connect (%s)", address, err)
 
-    async def _lookupd_loop(self):
-        await asyncio.sleep(self._lookupd_wait(first=True))
+    async def _lookupd_loop(self, found):
+        await asyncio.sleep(self._lookupd_spread(found))
         while not self._closing:
-            await asyncio.sleep(self._lookupd_wait())
-            await self.query_lookupd()
+            await asyncio.sleep(self._lookupd_wait(found))
+            found = await self.query_lookupd()
 
     # -- messages -------------------------------------------------------------------------
 

@@ -22,36 +22,18 @@ from dataclasses import dataclass
 
 from greensq.client import Consumer, Producer
 from greensq.client.connection import parse_address, tls_client_context
-from greensq.services.goflags import FlagError, format_duration, parse_bool, parse_duration
-from greensq.services.goflags import _quote
+from greensq.services.goflags import Flag, FlagError
+from greensq.services.govalues import (
+    format_duration, parse_bool, parse_duration, parse_float, parse_int, quote)
 from greensq.services.names import is_valid_name
 
 from .options import ToolError, user_agent
 
 log = logging.getLogger("greensq.tools")
 
-
-def _go_int(text):
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise ValueError(f"strconv.ParseInt: parsing {_quote(text)}: invalid syntax") from None
-
-
-def _go_uint(text):
-    if not text.isascii() or not text.isdigit():
-        raise ValueError(f"strconv.ParseUint: parsing {_quote(text)}: invalid syntax")
-    return int(text)
-
-
-def _go_float(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"strconv.ParseFloat: parsing {_quote(text)}: invalid syntax") from None
-
-
-_PARSERS = {"duration": parse_duration, "int": _go_int, "uint": _go_uint, "float": _go_float,
+# go-nsq parses integers in base 10
+_PARSERS = {"duration": parse_duration, "int": lambda text: parse_int(text, 10),
+            "uint": lambda text: parse_int(text, 10, unsigned=True), "float": parse_float,
             "bool": parse_bool, "str": str}
 
 # Where an option goes: the IDENTIFY/transport options of every connection, or the
@@ -70,19 +52,19 @@ class Option:
 
     def convert(self, raw):
         """The option's value from a command-line string (True for a bare name), or a
-        FlagError with go-nsq's message."""
+        ValueError with go-nsq's message."""
         try:
             if raw is True and self.kind != "bool":
                 raise ValueError("invalid value type")
             value = True if raw is True else _PARSERS[self.kind](raw)
         except ValueError as exc:
-            raise FlagError(f"failed to coerce option {self.name} "
-                            f"({'true' if raw is True else raw}) - {exc}") from None
+            raise ValueError(f"failed to coerce option {self.name} "
+                             f"({'true' if raw is True else raw}) - {exc}") from None
         show = format_duration if self.kind == "duration" else str
         if self.min is not None and value < self.min:
-            raise FlagError(f"invalid {self.name} ! {show(value)} < {show(self.min)}")
+            raise ValueError(f"invalid {self.name} ! {show(value)} < {show(self.min)}")
         if self.max is not None and value > self.max:
-            raise FlagError(f"invalid {self.name} ! {show(value)} > {show(self.max)}")
+            raise ValueError(f"invalid {self.name} ! {show(value)} > {show(self.max)}")
         return value
 
 
@@ -138,6 +120,38 @@ _TLS_OPTIONS = ("tls_root_ca_file", "tls_insecure_skip_verify", "tls_cert", "tls
 GO_NSQ_CONSUMER_DEFAULTS = {"backoff": 2.0}
 
 
+GO_NSQ_CONFIG_HELP = "(may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)"
+
+
+def option_value(pair):
+    """``(name, value)`` of one go-nsq option given as ``name,value`` (a bare ``name``
+    is true), checked as go-nsq's ``Config.Set`` does; ValueError with its message."""
+    name, comma, raw = pair.partition(",")
+    name = name.replace("-", "_")
+    option = OPTIONS.get(name)
+    if option is None:
+        raise ValueError(f"invalid option {name}")
+    value = option.convert(raw if comma else True)
+    if name == "backoff_strategy" and value not in BACKOFF_STRATEGIES:
+        raise ValueError(f"invalid backoff strategy '{value}'")
+    if name == "tls_min_version" and value not in TLS_VERSIONS:
+        raise ValueError(f"ERROR: {value} is not a tls version")
+    return name, value
+
+
+def consumer_opt_flag():
+    """``--consumer-opt``: each value is checked as it is parsed, as go-nsq's flag does."""
+    return Flag("consumer-opt", "strlist", [],
+                f"option to passthrough to nsq.Consumer {GO_NSQ_CONFIG_HELP}",
+                check=option_value)
+
+
+def producer_opt_flag():
+    return Flag("producer-opt", "strlist", [],
+                f"option to passthrough to nsq.Producer {GO_NSQ_CONFIG_HELP}",
+                check=option_value)
+
+
 class GoNsqConfig:
     """The go-nsq options given with one repeatable flag (``consumer-opt``, ...)."""
 
@@ -150,19 +164,10 @@ class GoNsqConfig:
             log.warning("--%s %s has no effect in greensq", flag, name)
 
     def set(self, pair):
-        name, comma, raw = pair.partition(",")
-        name = name.replace("-", "_")
         try:
-            option = OPTIONS.get(name)
-            if option is None:
-                raise FlagError(f"invalid option {name}")
-            value = option.convert(raw if comma else True)
-            if name == "backoff_strategy" and value not in BACKOFF_STRATEGIES:
-                raise FlagError(f"invalid backoff strategy '{value}'")
-            if name == "tls_min_version" and value not in TLS_VERSIONS:
-                raise FlagError(f"ERROR: {value} is not a tls version")
-        except FlagError as exc:
-            raise FlagError(f"invalid value {_quote(pair)} for flag -{self.flag}: {exc}") from None
+            name, value = option_value(pair)
+        except ValueError as exc:
+            raise FlagError(f"invalid value {quote(pair)} for flag -{self.flag}: {exc}") from None
         self.values[name] = value
 
     def ignored(self):

@@ -32,7 +32,7 @@ FLAGS = [
     Flag("channel", "str", "", "NSQ channel"),
     Flag("interval", "duration", 2.0, "duration of time between polling/printing output"),
     *options.http_timeout_flags(request_timeout=5.0),
-    Flag("count", "int", None, "number of reports"),
+    Flag("count", "int", None, "number of reports", go_type="value"),   # NSQ: a Value of its own
     Flag("status-every", "int", 25, "the # of rows between header repetitions"),
     Flag("nsqd-http-address", "strlist", [], "nsqd HTTP address (may be given multiple times)"),
     options.lookupd_http_addresses_flag(),

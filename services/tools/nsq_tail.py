@@ -13,7 +13,7 @@ import random
 from greensq.services.goflags import Flag
 
 from . import options, runner
-from .client_config import GoNsqConfig, make_consumer
+from .client_config import GoNsqConfig, consumer_opt_flag, make_consumer
 
 PROGRAM = "nsq_tail"
 log = logging.getLogger("greensq.tools")
@@ -28,7 +28,7 @@ FLAGS = [
     options.topics_flag("NSQ topic (may be given multiple times)"),
     options.nsqd_tcp_addresses_flag(),
     options.lookupd_http_addresses_flag(),
-    options.consumer_opt_flag(),
+    consumer_opt_flag(),
 ]
 
 

@@ -22,7 +22,7 @@ from greensq.services.nsqd_options import LOG_LEVELS
 
 from . import options, runner
 from .archive_files import filename_template
-from .client_config import GoNsqConfig
+from .client_config import GoNsqConfig, consumer_opt_flag
 from .file_logger import TopicArchive
 
 PROGRAM = "nsq_to_file"
@@ -30,8 +30,7 @@ log = logging.getLogger("greensq.tools")
 
 FLAGS = [
     options.version_flag(),
-    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal",
-         choices=LOG_LEVELS),
+    Flag("log-level", "str", "info", "set log verbosity: debug, info, warn, error, or fatal"),
     Flag("log-prefix", "str", "[nsq_to_file] ", "log message prefix"),
     options.channel_flag("nsq_to_file"),
     options.max_in_flight_flag(),
@@ -56,12 +55,14 @@ FLAGS = [
     options.nsqd_tcp_addresses_flag(),
     options.lookupd_http_addresses_flag(),
     options.topics_flag(),
-    options.consumer_opt_flag(),
+    consumer_opt_flag(),
 ]
 
 
 def check(opts):
     """NSQ's start-up checks, in NSQ's order and words."""
+    if opts.log_level.lower() not in LOG_LEVELS:
+        raise options.ToolError("--log-level is invalid")
     if not opts.channel:
         raise options.ToolError("--channel is required")
     options.check_positive(opts, "http-client-connect-timeout", "http-client-request-timeout")
@@ -148,7 +149,7 @@ class NsqToFile(runner.Tool):
 def main(argv=None):
     opts = options.parse(PROGRAM, FLAGS, argv)
     runner.run(lambda: NsqToFile(opts), formatter=NsqFormatter(opts.log_prefix),
-               log_level=opts.log_level)
+               log_level=opts.log_level.lower())
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from greensq.services.goflags import Flag
 from greensq.services.version import NSQ_VERSION
 
 from . import options, runner
-from .client_config import GoNsqConfig, make_consumer
+from .client_config import GoNsqConfig, consumer_opt_flag, make_consumer
 from .destinations import Destinations
 from .timer_metrics import TimerMetrics
 
@@ -58,7 +58,7 @@ FLAGS = [
          "replaced with data (may be given multiple times)"),
     options.nsqd_tcp_addresses_flag(),
     options.lookupd_http_addresses_flag(),
-    options.consumer_opt_flag(),
+    consumer_opt_flag(),
 ]
 
 

@@ -18,7 +18,8 @@ from greensq.services.goflags import Flag
 from greensq.services.names import is_valid_name
 
 from . import options, runner
-from .client_config import GoNsqConfig, make_consumer, make_producer
+from .client_config import (
+    GoNsqConfig, consumer_opt_flag, make_consumer, make_producer, producer_opt_flag)
 from .destinations import Destinations
 from .json_filter import BACKOFF, PASS, JsonFilter, decode_object
 from .timer_metrics import TimerMetrics
@@ -47,8 +48,8 @@ FLAGS = [
          "for JSON messages: only pass messages that contain this field"),
     Flag("require-json-value", "str", "", "for JSON messages: only pass messages in which "
          "the required field has this value"),
-    options.consumer_opt_flag(),
-    options.producer_opt_flag(),
+    consumer_opt_flag(),
+    producer_opt_flag(),
 ]
 
 

@@ -1,17 +1,16 @@
 """The utilities' command lines: NSQ 1.3's shared flags and one way to parse them.
 
 Flags are parsed by :mod:`greensq.services.goflags` (every spelling Go's flag package
-accepts). A bad flag prints Go's message and exits 2, ``--version`` prints e.g.
+accepts). A bad flag prints Go's message and the usage and exits 2 (``--help`` prints the
+usage and exits 0), ``--version`` prints e.g.
 ``nsq_to_file v1.3.0 (built w/greensq-0.1.0)`` and exits 0, and a missing or inconsistent
 option is a :class:`ToolError` whose text is the Go tool's ``log.Fatal`` message.
 """
 
 import sys
 
-from greensq.services.goflags import Flag, FlagError, FlagSet
+from greensq.services.goflags import Flag, FlagSet, parse_or_exit
 from greensq.services.version import NSQ_VERSION, __version__, version_banner
-
-GO_NSQ_CONFIG_HELP = "(may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)"
 
 
 class ToolError(Exception):
@@ -44,16 +43,6 @@ def lookupd_http_addresses_flag():
                 "lookupd HTTP address (may be given multiple times)")
 
 
-def consumer_opt_flag():
-    return Flag("consumer-opt", "strlist", [],
-                f"option to passthrough to nsq.Consumer {GO_NSQ_CONFIG_HELP}")
-
-
-def producer_opt_flag():
-    return Flag("producer-opt", "strlist", [],
-                f"option to passthrough to nsq.Producer {GO_NSQ_CONFIG_HELP}")
-
-
 def http_timeout_flags(request_timeout):
     return [
         Flag("http-client-connect-timeout", "duration", 2.0, "timeout for HTTP connect"),
@@ -62,23 +51,11 @@ def http_timeout_flags(request_timeout):
     ]
 
 
-def consumer_flags(channel, topic_help="nsq topic (may be given multiple times)"):
-    """The flags of every tool that consumes: where to find nsqd, what to read, how much."""
-    return [
-        version_flag(), channel_flag(channel), max_in_flight_flag(), topics_flag(topic_help),
-        nsqd_tcp_addresses_flag(), lookupd_http_addresses_flag(), consumer_opt_flag(),
-    ]
-
-
 def parse(program, flags, argv=None):
     """The tool's options from ``argv`` (default: ``sys.argv[1:]``); exits for a bad flag
     (2) and for ``--version`` (0)."""
-    flagset = FlagSet(program, flags)
-    try:
-        opts = flagset.parse(sys.argv[1:] if argv is None else argv)
-    except FlagError as exc:
-        sys.stderr.write(f"{exc}\n")
-        sys.exit(2)
+    opts = parse_or_exit(FlagSet(program, flags).parse,
+                         sys.argv[1:] if argv is None else argv, program)
     if opts.version:
         print(version_banner(program))
         sys.exit(0)

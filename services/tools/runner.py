@@ -3,8 +3,8 @@
 A tool is an object with ``start()``, ``stop()`` and a ``finished`` event:
 
 * ``start()`` connects and begins the work (a :class:`ToolError` here or while the
-  tool is built is a fatal command-line problem: logged, exit 1; a bad ``--consumer-opt``
-  is a flag error: exit 2);
+  tool is built is a fatal command-line problem: one line in Go's standard log format,
+  exit 1; ``--consumer-opt`` TLS files that cannot be loaded are a flag error: exit 2);
 * SIGINT or SIGTERM, or ``finished`` being set by the tool itself (``nsq_tail -n``,
   ``nsq_stat --count``, ``to_nsq`` at the end of its input), leads to ``stop()``, which
   stops taking messages, finishes or requeues what is in flight and flushes; then the
@@ -21,13 +21,13 @@ import logging
 import os
 import signal
 import sys
-import time
 
 import gevent
 from gevent.event import Event
 
 from greensq.client import NSQError
 from greensq.services.goflags import FlagError
+from greensq.services.golog import std_line
 from greensq.services.logs import setup_logging
 
 from .options import ToolError
@@ -45,11 +45,10 @@ class GoLogFormatter(logging.Formatter):
     """Go's standard ``log`` line, ``2006/01/02 15:04:05 message``."""
 
     def format(self, record):
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
         text = record.getMessage()
         if not record.name.startswith(log.name):
             text = f"{_GO_NSQ_LEVELS.get(record.levelno, 'INF')} {text}"
-        return f"{stamp} {text}"
+        return std_line(text, record.created)
 
 
 class Tool:
@@ -108,9 +107,11 @@ def run(make_tool, formatter=None, log_prefix="", log_level="info"):
         tool.start()
         gevent.wait([stop_requested, tool.finished], count=1)
         tool.stop()
-    except FlagError as exc:   # a --consumer-opt / --producer-opt Go's flag package rejects
+    except FlagError as exc:   # --consumer-opt / --producer-opt TLS files that do not load
         sys.stderr.write(f"{exc}\n")
         exit_now(2)
-    except (ToolError, NSQError) as exc:
-        fatal(str(exc))
+    except (ToolError, NSQError) as exc:   # Go's log.Fatal: the standard logger's line
+        _log_handler.flush_pending()
+        sys.stderr.write(std_line(str(exc)) + "\n")
+        exit_now(1)
     exit_now(0)

@@ -24,7 +24,7 @@ from greensq.client import NSQError
 from greensq.services.goflags import Flag
 
 from . import options, runner
-from .client_config import GoNsqConfig, make_producer
+from .client_config import GoNsqConfig, make_producer, producer_opt_flag
 
 PROGRAM = "to_nsq"
 log = logging.getLogger("greensq.tools")
@@ -38,7 +38,7 @@ FLAGS = [
     Flag("topic", "str", "", "NSQ topic to publish to"),
     Flag("delimiter", "str", "\n", "character to split input from stdin"),
     options.nsqd_tcp_addresses_flag("destination nsqd TCP address (may be given multiple times)"),
-    options.producer_opt_flag(),
+    producer_opt_flag(),
     Flag("rate", "int", 0, "Throttle messages to n/second. 0 to disable"),
 ]
 
