@@ -208,42 +208,18 @@ def run_gnsq(mode, cfg):
 
 
 def run_gevent(mode, cfg):
-    from gevent.event import Event
+    import client_bench
 
-    from greensq.client import Consumer, Producer
-
-    count = cfg["messages"]
     if mode == "drain":
-        done = Event()
-        seen = [0]
-
-        def handler(message):
-            seen[0] += 1
-            if seen[0] == count:
-                done.set()
-
-        consumer = Consumer(cfg["topic"], "bench", handler, nsqd_tcp_addresses=[cfg["tcp"]],
-                            max_in_flight=cfg["max_in_flight"]).start()
-        done.wait()
-        consumer.close()
+        client_bench.drain(cfg["tcp"], cfg["topic"], cfg["messages"], cfg["max_in_flight"])
     else:
-        body = b"x" * cfg["size"]
-        producer = Producer([cfg["tcp"]])
-        producer.connect()
-        window = []
-        for _ in range(count):
-            window.append(producer.publish_async(cfg["topic"], body))
-            if len(window) >= cfg["window"]:
-                window[-cfg["window"] // 2].get()     # answers come in order
-                window = [r for r in window if not r.ready()]
-        for result in window:
-            result.get()
-        producer.close()
+        client_bench.publish_pipelined(cfg["tcp"], cfg["topic"], cfg["messages"],
+                                       cfg["size"], cfg["window"])
 
 
 # What each client imports, imported before the clock starts.
 LIBRARIES = {"aio": "greensq.client.aio", "ansq": "ansq", "pynsq": "nsq", "gnsq": "gnsq",
-             "gevent": "greensq.client.consumer"}
+             "gevent": "client_bench"}
 
 
 def child(client, mode, cfg):

@@ -25,72 +25,31 @@ from gevent import socket
 from gevent import ssl as gevent_ssl
 from gevent.event import AsyncResult, Event
 
-from . import protocol
-from greensq.services.wire import MAGIC_V2
-
+from .connection_core import ConnectionCore
 from .errors import ConnectionClosedError, FrameError
+from .protocol import START_TLS
 from .protocol import (  # noqa: F401 - part of this module's API since before protocol.py
-    START_TLS, USER_AGENT, ClientProtocol, encode_command, encode_mpub_body,
-    identify_options, parse_address)
+    USER_AGENT, encode_command, encode_mpub_body, parse_address)
 
 log = logging.getLogger("greensq.client")
 
 
-def tls_client_context(ca_file=None, verify=True, cert_file=None, key_file=None):
-    """:func:`.protocol.tls_client_context` for gevent's cooperative sockets (a stdlib
-    context would block the hub)."""
-    return protocol.tls_client_context(ca_file, verify, cert_file, key_file,
-                                       context_class=gevent_ssl.SSLContext)
-
-
-class Connection:
-    """A connection to one nsqd.
-
-    Callbacks (all optional, called in the reader greenlet, must not block long):
-
-    * ``on_messages(conn, messages)``: the message frames of one read from the socket,
-      as a list of :class:`Message` whose responses go to ``conn.responder`` (a burst
-      at a time, so per-burst bookkeeping is paid once);
-    * ``on_error(conn, error)``: an error frame that answered no request (FIN/REQ/TOUCH
-      failures), or a fatal one;
-    * ``on_close(conn)``: the connection is gone (once, whatever the reason);
-    * ``on_command(conn, line)``: every command line queued for sending (a hook for
-      instrumentation and tests; costs nothing when unset).
-
-    IDENTIFY options are NSQ's, in NSQ's units converted from seconds where they are
-    durations (see :func:`.protocol.identify_options`): ``heartbeat_interval``,
-    ``output_buffer_timeout``, ``msg_timeout`` in seconds; ``output_buffer_size`` in
-    bytes; ``sample_rate`` 0-99. Transport upgrades: ``tls_v1`` with ``tls_context``
-    (a ``gevent.ssl.SSLContext``: a stdlib one would block the hub) or one made from
-    ``tls_ca_file`` / ``tls_verify`` / ``tls_cert`` + ``tls_key``; ``snappy`` or
-    ``deflate`` (``deflate_level`` 1-9). ``auth_secret`` is sent with AUTH when nsqd
-    says ``auth_required``.
+class Connection(ConnectionCore):
+    __doc__ = ConnectionCore.__doc__ + """
+    On gevent: callbacks run in the reader greenlet; ``tls_context`` is a
+    ``gevent.ssl.SSLContext`` (a stdlib one would block the hub).
     """
 
-    def __init__(self, address, *, heartbeat_interval=30.0, connect_timeout=5.0,
-                 on_messages=None, on_error=None, on_close=None, on_command=None,
-                 responder=None, auth_secret=None, tls_context=None, tls_ca_file=None,
-                 tls_verify=True, tls_cert=None, tls_key=None, **identify):
-        self.host, self.port = parse_address(address)
-        self.address = f"{self.host}:{self.port}"
-        self.heartbeat_interval = heartbeat_interval
-        self.identify_options = identify_options(heartbeat_interval=heartbeat_interval,
-                                                 **identify)
-        if identify.get("tls_v1") and tls_context is None:
-            tls_context = tls_client_context(tls_ca_file, tls_verify, tls_cert, tls_key)
-        self.tls_context = tls_context
-        self.connect_timeout = connect_timeout
-        self.on_messages = on_messages
-        self.on_error = on_error
-        self.on_close = on_close
-        self.on_command = on_command
-        self.responder = responder
-        self.protocol = ClientProtocol(
-            self.identify_options, resolve=AsyncResult.set, reject=_reject,
-            on_error=self._unanswered_error, auth_secret=auth_secret,
-            responder=responder, address=self.address)
+    tls_context_class = gevent_ssl.SSLContext
+    _resolve = staticmethod(AsyncResult.set)
+
+    @staticmethod
+    def _reject(result, error):
+        result.set_exception(error)
+
+    def __init__(self, address, **options):
+        super().__init__(address, **options)
         self.sock = None
-        self.closed = False
         self.closed_event = Event()
         self._out = []
         self._wake = Event()
@@ -98,16 +57,6 @@ class Connection:
         self._drained = Event()
         self._reader = None
         self._writer = None
-
-    @property
-    def settings(self):
-        """nsqd's IDENTIFY answer (feature negotiation)."""
-        return self.protocol.settings
-
-    @property
-    def auth_info(self):
-        """nsqd's AUTH answer: identity, identity_url, permission_count."""
-        return self.protocol.auth_info
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -138,17 +87,14 @@ class Connection:
 
     def _handshake(self):
         protocol = self.protocol
-        hello = protocol.initiate()
-        if self.on_command is not None:
-            self.on_command(self, hello[len(MAGIC_V2):])
-        self.sock.sendall(hello)
+        self.sock.sendall(self._hello())
         while not protocol.ready:
             data = self.sock.recv(65536)
             if not data:
                 raise ConnectionClosedError(f"{self.address}: closed by nsqd during IDENTIFY")
             for action in protocol.receive_handshake(data):
                 if action is START_TLS:
-                    self.sock = (self.tls_context or tls_client_context()).wrap_socket(
+                    self.sock = (self.tls_context or self.new_tls_context()).wrap_socket(
                         self.sock, server_hostname=self.host)
                     protocol.tls_started()
                 else:
@@ -203,10 +149,6 @@ class Connection:
             self._wake_pending = True
             self._wake.set()
 
-    def command(self, name, *params, body=None):
-        """Queue a command that nsqd does not answer (RDY, FIN, REQ, TOUCH, NOP)."""
-        self.send(encode_command(name, *params, body=body))
-
     def request(self, data):
         """Queue a command nsqd answers; an AsyncResult receives the answer (bytes) or
         the typed error."""
@@ -217,10 +159,6 @@ class Connection:
         self.protocol.expect_answer(result)
         self.send(data)
         return result
-
-    @property
-    def pending_requests(self):
-        return self.protocol.pending_requests
 
     def _write_loop(self):
         out = self._out
@@ -277,16 +215,8 @@ class Connection:
             if not data:
                 return
 
-    def _unanswered_error(self, error):
-        if self.on_error is not None:
-            self.on_error(self, error)
-        else:
-            log.error("%s: %s", self.address, error)
 
-    def __repr__(self):
-        state = "closed" if self.closed else "open"
-        return f"<Connection {self.address} {state}>"
-
-
-def _reject(result, error):
-    result.set_exception(error)
+def tls_client_context(ca_file=None, verify=True, cert_file=None, key_file=None):
+    """:func:`.protocol.tls_client_context` for gevent's cooperative sockets (a stdlib
+    context would block the hub)."""
+    return Connection.new_tls_context(ca_file, verify, cert_file, key_file)

@@ -31,7 +31,7 @@ import gevent
 from gevent.event import Event
 
 from .connection import Connection
-from .consumer_core import ConsumerCore, NsqdState
+from .consumer_core import ConsumerCore
 from .errors import NSQError, ProtocolError
 from .http import HTTPError, LookupdHTTPClient
 from .protocol import encode_command
@@ -53,6 +53,7 @@ class Consumer(ConsumerCore):
 
     # -- I/O hooks of the core ------------------------------------------------------------
 
+    connection_class = Connection
     _new_event = Event
 
     def _call_later(self, delay, func):
@@ -81,7 +82,7 @@ class Consumer(ConsumerCore):
                 raise
             except (OSError, NSQError) as err:
                 log.warning("%s: cannot connect (%s); retrying", address, err)
-                self._schedule_reconnect(address)
+                self._reconnect(address)
         if self.lookupd_http_addresses:
             self._greenlets.append(gevent.spawn(self._lookupd_loop, self.query_lookupd()))
         self._greenlets.append(gevent.spawn(self._redistribute_loop))
@@ -135,16 +136,12 @@ class Consumer(ConsumerCore):
     # -- connections ----------------------------------------------------------------------
 
     def _connect(self, address, direct):
-        if address in self._nsqd or address in self._connecting or self._closing:
+        state = self._new_nsqd(address, direct)
+        if state is None:
             return
         self._connecting.add(address)
         try:
-            state = NsqdState(self, address, direct)
-            conn = Connection(address, connect_timeout=self.connect_timeout,
-                              on_messages=self._on_messages, on_error=self._on_error,
-                              on_close=self._on_close, on_command=self.on_command,
-                              responder=state, **self.connection_options)
-            state.conn = conn
+            conn = state.conn
             conn.connect()
             try:
                 conn.request(encode_command("SUB", self.topic, self.channel)).get(
@@ -159,15 +156,7 @@ class Consumer(ConsumerCore):
         finally:
             self._connecting.discard(address)
 
-    def _on_close(self, conn):
-        state = conn.responder
-        if self._lost(state):
-            self._schedule_reconnect(state.address)
-
-    def _on_error(self, conn, error):
-        log.warning("%s: %s", conn.address, error)
-
-    def _schedule_reconnect(self, address):
+    def _reconnect(self, address):
         self._greenlets.append(gevent.spawn(self._reconnect_loop, address))
 
     def _reconnect_loop(self, address):
@@ -205,25 +194,14 @@ class Consumer(ConsumerCore):
 
         Returns the set of nsqd TCP addresses found, or None if no lookupd answered.
         """
-        found, answered = set(), False
+        answers = []
         for address in self.lookupd_http_addresses:
             try:
-                lookup = LookupdHTTPClient(address, timeout=self.connect_timeout).lookup(
-                    self.topic)
-            except HTTPError as err:
-                if err.status == 404:   # TOPIC_NOT_FOUND: no nsqd has the topic (yet)
-                    answered = True
-                else:
-                    log.warning("lookupd %s: %s", address, err)
-                continue
-            except (OSError, ValueError) as err:
-                log.warning("lookupd %s: %s", address, err)
-                continue
-            answered = True
-            found.update(node.tcp_address for node in lookup.producers)
-        if not answered or self._closing:
-            return None
-        new, vanished = self._lookupd_found(found)
+                answers.append((address, LookupdHTTPClient(
+                    address, timeout=self.connect_timeout).lookup(self.topic)))
+            except (HTTPError, OSError, ValueError) as err:
+                answers.append((address, err))
+        found, new, vanished = self._lookupd_answered(answers)
         for address in new:
             self._greenlets.append(gevent.spawn(self._connect_quietly, address))
         for state in vanished:

@@ -18,15 +18,17 @@ handler workers, so the two cannot drift apart.
   single message. A success steps the backoff down; back at zero every connection gets
   its full RDY again. Results that arrive while the wait is running are not counted.
 
-The I/O side provides two timer hooks, ``_call_later(delay, func)`` returning a handle
-and ``_cancel(handle)``, and ``_new_event()`` (an object with ``set``, ``clear`` and
-``is_set``). A connection is anything with ``send(bytes)``, ``closed`` and ``settings``.
+The I/O side provides its ``connection_class`` (a
+:class:`~.connection_core.ConnectionCore`), two timer hooks, ``_call_later(delay, func)``
+returning a handle and ``_cancel(handle)``, ``_new_event()`` (an object with ``set``,
+``clear`` and ``is_set``) and ``_reconnect(address)``.
 """
 
 import logging
 import random
 import time
 
+from .http_answers import HTTPError
 from .protocol import parse_address
 
 log = logging.getLogger("greensq.client")
@@ -216,6 +218,12 @@ class ConsumerCore:
     def _cancel(self, handle):
         raise NotImplementedError
 
+    connection_class = None     # the I/O side's Connection
+
+    def _reconnect(self, address):
+        """Reconnect to direct nsqd ``address`` in the background, with growing waits."""
+        raise NotImplementedError
+
     # -- public API -----------------------------------------------------------------------
 
     @property
@@ -259,6 +267,18 @@ class ConsumerCore:
 
     # -- connections ----------------------------------------------------------------------
 
+    def _new_nsqd(self, address, direct):
+        """The state of a new connection to ``address``, its connection made (not yet
+        connected); None if there is or will be one already, or the consumer closes."""
+        if address in self._nsqd or address in self._connecting or self._closing:
+            return None
+        state = NsqdState(self, address, direct)
+        state.conn = self.connection_class(
+            address, connect_timeout=self.connect_timeout, on_messages=self._on_messages,
+            on_error=self._on_error, on_close=self._on_close, on_command=self.on_command,
+            responder=state, **self.connection_options)
+        return state
+
     def _subscribed(self, state):
         """``state``'s connection is subscribed: it takes its share of RDY."""
         self._nsqd[state.address] = state
@@ -268,19 +288,24 @@ class ConsumerCore:
         else:
             self._update_rdy()
 
-    def _lost(self, state):
-        """``state``'s connection closed. True if it was a live one that should be
-        reconnected (a direct nsqd, not closed by the consumer)."""
+    def _on_close(self, conn):
+        """A connection closed: a live one to a direct nsqd, not closed by the consumer,
+        is reconnected."""
+        state = conn.responder
         registered = self._nsqd.get(state.address) is state
         if registered:
             del self._nsqd[state.address]
         state.rdy = 0
         state.drained.set()
         if not registered or self._closing or state.retiring:
-            return False   # a failed connect (its caller retries), close() or retirement
+            return   # a failed connect (its caller retries), close() or retirement
         log.warning("%s: connection closed", state.address)
         self._update_rdy()
-        return state.direct
+        if state.direct:
+            self._reconnect(state.address)
+
+    def _on_error(self, conn, error):
+        log.warning("%s: %s", conn.address, error)
 
     def _retiring(self, state):
         """Stop giving RDY to an nsqd that lookupd no longer lists."""
@@ -288,13 +313,26 @@ class ConsumerCore:
         self._nsqd.pop(state.address, None)
         self._update_rdy()
 
-    def _lookupd_found(self, found):
-        """lookupd's answer: the addresses to connect to, and the states to retire."""
+    def _lookupd_answered(self, answers):
+        """What the lookupds answered, ``(lookupd address, Lookup or the error raised)``
+        each: ``(found, new, vanished)``, the nsqd TCP addresses found (None if no lookupd
+        answered), those to connect to, and the states of the nsqd to retire."""
+        found, answered = set(), False
+        for address, answer in answers:
+            if isinstance(answer, HTTPError) and answer.status == 404:
+                answered = True    # TOPIC_NOT_FOUND: no nsqd has the topic (yet)
+            elif isinstance(answer, Exception):
+                log.warning("lookupd %s: %s", address, answer)
+            else:
+                answered = True
+                found.update(node.tcp_address for node in answer.producers)
+        if not answered or self._closing:
+            return None, [], []
         new = [a for a in found if a not in self._nsqd and a not in self._connecting]
         vanished = [s for a, s in self._nsqd.items() if not s.direct and a not in found]
         for state in vanished:
             log.info("%s: no longer listed by lookupd; closing", state.address)
-        return new, vanished
+        return found, new, vanished
 
     def _lookupd_spread(self, found):
         """Seconds to wait before the polls start, after a first poll that found

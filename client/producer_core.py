@@ -77,3 +77,22 @@ class ProducerCore:
 
     def _on_error(self, conn, error):
         log.error("%s: %s", conn.address, error)
+
+    # -- pipelined publishing -------------------------------------------------------------
+
+    def _send(self, data):
+        """Send ``data`` (connecting first if need be); what will receive nsqd's answer
+        (gevent: an AsyncResult; asyncio: a Future)."""
+        raise NotImplementedError
+
+    def publish_async(self, topic, body):
+        """PUB without waiting; returns what receives ``b"OK"`` or the typed error."""
+        return self._send(pub_command(topic, body))
+
+    def multi_publish_async(self, topic, bodies):
+        """MPUB (all or nothing) without waiting."""
+        return self._send(mpub_command(topic, bodies))
+
+    def deferred_publish_async(self, topic, body, delay_ms):
+        """DPUB without waiting: deliver after ``delay_ms`` milliseconds."""
+        return self._send(dpub_command(topic, body, delay_ms))

@@ -3,14 +3,16 @@ client (greensq.client.aio), each test run against both (tests/client_drivers.py
 against greensq's nsqd and Go's nsqd 1.3.0 (when $GREENSQ_GO_NSQD names one, see
 shared/tools/build-go-nsq; skipped otherwise): publishing and its typed errors, FIN,
 REQ with growing delays and give-up, messages answered later, backoff, RDY over several
-nsqd, graceful close, heartbeats, TLS, snappy and deflate, lookupd discovery."""
+nsqd and its redistribution, concurrency, reconnection, graceful close, heartbeats, TLS,
+snappy and deflate, lookupd discovery. The gevent client's own tests
+(test_client_consumer.py ...) stay as they were, the bar its refactoring had to pass."""
 
 import pytest
 
 from certs import Certs
 from client_drivers import DRIVERS
 
-from greensq.client import BadMessageError, BadTopicError
+from greensq.client import BadChannelError, BadMessageError, BadTopicError
 
 
 @pytest.fixture(params=sorted(DRIVERS))
@@ -215,6 +217,27 @@ def test_a_failure_backs_off_with_rdy_0_then_tests_with_rdy_1(driver, start_nsqd
     driver.wait_until(lambda: log.rdy() == [5, 0, 1, 5], message="full RDY again")
     assert not consumer.in_backoff
     assert got == [b"fail", b"ok"]
+    client = driver.wait_until(
+        lambda: (c := nsqd.channel_stats("backoff", "ch")["clients"][0])["ready_count"] == 5
+        and c, message="ready_count 5 on nsqd")
+    assert client["requeue_count"] == 1
+
+
+def test_max_backoff_0_turns_backoff_off(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    log = CommandLog()
+
+    def fail(message):
+        raise RuntimeError("fail")
+
+    prepare(nsqd, "nobackoff")
+    consumer = consume(driver, clients, nsqd, "nobackoff", fail, max_in_flight=5,
+                       requeue_delay=60, max_backoff=0, on_command=log)
+    publish(driver, clients, nsqd, "nobackoff", [b"fail"])
+    # The RDY 0 of a backoff would be sent with the REQ, in the same turn.
+    driver.wait_until(lambda: log.verbs("REQ"), message="REQ")
+    assert log.rdy() == [5]
+    assert not consumer.in_backoff
 
 
 def test_max_in_flight_is_spread_over_every_nsqd(driver, start_nsqd, clients):
@@ -297,6 +320,88 @@ def test_heartbeats_are_answered_and_the_connection_stays_up(driver, start_nsqd,
     assert driver.publish(producer, "publish", "hb", b"two") == b"OK"
 
 
+def test_a_bad_channel_name_raises_its_typed_error_at_start(driver, start_nsqd):
+    nsqd = start_nsqd()
+    consumer = driver.consumer("t", "bad$channel", driver.handler(lambda m: None),
+                               nsqd_tcp_addresses=[nsqd.tcp_address])
+    with pytest.raises(BadChannelError):
+        driver.start(consumer)
+
+
+def test_finish_all_answers_a_batch_with_one_write(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    held, writes = [], []
+
+    def hold(message):
+        message.enable_async()
+        held.append(message)
+
+    publish(driver, clients, nsqd, "batch", [b"m%d" % i for i in range(20)])
+    consumer = consume(driver, clients, nsqd, "batch", hold, max_in_flight=50,
+                       on_command=lambda conn, data: writes.append(bytes(data)))
+    driver.wait_until(lambda: len(held) == 20, message="20 held")
+    driver.call(consumer.finish_all, held)
+    fins = [w for w in writes if w.startswith(b"FIN ")]
+    assert len(fins) == 1 and fins[0] == b"".join(b"FIN " + m.id + b"\n" for m in held)
+    driver.wait_until(lambda: nsqd.channel_stats("batch", "ch")["clients"][0]["finish_count"]
+                      == 20, message="20 FINs")
+    assert consumer.stats["finished"] == 20
+
+
+def test_concurrency_caps_the_handlers_running_at_once(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    started = []
+    gate = driver.gate()
+    publish(driver, clients, nsqd, "capped", [b"m%d" % i for i in range(5)])
+    consumer = consume(driver, clients, nsqd, "capped", started.append, gate=gate,
+                       max_in_flight=10, concurrency=2)
+    driver.wait_until(lambda: consumer.stats["received"] == 5 and len(started) == 2,
+                      message="5 received, 2 running")
+    # A round trip to nsqd gives more handlers every chance to start.
+    publish(driver, clients, nsqd, "capped", [b"late"])
+    driver.wait_until(lambda: consumer.stats["received"] == 6, message="one more")
+    assert (len(started), consumer.unhandled) == (2, 6)
+    gate.set()
+    driver.wait_until(lambda: consumer.stats["finished"] == 6, message="all finished")
+    assert consumer.unhandled == 0
+
+
+def test_max_in_flight_1_over_three_nsqd_drains_them_all(driver, start_nsqd, clients):
+    nsqds = [start_nsqd() for _ in range(3)]
+    for index, nsqd in enumerate(nsqds):
+        publish(driver, clients, nsqd, "redist", [b"%d-%d" % (index, i) for i in range(2)])
+    log = CommandLog()
+    got = []
+    consumer = driver.consumer("redist", "ch", driver.handler(lambda m: got.append(m.body)),
+                               nsqd_tcp_addresses=[n.tcp_address for n in nsqds],
+                               max_in_flight=1, rdy_redistribute_interval=0.02,
+                               low_rdy_idle_timeout=0.05, on_command=log)
+    clients.append(consumer)
+    driver.start(consumer)
+    driver.wait_until(lambda: len(got) == 6, timeout=20, message="all six messages")
+    assert sorted(got) == [b"0-0", b"0-1", b"1-0", b"1-1", b"2-0", b"2-1"]
+    granted = {}    # never more than max_in_flight RDY at once, over all connections
+    for address, line in list(log.lines):
+        if line.startswith(b"RDY "):
+            granted[address] = int(line.split(b" ")[1])
+            assert sum(granted.values()) <= 1, log.lines
+    assert len({address for address, line in log.lines if line.startswith(b"FIN ")}) == 3
+
+
+def test_the_consumer_reconnects_after_an_nsqd_restart(driver, start_nsqd, clients):
+    nsqd = start_nsqd()
+    got = []
+    prepare(nsqd, "phoenix")
+    consumer = consume(driver, clients, nsqd, "phoenix", lambda m: got.append(m.body),
+                       reconnect_interval=0.05)
+    first = consumer.connections[nsqd.tcp_address]
+    nsqd.restart()
+    driver.wait_until(lambda: (c := consumer.connections.get(nsqd.tcp_address))
+                      and c is not first, timeout=20, message="a new connection")
+    publish(driver, clients, nsqd, "phoenix", [b"after restart"])
+    driver.wait_until(lambda: got == [b"after restart"], message="delivery after restart")
+
+
 # -- transports ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("transport", ["tls", "snappy", "deflate", "tls+snappy"])
@@ -335,19 +440,45 @@ def test_transport_upgrades_carry_publishes_and_messages(driver, start_nsqd, cli
 
 # -- discovery ----------------------------------------------------------------------------
 
-def test_lookupd_discovery_finds_the_nsqd_of_the_topic(driver, start_nsqd, lookupd_factory,
-                                                       clients):
+def test_lookupd_discovery_connects_new_nsqd_and_drops_vanished_ones(driver, start_nsqd,
+                                                                     lookupd_factory,
+                                                                     clients):
     lookupd = lookupd_factory()
-    nsqd = start_nsqd(f"--lookupd-tcp-address={lookupd.tcp_address}",
-                      "--broadcast-address=127.0.0.1")
-    prepare(nsqd, "found")
-    publish(driver, clients, nsqd, "found", [b"a", b"b"])
+    flags = (f"--lookupd-tcp-address={lookupd.tcp_address}", "--broadcast-address=127.0.0.1")
+    first = start_nsqd(*flags)
+    publish(driver, clients, first, "found", [b"from first"])
     got = []
     consumer = driver.consumer("found", "ch", driver.handler(lambda m: got.append(m.body)),
                                lookupd_http_addresses=[lookupd.http_address],
-                               max_in_flight=5, lookupd_poll_interval=0.2)
+                               lookupd_poll_interval=0.05, max_in_flight=10)
     clients.append(consumer)
     driver.start(consumer)
-    driver.wait_until(lambda: sorted(got) == [b"a", b"b"], timeout=20,
-                      message="messages from the nsqd lookupd lists")
-    assert list(consumer.connections) == [nsqd.tcp_address]
+    driver.wait_until(lambda: got == [b"from first"], timeout=20, message="the first nsqd")
+    second = start_nsqd(*flags)
+    publish(driver, clients, second, "found", [b"from second"])
+    driver.wait_until(lambda: len(got) == 2, timeout=20, message="the second nsqd")
+    assert set(consumer.connections) == {first.tcp_address, second.tcp_address}
+    # Tombstoned, the second nsqd is no longer listed by /lookup: the consumer closes its
+    # connection (after CLS), though that nsqd is still up.
+    lookupd.http("POST", f"/topic/tombstone?topic=found&node=127.0.0.1:{second.http_port}")
+    driver.wait_until(lambda: set(consumer.connections) == {first.tcp_address},
+                      message="the vanished nsqd to be dropped")
+    driver.wait_until(lambda: second.channel_stats("found", "ch")["client_count"] == 0,
+                      message="the connection to the second nsqd closed")
+    assert first.channel_stats("found", "ch")["client_count"] == 1
+
+
+def test_lookupd_is_asked_again_soon_while_it_lists_no_nsqd(driver, start_nsqd,
+                                                            lookupd_factory, clients):
+    lookupd = lookupd_factory()
+    nsqd = start_nsqd(f"--lookupd-tcp-address={lookupd.tcp_address}",
+                      "--broadcast-address=127.0.0.1")
+    got = []
+    consumer = driver.consumer("late", "ch", driver.handler(lambda m: got.append(m.body)),
+                               lookupd_http_addresses=[lookupd.http_address])
+    clients.append(consumer)
+    driver.start(consumer)
+    assert consumer.connections == {}
+    publish(driver, clients, nsqd, "late", [b"first"])
+    driver.wait_until(lambda: got == [b"first"], timeout=20,
+                      message="the consumer to find the new topic through lookupd")

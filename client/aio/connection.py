@@ -15,44 +15,21 @@ silent for twice that long is closed.
 import asyncio
 import logging
 
-from greensq.services.wire import MAGIC_V2
-
+from ..connection_core import ConnectionCore
 from ..errors import ConnectionClosedError, FrameError
-from ..protocol import (
-    START_TLS, ClientProtocol, encode_command, identify_options, parse_address,
-    tls_client_context)
+from ..protocol import START_TLS
 
 log = logging.getLogger("greensq.client")
 
 
-class Connection(asyncio.Protocol):
-    """A connection to one nsqd, with the options and callbacks of the gevent
-    :class:`greensq.client.Connection` (callbacks run in the event loop and must not
-    block). ``tls_context`` is a standard :class:`ssl.SSLContext`."""
+class Connection(ConnectionCore, asyncio.Protocol):
+    __doc__ = ConnectionCore.__doc__ + """
+    On asyncio: callbacks run in the event loop; ``tls_context`` is a standard
+    :class:`ssl.SSLContext`.
+    """
 
-    def __init__(self, address, *, heartbeat_interval=30.0, connect_timeout=5.0,
-                 on_messages=None, on_error=None, on_close=None, on_command=None,
-                 responder=None, auth_secret=None, tls_context=None, tls_ca_file=None,
-                 tls_verify=True, tls_cert=None, tls_key=None, **identify):
-        self.host, self.port = parse_address(address)
-        self.address = f"{self.host}:{self.port}"
-        self.heartbeat_interval = heartbeat_interval
-        self.identify_options = identify_options(heartbeat_interval=heartbeat_interval,
-                                                 **identify)
-        if identify.get("tls_v1") and tls_context is None:
-            tls_context = tls_client_context(tls_ca_file, tls_verify, tls_cert, tls_key)
-        self.tls_context = tls_context
-        self.connect_timeout = connect_timeout
-        self.on_messages = on_messages
-        self.on_error = on_error
-        self.on_close = on_close
-        self.on_command = on_command
-        self.responder = responder
-        self.protocol = ClientProtocol(
-            self.identify_options, resolve=_resolve, reject=_reject,
-            on_error=self._unanswered_error, auth_secret=auth_secret,
-            responder=responder, address=self.address)
-        self.closed = False
+    def __init__(self, address, **options):
+        super().__init__(address, **options)
         self.closed_event = asyncio.Event()
         self._loop = None
         self._transport = None
@@ -63,15 +40,15 @@ class Connection(asyncio.Protocol):
         self._heard = False           # something arrived since the last heartbeat check
         self._watchdog = None
 
-    @property
-    def settings(self):
-        """nsqd's IDENTIFY answer (feature negotiation)."""
-        return self.protocol.settings
+    @staticmethod
+    def _resolve(future, answer):
+        if not future.done():    # a publish that gave up waiting (cancelled, timed out)
+            future.set_result(answer)
 
-    @property
-    def auth_info(self):
-        """nsqd's AUTH answer: identity, identity_url, permission_count."""
-        return self.protocol.auth_info
+    @staticmethod
+    def _reject(future, error):
+        if not future.done():
+            future.set_exception(error)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -104,15 +81,12 @@ class Connection(asyncio.Protocol):
 
     async def _handshake(self):
         protocol = self.protocol
-        hello = protocol.initiate()
-        if self.on_command is not None:
-            self.on_command(self, hello[len(MAGIC_V2):])
-        self._transport.write(hello)
+        self._transport.write(self._hello())
         while not protocol.ready:
             for action in protocol.receive_handshake(await self._read_handshake()):
                 if action is START_TLS:
                     self._transport = await self._loop.start_tls(
-                        self._transport, self, self.tls_context or tls_client_context(),
+                        self._transport, self, self.tls_context or self.new_tls_context(),
                         server_hostname=self.host)
                     protocol.tls_started()
                 else:
@@ -148,7 +122,7 @@ class Connection(asyncio.Protocol):
         self._wake_handshake()
         error = ConnectionClosedError(f"{self.address}: {reason}")
         for future in self.protocol.abandon():
-            _reject(future, error)
+            self._reject(future, error)
         self.closed_event.set()
         if self.on_close is not None:
             self.on_close(self)
@@ -167,10 +141,6 @@ class Connection(asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def command(self, name, *params, body=None):
-        """Queue a command that nsqd does not answer (RDY, FIN, REQ, TOUCH, NOP)."""
-        self.send(encode_command(name, *params, body=body))
-
     def request(self, data):
         """Queue a command nsqd answers; returns a Future of the answer (bytes) or the
         typed error."""
@@ -181,10 +151,6 @@ class Connection(asyncio.Protocol):
         self.protocol.expect_answer(future)
         self.send(data)
         return future
-
-    @property
-    def pending_requests(self):
-        return self.protocol.pending_requests
 
     def _flush(self):
         self._flush_scheduled = False
@@ -235,22 +201,3 @@ class Connection(asyncio.Protocol):
         self._heard = False
         self._watchdog = self._loop.call_later(self._silence_limit(), self._check_heard)
 
-    def _unanswered_error(self, error):
-        if self.on_error is not None:
-            self.on_error(self, error)
-        else:
-            log.error("%s: %s", self.address, error)
-
-    def __repr__(self):
-        state = "closed" if self.closed else "open"
-        return f"<aio.Connection {self.address} {state}>"
-
-
-def _resolve(future, answer):
-    if not future.done():    # a publish that gave up waiting (cancelled, timed out)
-        future.set_result(answer)
-
-
-def _reject(future, error):
-    if not future.done():
-        future.set_exception(error)

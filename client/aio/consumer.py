@@ -24,7 +24,7 @@ import inspect
 import logging
 import random
 
-from ..consumer_core import ConsumerCore, NsqdState
+from ..consumer_core import ConsumerCore
 from ..errors import ConnectionClosedError, NSQError, ProtocolError
 from ..http_answers import HTTPError
 from ..protocol import encode_command
@@ -52,6 +52,7 @@ class Consumer(ConsumerCore):
 
     # -- I/O hooks of the core ------------------------------------------------------------
 
+    connection_class = Connection
     _new_event = asyncio.Event
 
     def _call_later(self, delay, func):
@@ -86,7 +87,7 @@ class Consumer(ConsumerCore):
                 raise
             except (OSError, NSQError) as err:
                 log.warning("%s: cannot connect (%s); retrying", address, err)
-                self._spawn(self._reconnect_loop(address))
+                self._reconnect(address)
         if self.lookupd_http_addresses:
             self._spawn(self._lookupd_loop(await self.query_lookupd()))
         self._spawn(self._redistribute_loop())
@@ -173,16 +174,12 @@ class Consumer(ConsumerCore):
     # -- connections ----------------------------------------------------------------------
 
     async def _connect(self, address, direct):
-        if address in self._nsqd or address in self._connecting or self._closing:
+        state = self._new_nsqd(address, direct)
+        if state is None:
             return
         self._connecting.add(address)
         try:
-            state = NsqdState(self, address, direct)
-            conn = Connection(address, connect_timeout=self.connect_timeout,
-                              on_messages=self._on_messages, on_error=self._on_error,
-                              on_close=self._on_close, on_command=self.on_command,
-                              responder=state, **self.connection_options)
-            state.conn = conn
+            conn = state.conn
             await conn.connect()
             try:
                 async with asyncio.timeout(self.connect_timeout):
@@ -200,13 +197,8 @@ class Consumer(ConsumerCore):
         finally:
             self._connecting.discard(address)
 
-    def _on_close(self, conn):
-        state = conn.responder
-        if self._lost(state):
-            self._spawn(self._reconnect_loop(state.address))
-
-    def _on_error(self, conn, error):
-        log.warning("%s: %s", conn.address, error)
+    def _reconnect(self, address):
+        self._spawn(self._reconnect_loop(address))
 
     async def _reconnect_loop(self, address):
         delay = self.reconnect_interval
@@ -241,24 +233,14 @@ class Consumer(ConsumerCore):
 
         Returns the set of nsqd TCP addresses found, or None if no lookupd answered.
         """
-        found, answered = set(), False
+        answers = []
         for address in self.lookupd_http_addresses:
             try:
-                answer = await lookup(address, self.topic, timeout=self.connect_timeout)
-            except HTTPError as err:
-                if err.status == 404:   # TOPIC_NOT_FOUND: no nsqd has the topic (yet)
-                    answered = True
-                else:
-                    log.warning("lookupd %s: %s", address, err)
-                continue
-            except (OSError, ValueError, TimeoutError) as err:
-                log.warning("lookupd %s: %s", address, err)
-                continue
-            answered = True
-            found.update(node.tcp_address for node in answer.producers)
-        if not answered or self._closing:
-            return None
-        new, vanished = self._lookupd_found(found)
+                answers.append((address, await lookup(address, self.topic,
+                                                      timeout=self.connect_timeout)))
+            except (HTTPError, OSError, ValueError, TimeoutError) as err:
+                answers.append((address, err))
+        found, new, vanished = self._lookupd_answered(answers)
         for address in new:
             self._spawn(self._connect_quietly(address))
         for state in vanished:

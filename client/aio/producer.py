@@ -102,18 +102,6 @@ class Producer(ProducerCore):
             except TimeoutError:
                 raise NSQTimeoutError(f"no answer from nsqd within {timeout}s") from None
 
-    def publish_async(self, topic, body):
-        """PUB; returns a Future of ``b"OK"`` or the typed error."""
-        return self._send(pub_command(topic, body))
-
-    def multi_publish_async(self, topic, bodies):
-        """MPUB (all or nothing); returns a Future."""
-        return self._send(mpub_command(topic, bodies))
-
-    def deferred_publish_async(self, topic, body, delay_ms):
-        """DPUB: deliver after ``delay_ms`` milliseconds; returns a Future."""
-        return self._send(dpub_command(topic, body, delay_ms))
-
     async def publish(self, topic, body, timeout=None):
         """PUB and wait for ``OK``; raises the typed error nsqd reports."""
         return await self._send_blocking(pub_command(topic, body), timeout)

@@ -1,64 +1,24 @@
-"""A pool of handler tasks that costs almost nothing when handlers do not wait.
-
-A task per message costs more than a no-op handler itself. Instead, messages go into a
-queue served by worker tasks, at most ``size`` of them (the consumer's concurrency), as
-the gevent client's :mod:`greensq.client.workers` does with greenlets:
-
-* a worker takes the next message and, if more are waiting and no other worker has been
-  called, first calls one more (waking an idle worker or starting a new task);
-* so a handler that waits (I/O, sleep) leaves the rest of the queue to other workers,
-  and up to ``size`` messages are handled concurrently;
-* a handler that never waits lets one worker drain a whole burst in one turn of the
-  event loop, the called worker finding nothing left when it runs.
-"""
+"""The asyncio consumer's handler workers: tasks serving the queue of
+:class:`~..pool_core.PoolCore` (which says why a pool, and when a worker calls another).
+Idle workers park on a future; a handler that never waits lets one worker drain a whole
+burst in one turn of the event loop."""
 
 import asyncio
-import collections
+
+from ..pool_core import PoolCore
 
 
-class TaskPool:
-    """Run ``await func(item)`` for every submitted item, up to ``size`` concurrently."""
+class TaskPool(PoolCore):
+    """Run ``await func(item)`` for every submitted item, up to ``size`` tasks at once."""
 
-    def __init__(self, func, size):
-        self.func = func
-        self.size = max(1, size)
-        self._queue = collections.deque()
-        self._idle = []          # futures of parked workers
-        self._workers = set()
-        self._calling = 0        # workers woken or started that have not run yet
-        self._stopped = False
+    def _start_worker(self):
+        return asyncio.get_running_loop().create_task(self._work())
 
-    def submit_many(self, items):
-        self._queue.extend(items)
-        if not self._calling:
-            self._call_worker()
+    def _wake(self, future):
+        future.set_result(None)
 
-    def _call_worker(self):
-        if self._idle:
-            self._calling += 1
-            self._idle.pop().set_result(None)
-        elif len(self._workers) < self.size:
-            self._calling += 1
-            self._workers.add(asyncio.get_running_loop().create_task(self._work()))
-
-    def resize(self, size):
-        self.size = max(1, size)
-
-    @property
-    def pending(self):
-        return len(self._queue)
-
-    def take_pending(self):
-        """Empty the queue: the items no worker has started."""
-        items = list(self._queue)
-        self._queue.clear()
-        return items
-
-    def stop(self):
-        """Cancel every worker (their handlers included)."""
-        self._stopped = True
-        for worker in list(self._workers):
-            worker.cancel()
+    def _stop_worker(self, task):
+        task.cancel()
 
     async def _work(self):
         queue = self._queue
