@@ -5,14 +5,27 @@ them, and the commands each publish sends. Shared by the gevent
 
 import logging
 
+from greensq.services.wire import SIZE
+
 from .errors import NoConnectionsError
 from .protocol import encode_command, encode_mpub_body, parse_address
 
 log = logging.getLogger("greensq.client")
 
 
+# "PUB <topic>\n" by topic, as encoding and checking the line costs more than the rest of
+# a publish; bounded, the cache starts again when it is full.
+_PUB_LINES = {}
+_PUB_LINES_MAX = 1024
+
+
 def pub_command(topic, body):
-    return encode_command("PUB", topic, body=body)
+    line = _PUB_LINES.get(topic)
+    if line is None:
+        if len(_PUB_LINES) >= _PUB_LINES_MAX:
+            _PUB_LINES.clear()
+        line = _PUB_LINES[topic] = encode_command("PUB", topic)
+    return line + SIZE.pack(len(body)) + body
 
 
 def mpub_command(topic, bodies):

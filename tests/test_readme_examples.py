@@ -43,6 +43,8 @@ EXAMPLES = {
 FRAGMENTS = [
     # Consuming: process() and log are the reader's own.
     ("client/README.md", "process(message.body)"),
+    # On asyncio: store() is the reader's own (README.md's asyncio example runs).
+    ("client/README.md", "await store(message.body)"),
 ]
 ADDRESS = re.compile(r'127\.0\.0\.1(:|", )(\d+)')   # "127.0.0.1:4150", ("127.0.0.1", 8080)
 
