@@ -285,8 +285,10 @@ class Consumer(ConsumerCore):
             if not msg._async and not msg._responded:
                 msg._responded = True
                 msg._responder.finish(msg)
-        finally:
-            self._handler_done()
+        finally:   # _handler_done(), inline: this runs for every message
+            self._handlers -= 1
+            if self._handlers == 0:
+                self._handlers_idle.set()
 
     # -- RDY ------------------------------------------------------------------------------
 
