@@ -210,11 +210,23 @@ def run_gnsq(mode, cfg):
 def run_gevent(mode, cfg):
     import client_bench
 
+    from greensq.client import Producer
+
     if mode == "drain":
         client_bench.drain(cfg["tcp"], cfg["topic"], cfg["messages"], cfg["max_in_flight"])
-    else:
-        client_bench.publish_pipelined(cfg["tcp"], cfg["topic"], cfg["messages"],
-                                       cfg["size"], cfg["window"])
+        return
+    body = b"x" * cfg["size"]
+    producer = Producer([cfg["tcp"]])
+    producer.connect()
+    window = []
+    for _ in range(cfg["messages"]):      # the same window as the asyncio client's
+        window.append(producer.publish_async(cfg["topic"], body))
+        if len(window) >= cfg["window"]:
+            window[-cfg["window"] // 2].get()    # answers come in order
+            window = [r for r in window if not r.ready()]
+    for result in window:
+        result.get()
+    producer.close()
 
 
 # What each client imports, imported before the clock starts.
