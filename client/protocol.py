@@ -170,12 +170,12 @@ class ClientProtocol:
 
     def receive_handshake(self, data):
         """Feed bytes read during the handshake; returns what to do, in order: commands
-        to send (through :meth:`outgoing`), or :data:`START_TLS`. Raises nsqd's typed error if it refuses a step, and
-        :class:`FrameError` if it answers out of place. Bytes past the handshake stay
-        for :meth:`receive`."""
+        to send (through :meth:`outgoing`), or :data:`START_TLS`. Raises nsqd's typed
+        error if it refuses a step, and :class:`FrameError` if it answers out of place.
+        Bytes past the handshake stay for :meth:`receive`."""
         self._feed(data)
         actions = []
-        while not self.ready and (not self._steps or self._steps[0] != _TLS):
+        while not self.ready and self._steps[0] != _TLS:   # TLS: the owner's turn
             frame = self._decoder.next_frame()
             if frame is None:
                 break
