@@ -80,7 +80,7 @@ class Podman:
         return run([str(PODMAN_COMPOSE), "-f", str(compose_file), "-p", project, *args],
                    check=check, env=dict(self.env, **env), timeout=timeout)
 
-    def cannot_run(self, image):
+    def run_failure(self, image):
         """Why a container of ``image`` cannot run here (the first line podman gives), or None."""
         proc = self("run", "--rm", image, "true", check=False, timeout=120)
         if proc.returncode == 0:
