@@ -10,6 +10,7 @@ fail.
 """
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -214,3 +215,14 @@ def consume_through_lookupd(cluster, topic, channel, count):
                           capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout)
+
+
+def test_compose_down_leaves_nothing_behind(cluster):
+    cluster.compose("down", "--volumes")
+    for listing in (("ps", "--all"), ("volume", "ls"), ("network", "ls")):
+        names = cluster.podman(*listing, "--format", "{{.Name}}" if listing[0] != "ps"
+                               else "{{.Names}}").stdout.split()
+        assert [name for name in names if name != "podman"] == [], (listing, names)
+    for port in cluster.ports.values():
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()

@@ -81,9 +81,8 @@ def metric_names(expr):
     expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    return {match.group(0) for match in re.finditer(r"(?<![\w.$:])[A-Za-z_:][\w:]*(?![\w:])(?!\s*\()",
-                                                    expr)
-            if match.group(0).lower() not in PROMQL_KEYWORDS}
+    words = re.findall(r"(?<![\w.$:])[A-Za-z_:][\w:]*(?![\w:])(?!\s*\()", expr)
+    return {word for word in words if word.lower() not in PROMQL_KEYWORDS}
 
 
 def test_metric_names_reads_what_a_query_reads():
