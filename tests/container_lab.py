@@ -6,11 +6,12 @@ under the lab's directory, so nothing of the machine's own podman is touched and
 ``close()`` removes it all. ``make_debian_base`` makes a base image without a registry:
 Debian's minimal system with Python, from the Debian mirror apt uses.
 ``pip_build_secrets`` hands an image build the machine's pip configuration and CA bundle
-as build secrets, with the local directories they name mounted read-only for the build.
+as build secrets.
 """
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,7 @@ class Podman:
                    check=check, env=dict(self.env, **env), timeout=timeout)
 
     def run_failure(self, image):
-        """Why a container of ``image`` cannot run here (the first line podman gives), or None."""
+        """Why a container of ``image`` cannot run here (podman's last line), or None."""
         proc = self("run", "--rm", image, "true", check=False, timeout=120)
         if proc.returncode == 0:
             return None
@@ -110,7 +111,7 @@ def debian_mirror(suite="bookworm"):
                         return uri
     legacy = Path("/etc/apt/sources.list")
     for line in legacy.read_text().splitlines() if legacy.exists() else ():
-        words = [w for w in line.split() if not w.startswith("[")]
+        words = re.sub(r"\[[^\]]*\]", " ", line).split()     # options ([arch=...]) aside
         if len(words) >= 3 and words[0] == "deb" and words[2] == suite \
                 and words[1].startswith(("http://", "https://")):
             return words[1]

@@ -23,6 +23,8 @@ from container_lab import (REPO, Podman, make_debian_base, missing_requirements,
 from deploy_lab.cluster import SCRIPTS
 from support import FRAME_RESPONSE, V2Client, cannot_run, free_port, wait_until
 
+pytestmark = pytest.mark.slow   # podman builds an image and runs containers
+
 CONTAINER_DIR = REPO / "deploy" / "container"
 BASE_IMAGE = "localhost/debian:bookworm"
 IMAGE = "localhost/greensq:latest"     # what compose.yaml names

@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import (Daemon, cannot_run, free_port, nsqadmin_daemon, nsqlookupd_daemon,
                      wait_until)
 
+pytestmark = pytest.mark.slow   # promtool, Prometheus and greensq's daemons
+
 REPO = Path(__file__).resolve().parents[1]
 MONITORING = REPO / "deploy" / "monitoring"
 RULES = MONITORING / "greensq.rules.yml"
