@@ -113,6 +113,12 @@ class _Family:
 
 # -- nsqd -------------------------------------------------------------------------------
 
+_NODE_BOUND_SERIES = [
+    ("nsq_nsqd_max_bytes_per_topic", "gauge",
+     "Bytes a topic's disk queue may hold (--max-bytes-per-topic; 0: unbounded)."),
+    ("nsq_nsqd_max_bytes_per_channel", "gauge",
+     "Bytes a channel's disk queue may hold (--max-bytes-per-channel; 0: unbounded)."),
+]
 _TOPIC_SERIES = [
     ("nsq_topic_depth", "gauge", "Messages queued in the topic (memory and disk)."),
     ("nsq_topic_backend_depth", "gauge", "Messages in the topic's disk queue."),
@@ -172,6 +178,7 @@ def nsqd_metrics(nsqd):
         ("nsq_nsqd_healthy", "gauge", "1 while nsqd's disk queues can be written."),
         ("nsq_nsqd_topics", "gauge", "Topics."), ("nsq_nsqd_channels", "gauge", "Channels."),
         ("nsq_nsqd_clients", "gauge", "TCP client connections.")])
+    bound_families = _open(out, _NODE_BOUND_SERIES if with_bounds else [])
     topic_families = _open(out, _TOPIC_SERIES + (_TOPIC_BOUND_SERIES if with_bounds else []))
     topic_latency = out.family("nsq_topic_e2e_processing_latency_seconds", "gauge",
                                _LATENCY_HELP)
@@ -215,6 +222,9 @@ def nsqd_metrics(nsqd):
     topic_count.sample(node_labels, len(topics))
     channel_count.sample(node_labels, seen)
     clients.sample(node_labels, len(nsqd.clients))
+    for family, value in zip(bound_families,
+                             (opts.max_bytes_per_topic, opts.max_bytes_per_channel)):
+        family.sample(node_labels, value)
     return out.text()
 
 

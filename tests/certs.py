@@ -1,5 +1,5 @@
 """Test certificates made on the fly with ``cryptography``: a CA, a server certificate for
-127.0.0.1 / localhost and a client certificate, all signed by the CA (plus a second,
+localhost and an IP address (127.0.0.1 unless told) and a client certificate, all signed by the CA (plus a second,
 unrelated CA for "untrusted" cases). Written to a temporary directory; never committed.
 """
 
@@ -59,16 +59,16 @@ def _certificate(subject, key, issuer, issuer_key, *, ca=False, usage=None, sans
 class Certs:
     """Paths (str) of the generated PEM files."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, server_ip="127.0.0.1"):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _certificate("greensq test CA", ca_key, "greensq test CA", ca_key, ca=True)
         server_key = ec.generate_private_key(ec.SECP256R1())
         server = _certificate(
-            "127.0.0.1", server_key, "greensq test CA", ca_key,
+            server_ip, server_key, "greensq test CA", ca_key,
             usage=[ExtendedKeyUsageOID.SERVER_AUTH],
-            sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(server_ip))])
         client_key = ec.generate_private_key(ec.SECP256R1())
         client = _certificate("greensq-test-client", client_key, "greensq test CA", ca_key,
                               usage=[ExtendedKeyUsageOID.CLIENT_AUTH])

@@ -12,9 +12,10 @@ from support import (
     Daemon, GoDaemon, NetNamespace, ToolProcess, go_nsqd_binary, nsqlookupd_daemon)
 
 # Modules whose tests share one expensive module fixture (the deploy tests: one cluster of
-# hosts) and so must run on one xdist worker, in order. xdist's own xdist_group marks do
+# hosts; the container tests: one image and its compose cluster) and so must run on one
+# xdist worker, in order. xdist's own xdist_group marks do
 # not work with this pytest (xdist renames items through an attribute pytest 9 dropped).
-ONE_WORKER_MODULES = {"tests/test_deploy.py"}
+ONE_WORKER_MODULES = {"tests/test_deploy.py", "tests/test_container.py"}
 
 
 # The fixtures below that start processes: a test that uses one, directly or through

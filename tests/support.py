@@ -39,6 +39,16 @@ def ping(port, timeout=2.0):
         return False
 
 
+def cannot_run(reason):
+    """Skip a test that this machine cannot run, with a one-line reason; under CI, which
+    runs as root with every package .ci/run installs, fail instead."""
+    import pytest   # here: bench/ scripts import this module without pytest installed
+
+    if os.environ.get("CI"):
+        pytest.fail(f"cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
 def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", sleep=time.sleep):
     """Poll ``predicate`` until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout

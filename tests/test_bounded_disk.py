@@ -42,6 +42,8 @@ def test_a_full_topic_refuses_publishes(nsqd_factory):
     assert topic["refused_count"] == 4 and topic["dropped_count"] == 0
     assert metric(nsqd, "nsq_topic_refused_messages", topic="capped") == 4
     assert metric(nsqd, "nsq_topic_backend_bytes", topic="capped") == 5 * RECORD
+    assert metric(nsqd, "nsq_nsqd_max_bytes_per_topic") == 5 * RECORD
+    assert metric(nsqd, "nsq_nsqd_max_bytes_per_channel") == 0
 
     # Once the backlog moves on (to a new channel here), there is room again: the
     # bound is on what the topic's disk queue holds.

@@ -7,31 +7,30 @@ one xdist worker (see ONE_WORKER_MODULES in conftest.py). Without root, namespac
 they are skipped.
 """
 
-import importlib.metadata
 import json
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 
 import pytest
 
-from deploy_lab.cluster import (BIN, GO_DATA_PATH, LOOKUPD_HTTP, NSQADMIN_HTTP, NSQD_HTTP,
-                                REPO, SCRIPTS, Cluster, http_json, http_ok,
-                                write_nsq_data_directory)
-from deploy_lab.lab import Lab, missing_requirements
-from support import wait_until
+from certs import Certs
+from deploy_lab.cluster import (ADMIN_USER, BIN, GO_DATA_PATH, LOOKUPD_HTTP, NSQADMIN_HTTP,
+                                NSQD_HTTP, NSQD_HTTPS, NSQD_TCP, REPO, SCRIPTS, Cluster,
+                                example_groups, http_json, http_ok, write_nsq_data_directory)
+from deploy_lab.lab import HOST_PYTHON, Lab, missing_requirements
+from support import FRAME_RESPONSE, V2Client, wait_until
 
 pytestmark = pytest.mark.slow   # network hosts with sshd, then ansible-playbook
 
 LEGACY_TOPIC, LEGACY_CHANNEL = "legacy", "archive"
 LEGACY_BODIES = [f"from-go-nsqd-{i}" for i in range(40)]
-
-
-def greensq_has_nsqadmin():
-    return any(ep.name == "nsqadmin" and ep.dist.name == "greensq"
-               for ep in importlib.metadata.entry_points(group="console_scripts"))
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +41,9 @@ def cluster(tmp_path_factory):
     if not (BIN / "ansible-playbook").exists():
         pytest.skip("ansible-playbook is not installed (pip install -e '.[test]')")
     workdir = tmp_path_factory.mktemp("deploy")
-    with Lab(workdir, ["h1", "h2", "h3"]) as lab:
-        cluster = Cluster(lab, workdir, with_nsqadmin=greensq_has_nsqadmin())
+    with Lab(workdir, sorted(set().union(*example_groups().values()))) as lab:
+        certs = Certs(workdir / "certs", server_ip=lab["nsq-2.example.com"].address)
+        cluster = Cluster(lab, workdir, certs)
         write_nsq_data_directory(cluster.taking_over.path(GO_DATA_PATH), LEGACY_TOPIC,
                                  LEGACY_CHANNEL, LEGACY_BODIES)
         cluster.write_inventory()
@@ -69,7 +69,7 @@ def test_every_nsqd_is_registered_with_every_lookupd(cluster):
 
 
 def test_message_published_on_one_host_is_consumed_through_lookupd_on_another(cluster):
-    publisher, consumer = cluster.lab["h1"], cluster.lab["h3"]
+    publisher, consumer = cluster.lab["nsq-1.example.com"], cluster.lab["nsq-3.example.com"]
     bodies = [f"hello from {publisher.name} #{i}" for i in range(5)]
     cluster.publish_on(publisher, "deploy_check", bodies)
     received = cluster.consume_on(consumer, "deploy_check", "check", count=len(bodies))
@@ -77,9 +77,6 @@ def test_message_published_on_one_host_is_consumed_through_lookupd_on_another(cl
 
 
 def test_nsqadmin_lists_every_node(cluster):
-    if cluster.nsqadmin_host is None:
-        pytest.skip("the installed greensq has no nsqadmin console script yet; "
-                    "the nsqadmin role is linted but not deployed")
     expected = sorted(host.address for host in cluster.nsqd_hosts)
 
     def listed():
@@ -95,6 +92,84 @@ def test_second_run_changes_nothing(cluster):
     changed = {host: counts["changed"] for host, counts in run.recap.items() if counts["changed"]}
     assert not changed, run.output[-20000:]
     assert set(run.recap) >= {host.name for host in cluster.lab.hosts}
+
+
+def test_playbook_stops_first_when_the_controller_s_python_differs(cluster, tmp_path):
+    # a controller Python of another minor version, as far as the playbook can tell
+    other_python = tmp_path / "python3.99"
+    other_python.write_text("#!/bin/sh\necho 3.99\n")
+    other_python.chmod(0o755)
+    host_version = subprocess.run(
+        [HOST_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    run = cluster.playbook("site.yml", "-e", f"greensq_wheel_python={other_python}")
+    assert run.returncode != 0
+    hosts = "; ".join(f"{host.name} has Python {host_version} ({HOST_PYTHON})"
+                      for host in sorted(cluster.lab.hosts, key=lambda host: host.name))
+    message = (f"{hosts}; the controller builds the wheels with Python 3.99 ({other_python}): "
+               "use the same Python minor version on the controller and the hosts")
+    assert f'"msg": "{message}"' in run.output, run.output[-20000:]
+    assert "TASK [Build greensq's wheels]" not in run.output
+    assert all(counts["changed"] == 0 for counts in run.recap.values()), run.output[-20000:]
+
+
+def test_nsqd_serves_tls_with_the_certificate_it_was_given(cluster):
+    host, certs = cluster.tls_host, cluster.certs
+    modes = host.ssh("stat -c '%n %U %G %a' /etc/greensq/tls/nsqd.crt /etc/greensq/tls/nsqd.key")
+    assert modes.stdout.splitlines() == ["/etc/greensq/tls/nsqd.crt root nsq 644",
+                                         "/etc/greensq/tls/nsqd.key root nsq 640"]
+    context = ssl.create_default_context(cafile=certs.ca)
+    client = V2Client(sock=socket.create_connection((host.address, NSQD_TCP), timeout=10))
+    try:
+        assert client.identify(feature_negotiation=True, tls_v1=True)["tls_v1"] is True
+        client.sock = context.wrap_socket(client.sock, server_hostname=host.address)
+        assert client.read_frame() == (FRAME_RESPONSE, b"OK")
+        assert client.sock.version() in ("TLSv1.2", "TLSv1.3")
+        assert client.pub("over_tls", b"sealed") == (FRAME_RESPONSE, b"OK")
+    finally:
+        client.close()
+    with urllib.request.urlopen(f"https://{host.address}:{NSQD_HTTPS}/ping", timeout=10,
+                                context=context) as resp:
+        assert resp.read() == b"OK"
+    # TLS is offered, not required: plain clients and HTTP keep working
+    assert http_ok(host.address, NSQD_HTTP, "/ping")
+
+
+def test_nsqd_that_requires_tls_is_checked_over_https(cluster):
+    host = cluster.tls_host
+    try:
+        # the role waits for /ping over HTTPS here: plain HTTP answers 403 from now on
+        cluster.playbook("site.yml", "--limit", host.name, "-e", "nsqd_tls_required=true").check()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{host.address}:{NSQD_HTTP}/ping", timeout=10)
+        assert refused.value.code == 403
+        assert json.loads(refused.value.read())["message"] == "TLS_REQUIRED"
+    finally:
+        cluster.playbook("site.yml", "--limit", host.name).check()
+    assert http_ok(host.address, NSQD_HTTP, "/ping")
+
+
+def test_nsqadmin_lets_only_its_admin_user_act(cluster):
+    admin = cluster.nsqadmin_host
+    cluster.publish_on(cluster.lab["nsq-1.example.com"], "guarded", ["one"])
+
+    def pause(headers):
+        request = urllib.request.Request(
+            f"http://{admin.address}:{NSQADMIN_HTTP}/api/topics/guarded", method="POST",
+            data=json.dumps({"action": "pause"}).encode(),
+            headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert pause({}) == 403
+    assert pause({"X-Forwarded-User": "mallory"}) == 403
+    assert pause({"X-Forwarded-User": ADMIN_USER}) == 200
+    stats = http_json(cluster.lab["nsq-1.example.com"].address, NSQD_HTTP,
+                      "/stats?format=json&topic=guarded")
+    assert stats["topics"][0]["paused"] is True
 
 
 def test_go_data_directory_is_taken_over(cluster):
@@ -118,8 +193,8 @@ def test_killed_nsqd_is_restarted_with_its_data(cluster):
 
     wait_until(restarted, timeout=60, interval=0.2, message="supervisord to restart nsqd")
     assert cluster.channel_depth(host, LEGACY_TOPIC, LEGACY_CHANNEL) == len(LEGACY_BODIES)
-    received = cluster.consume_on(cluster.lab["h1"], LEGACY_TOPIC, LEGACY_CHANNEL,
-                                  count=len(LEGACY_BODIES))
+    received = cluster.consume_on(cluster.lab["nsq-1.example.com"], LEGACY_TOPIC,
+                                  LEGACY_CHANNEL, count=len(LEGACY_BODIES))
     assert received == sorted(LEGACY_BODIES)
 
 

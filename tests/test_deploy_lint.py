@@ -1,15 +1,18 @@
-"""deploy/ without hosts: ansible-lint is clean, and the systemd units that the roles write
-pass systemd-analyze verify."""
+"""deploy/ without hosts: ansible-lint is clean, the systemd units that the roles write
+pass systemd-analyze verify, and the READMEs show the example inventory as it is, which
+takes over no data directory unless asked."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 
-from deploy_lab.cluster import BIN, DEPLOY, SCRIPTS
+from deploy_lab.cluster import BIN, DEPLOY, REPO, SCRIPTS
 
 pytestmark = pytest.mark.slow   # runs ansible-lint and systemd-analyze
 
@@ -46,3 +49,18 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
     # so a clean unit is one it says nothing about
     assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), \
         verify.stdout + verify.stderr
+
+
+def test_readmes_show_the_example_inventory_as_it_is():
+    example = (DEPLOY / "inventory" / "example" / "hosts.yml").read_text()
+    inventory = example[example.index("all:"):]          # its header comment aside
+    for readme in (REPO / "README.md", DEPLOY / "README.md"):
+        blocks = re.findall(r"```yaml\n(all:\n.*?)```", readme.read_text(), re.DOTALL)
+        assert blocks == [inventory], readme
+
+
+def test_example_inventory_takes_over_no_data_directory():
+    hosts = yaml.safe_load((DEPLOY / "inventory" / "example" / "hosts.yml").read_text())
+    for group in hosts["all"]["children"].values():
+        for host_vars in group["hosts"].values():
+            assert not any(key.startswith("nsqd_takeover") for key in host_vars or {})

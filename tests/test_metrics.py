@@ -84,6 +84,7 @@ def test_nsqd_metrics(nsqd_factory):
     assert "nsq_channel_dead_lettered_messages" not in families or not \
         families["nsq_channel_dead_lettered_messages"].samples
     assert "nsq_topic_refused_messages" not in families
+    assert "nsq_nsqd_max_bytes_per_channel" not in families
     consumer.close()
     producer.close()
 

@@ -1,10 +1,13 @@
 """A greensq cluster deployed by deploy/'s playbooks onto a Lab, and how to look at it.
 
-The inventory puts nsqlookupd on h1 and h2, nsqd on all three hosts and nsqadmin on h3
-(when greensq has it); the hosts have no systemd, so supervisord runs the daemons. h3
-starts with an nsqd data directory in NSQ's format, owned by root, which the nsqd role
-takes over, and keeps no message in memory (mem_queue_size 0), so what it holds is on
-disk even when its nsqd is killed.
+The inventory is deploy/inventory/example as it is (nsqlookupd and nsqd on each of its
+three hosts, nsqadmin on the first), with a second inventory that makes the lab's hosts
+of those names reachable and sets what the lab needs: the hosts have no systemd, so
+supervisord runs the daemons; nsq-3 starts with an nsqd data directory in NSQ's format,
+owned by root, which the nsqd role takes over, and keeps no message in memory
+(mem_queue_size 0), so what it holds is on disk even when its nsqd is killed; nsq-2's
+nsqd has a TLS certificate and key (made by the test); nsqadmin listens on the lab's
+network and lets one admin user act.
 """
 
 import json
@@ -19,8 +22,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
+EXAMPLE_INVENTORY = DEPLOY / "inventory" / "example" / "hosts.yml"
 BIN = Path(sys.executable).parent
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -28,7 +34,8 @@ VENV_PYTHON = "/opt/greensq/venv/bin/python"
 SUPERVISORCTL = ("/opt/greensq/venv/bin/supervisorctl"
                  " --configuration=/etc/greensq/supervisord.conf")
 GO_DATA_PATH = "/var/lib/nsq"
-NSQD_TCP, NSQD_HTTP, LOOKUPD_HTTP, NSQADMIN_HTTP = 4150, 4151, 4161, 4171
+NSQD_TCP, NSQD_HTTP, NSQD_HTTPS, LOOKUPD_HTTP, NSQADMIN_HTTP = 4150, 4151, 4152, 4161, 4171
+ADMIN_USER = "ops"
 
 _RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                     re.MULTILINE)
@@ -67,15 +74,24 @@ def http_ok(address, port, path, timeout=5):
         return False
 
 
+def example_groups():
+    """The example inventory's groups: ``{group: [host name, ...]}``."""
+    groups = yaml.safe_load(EXAMPLE_INVENTORY.read_text())["all"]["children"]
+    return {group: list(found["hosts"]) for group, found in groups.items()}
+
+
 class Cluster:
-    def __init__(self, lab, workdir, with_nsqadmin):
+    def __init__(self, lab, workdir, certs):
+        groups = example_groups()
         self.lab = lab
         self.workdir = Path(workdir)
-        self.lookupd_hosts = [lab["h1"], lab["h2"]]
-        self.nsqd_hosts = list(lab.hosts)
-        self.nsqadmin_host = lab["h3"] if with_nsqadmin else None
-        self.taking_over = lab["h3"]
-        self.inventory = self.workdir / "inventory.yml"
+        self.lookupd_hosts = [lab[name] for name in groups["nsqlookupd"]]
+        self.nsqd_hosts = [lab[name] for name in groups["nsqd"]]
+        (self.nsqadmin_host,) = [lab[name] for name in groups["nsqadmin"]]
+        self.taking_over = lab["nsq-3.example.com"]
+        self.tls_host = lab["nsq-2.example.com"]
+        self.certs = certs
+        self.inventory = self.workdir / "lab-inventory.yml"
 
     @property
     def lookupd_http_addresses(self):
@@ -86,24 +102,24 @@ class Cluster:
         return [f"{host.address}:{NSQD_TCP}" for host in self.nsqd_hosts]
 
     def write_inventory(self):
+        """The lab's inventory, read after the example's: how to reach each host, and the
+        lab's settings as host variables (which outrank the example's group_vars)."""
         lab = self.lab
-        nsqd_hosts = {host.name: {} for host in self.nsqd_hosts}
-        nsqd_hosts[self.taking_over.name] = {"nsqd_takeover_data_path": GO_DATA_PATH,
-                                             "nsqd_mem_queue_size": 0}
-        groups = {
-            "nsqlookupd": {"hosts": {host.name: {} for host in self.lookupd_hosts}},
-            "nsqd": {"hosts": nsqd_hosts},
-            "nsqadmin": {"hosts": {self.nsqadmin_host.name: {}} if self.nsqadmin_host else {}},
-            "lab": {"hosts": {host.name: lab.host_vars(host) for host in lab.hosts}},
-        }
-        inventory = {"all": {
-            # supervisord raises its open-file limit to this; the lab's hosts cannot go
-            # past this machine's hard limit
-            "vars": {"greensq_limit_nofile": min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
-                     "greensq_service_manager": "supervisor",
-                     "greensq_wheelhouse_dir": str(self.workdir / "wheelhouse"),
-                     "ansible_become": False},
-            "children": groups}}
+        # supervisord raises its open-file limit to this; the lab's hosts cannot go past
+        # this machine's hard limit
+        nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        hosts = {host.name: dict(lab.host_vars(host), greensq_service_manager="supervisor",
+                                 greensq_limit_nofile=nofile) for host in lab.hosts}
+        hosts[self.taking_over.name].update(nsqd_takeover_data_path=GO_DATA_PATH,
+                                            nsqd_mem_queue_size=0)
+        hosts[self.tls_host.name].update(nsqd_tls_cert_file=self.certs.server_cert,
+                                         nsqd_tls_key_file=self.certs.server_key)
+        hosts[self.nsqadmin_host.name].update(nsqadmin_http_address=f"0.0.0.0:{NSQADMIN_HTTP}",
+                                              nsqadmin_admin_users=[ADMIN_USER])
+        inventory = {
+            "all": {"vars": {"greensq_wheelhouse_dir": str(self.workdir / "wheelhouse"),
+                             "ansible_become": False}},
+            "lab": {"hosts": hosts}}
         self.inventory.write_text(json.dumps(inventory, indent=1))   # JSON is YAML
 
     def playbook(self, name, *args):
@@ -115,8 +131,9 @@ class Cluster:
                    ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.workdir / "cp"),
                    ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
         started = time.monotonic()
-        proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), name,
-                               *args], cwd=DEPLOY, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(EXAMPLE_INVENTORY),
+                               "-i", str(self.inventory), name, *args],
+                              cwd=DEPLOY, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=900)
         return PlaybookRun(proc.returncode, proc.stdout, time.monotonic() - started)
