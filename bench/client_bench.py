@@ -49,11 +49,8 @@ def prefill(address, topic, count, size, batch=1000):
     producer.close()
 
 
-def bench_consumer(nsqd, topic, count, size, max_in_flight):
-    http = NsqdHTTPClient(f"127.0.0.1:{nsqd.http_port}")
-    http.create_topic(topic)
-    http.create_channel(topic, "bench")
-    prefill(nsqd.tcp_address, topic, count, size)
+def drain(address, topic, count, max_in_flight):
+    """Consume ``count`` messages of ``topic``'s channel "bench" with a no-op handler."""
     done = Event()
     seen = [0]
 
@@ -62,23 +59,18 @@ def bench_consumer(nsqd, topic, count, size, max_in_flight):
         if seen[0] == count:
             done.set()
 
-    start, cpu = time.perf_counter(), cpu_seconds()
-    consumer = Consumer(topic, "bench", handler, nsqd_tcp_addresses=[nsqd.tcp_address],
+    consumer = Consumer(topic, "bench", handler, nsqd_tcp_addresses=[address],
                         max_in_flight=max_in_flight).start()
     if not done.wait(120):
         raise SystemExit(f"consumer saw only {seen[0]} of {count} messages")
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     consumer.close()
-    rate = report("consumer (no-op handler, drain backlog)", count, seconds, size)
-    client_cpu(count, cpu)
-    return rate
 
 
-def bench_producer(nsqd, topic, count, size, window):
-    producer = Producer([nsqd.tcp_address])
+def publish_pipelined(address, topic, count, size, window):
+    """PUB ``count`` messages, up to ``window`` unanswered at once; all answered."""
+    producer = Producer([address])
     producer.connect()
     body = b"x" * size
-    start, cpu = time.perf_counter(), cpu_seconds()
     outstanding = []
     for _ in range(count):
         outstanding.append(producer.publish_async(topic, body))
@@ -88,8 +80,26 @@ def bench_producer(nsqd, topic, count, size, window):
             outstanding = [r for r in outstanding if not r.ready()]
     for result in outstanding:
         result.get()
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     producer.close()
+
+
+def bench_consumer(nsqd, topic, count, size, max_in_flight):
+    http = NsqdHTTPClient(f"127.0.0.1:{nsqd.http_port}")
+    http.create_topic(topic)
+    http.create_channel(topic, "bench")
+    prefill(nsqd.tcp_address, topic, count, size)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    drain(nsqd.tcp_address, topic, count, max_in_flight)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    rate = report("consumer (no-op handler, drain backlog)", count, seconds, size)
+    client_cpu(count, cpu)
+    return rate
+
+
+def bench_producer(nsqd, topic, count, size, window):
+    start, cpu = time.perf_counter(), cpu_seconds()
+    publish_pipelined(nsqd.tcp_address, topic, count, size, window)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     rate = report(f"producer (PUB, pipelined, window {window})", count, seconds, size)
     client_cpu(count, cpu)
     return rate

@@ -19,21 +19,39 @@ works in any gevent program (Gunicorn gevent workers included)::
 See ``client/README.md`` for the classic NSQ patterns (metrics through a local nsqd,
 workers, pub/sub, archiving) as runnable examples.
 
-Modules: :mod:`.errors` (one exception per NSQ error code), :mod:`.message`,
+Modules: the protocol without I/O, shared with the asyncio client :mod:`.aio`:
+:mod:`.frames` (the frame decoder), :mod:`.protocol` (handshake, commands, answers),
+:mod:`.compression`, :mod:`.producer_core` and :mod:`.consumer_core` (failover, RDY,
+backoff), :mod:`.errors` (one exception per NSQ error code), :mod:`.message`; on gevent:
 :mod:`.connection` (one nsqd connection), :mod:`.producer`, :mod:`.consumer`,
 :mod:`.http` (nsqd and nsqlookupd HTTP APIs).
 """
 
-from .connection import USER_AGENT, Connection
-from .consumer import Consumer
+import importlib
+
 from .errors import *  # noqa: F401,F403 - the typed errors are part of the API
 from .errors import ERRORS, NSQError, ProtocolError, error_from_frame
-from .http import HTTPError, LookupdHTTPClient, NsqdHTTPClient
+from .http_answers import HTTPError
 from .message import Message
-from .producer import Producer
+from .protocol import USER_AGENT
+
+# The gevent client's classes, imported when first asked for: an asyncio program using
+# greensq.client.aio, which shares this package, never imports gevent.
+_ON_GEVENT = {"Connection": ".connection", "Consumer": ".consumer", "Producer": ".producer",
+              "LookupdHTTPClient": ".http", "NsqdHTTPClient": ".http"}
 
 __all__ = [
     "Connection", "Consumer", "ERRORS", "HTTPError", "LookupdHTTPClient", "Message",
     "NSQError", "NsqdHTTPClient", "Producer", "ProtocolError", "USER_AGENT",
     "error_from_frame",
 ] + [cls.__name__ for cls in ERRORS.values()]
+
+
+def __getattr__(name):
+    """``Producer``, ``Consumer``, ... of the gevent client, imported on first use."""
+    module = _ON_GEVENT.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,6 +1,9 @@
-"""Consuming a topic's channel from one or many nsqd, found directly or via nsqlookupd.
+"""Consuming a topic's channel on gevent, from one or many nsqd, found directly or via
+nsqlookupd.
 
-How a :class:`Consumer` works, in the order things happen:
+What the consumer decides (RDY, backoff, each message's fate) is
+:class:`~.consumer_core.ConsumerCore`'s, shared with the asyncio client; this module is
+the gevent side of it, in the order things happen:
 
 * **Connections.** One :class:`~greensq.client.connection.Connection` per nsqd, each
   IDENTIFYed and subscribed (``SUB topic channel``). nsqd addresses come from
@@ -9,24 +12,12 @@ How a :class:`Consumer` works, in the order things happen:
   new nsqd are connected, vanished ones closed; polls are spread out with jitter, and
   come soon after one that found no nsqd at all, so a topic created a moment before
   the consumer started is not missed for a whole poll interval).
-* **Flow control (RDY).** ``max_in_flight`` is the most messages this consumer holds at
-  once, over all connections. It is split evenly between connections. When there are
-  more connections than ``max_in_flight``, only some get ``RDY 1``; a periodic
-  redistribution takes it back from connections that stayed idle and hands it to
-  others, so every nsqd gets drained.
-* **Handlers.** Each message runs ``handler(message)`` in its own greenlet. Returning
-  means FIN; raising means REQ with a delay that grows with the message's attempts. A
-  handler may also TOUCH, FIN or REQ itself, or call ``message.enable_async()`` and
-  answer later. A message delivered more than ``max_attempts`` times is handed to
-  ``on_give_up`` (if any) and finished instead of being handled again.
-* **Backoff.** A failed message (REQ with backoff) makes the consumer back off as NSQ's
-  official clients do: ``RDY 0`` on every connection, wait (doubling with each
-  consecutive failure up to ``max_backoff``), then ``RDY 1`` on one connection to try a
-  single message. A success steps the backoff down; back at zero every connection gets
-  its full RDY again. Results that arrive while the wait is running are not counted.
+* **Handlers.** Each message runs ``handler(message)`` in a worker greenlet
+  (:mod:`.workers`). A handler may also TOUCH, FIN or REQ itself, or call
+  ``message.enable_async()`` and answer later.
 * **Closing.** :meth:`Consumer.close` stops discovery, sends CLS (nsqd stops sending and
-  answers ``CLOSE_WAIT``), lets the running handlers finish and their FIN/REQ go out,
-  then closes the sockets.
+  answers ``CLOSE_WAIT``), requeues at once the messages no handler has started, lets
+  the running handlers finish and their FIN/REQ go out, then closes the sockets.
 
 Everything runs in greenlets on gevent's hub, with gevent's own sockets: no
 monkey-patching needed.
@@ -39,179 +30,37 @@ import time
 import gevent
 from gevent.event import Event
 
-from .connection import Connection, encode_command, parse_address
+from .connection import Connection
+from .consumer_core import ConsumerCore
 from .errors import NSQError, ProtocolError
 from .http import HTTPError, LookupdHTTPClient
+from .protocol import encode_command
 from .workers import WorkerPool
 
 log = logging.getLogger("greensq.client")
 
-# The first wait before asking lookupd again when it listed no nsqd for the topic.
-LOOKUPD_RETRY = 0.25
 
-
-class _NsqdState:
-    """The consumer's view of one connection: RDY sent, messages held, activity.
-
-    It is also the ``responder`` of the messages that connection delivers, turning
-    ``message.finish()`` into ``FIN <id>`` on the right connection.
+class Consumer(ConsumerCore):
+    __doc__ = ConsumerCore.__doc__ + """
+    The handler runs in a worker greenlet; returning FINs the message, raising REQs it.
     """
 
-    __slots__ = ("consumer", "conn", "address", "direct", "rdy", "in_flight",
-                 "active_at", "retiring", "drained")
-
-    def __init__(self, consumer, address, direct):
-        self.consumer = consumer
-        self.conn = None
-        self.address = address
-        self.direct = direct          # given by the user (reconnect) or found via lookupd
-        self.rdy = 0
-        self.in_flight = 0
-        self.active_at = time.monotonic()
-        self.retiring = False
-        self.drained = Event()
-        self.drained.set()
-
-    def send_rdy(self, count):
-        if count == self.rdy or self.conn is None or self.conn.closed:
-            return
-        self.rdy = count
-        self.active_at = time.monotonic()
-        self.conn.send(b"RDY %d\n" % count)
-
-    def _send(self, data):
-        conn = self.conn
-        if conn is not None and not conn.closed:
-            conn.send(data)
-            return True
-        return False
-
-    def _done(self):
-        self.in_flight -= 1
-        if self.in_flight <= 0:
-            self.drained.set()
-
-    # -- the responder interface of Message --
-
-    def finish(self, msg):
-        conn = self.conn
-        if not conn.closed:
-            conn.send(b"FIN " + msg.id + b"\n")
-        self._finished(1)
-
-    def finish_many(self, msgs):
-        """FIN several messages of this connection with one write."""
-        conn = self.conn
-        if not conn.closed:
-            conn.send(b"".join([b"FIN " + msg.id + b"\n" for msg in msgs]))
-        self._finished(len(msgs))
-
-    def _finished(self, count):
-        self.in_flight -= count
-        if self.in_flight <= 0:
-            self.drained.set()
-        consumer = self.consumer
-        consumer.stats["finished"] += count
-        if consumer._backoff_counter and consumer._backoff_timer is None:
-            for _ in range(count):   # each success steps the backoff down
-                consumer._message_done(self, None, success=True)
-
-    def requeue(self, msg, delay=None, backoff=True):
-        if delay is None:
-            delay = self.consumer.requeue_delay_for(msg.attempts)
-        self._send(b"REQ %s %d\n" % (msg.id, max(0, int(delay * 1000))))
-        self._done()
-        self.consumer._message_done(self, "requeued", success=None if not backoff else False)
-
-    def touch(self, msg):
-        self._send(b"TOUCH " + msg.id + b"\n")
-
-
-class Consumer:
-    """Consume ``topic``/``channel``, calling ``handler(message)`` for every message.
-
-    Options (durations in seconds):
-
-    ``nsqd_tcp_addresses``, ``lookupd_http_addresses``
-        where to find nsqd (``"host:port"``); at least one of the two.
-    ``max_in_flight`` (1)
-        messages held at once, over all connections.
-    ``max_attempts`` (5; 0 = unlimited), ``on_give_up(message)``
-        give up on a message delivered more often than this: call the hook, then FIN.
-    ``requeue_delay`` (90), ``max_requeue_delay`` (900)
-        a failed message is requeued after ``requeue_delay * attempts`` (capped).
-    ``backoff`` (1), ``max_backoff`` (120)
-        the first backoff wait, and its cap (it doubles per consecutive failure);
-        ``max_backoff=0`` turns backoff off (go-nsq's ``max_backoff_duration,0``).
-    ``concurrency`` (``max_in_flight``)
-        handlers running at once; fewer than ``max_in_flight`` makes the rest of the
-        messages held wait their turn (go-nsq's ``AddConcurrentHandlers``).
-    ``lookupd_poll_interval`` (60), ``lookupd_poll_jitter`` (0.3)
-        how often lookupd is asked, each wait varied by up to this fraction; while it
-        lists no nsqd, it is asked again after 0.25 s, doubling up to the interval.
-    ``rdy_redistribute_interval`` (5), ``low_rdy_idle_timeout`` (10)
-        with more connections than ``max_in_flight``: how often RDY is redistributed,
-        and how long a connection holding RDY may stay idle before losing it.
-    ``reconnect_interval`` (1), ``max_reconnect_interval`` (30)
-        first and longest wait before reconnecting to a direct nsqd that dropped.
-    ``on_command(connection, data)``
-        sees every command line sent (instrumentation).
-    Other keyword arguments are IDENTIFY options of :class:`Connection`
-    (``heartbeat_interval``, ``msg_timeout``, ``output_buffer_size``,
-    ``output_buffer_timeout``, ``sample_rate``, ``client_id``, ``hostname``, ``user_agent``).
-    """
-
-    def __init__(self, topic, channel, handler, *, nsqd_tcp_addresses=(),
-                 lookupd_http_addresses=(), max_in_flight=1, max_attempts=5,
-                 on_give_up=None, requeue_delay=90.0, max_requeue_delay=900.0,
-                 backoff=1.0, max_backoff=120.0, lookupd_poll_interval=60.0,
-                 lookupd_poll_jitter=0.3, rdy_redistribute_interval=5.0,
-                 low_rdy_idle_timeout=10.0, reconnect_interval=1.0,
-                 max_reconnect_interval=30.0, connect_timeout=5.0, on_command=None,
-                 concurrency=None, **connection_options):
-        if isinstance(nsqd_tcp_addresses, str):
-            nsqd_tcp_addresses = [nsqd_tcp_addresses]
-        if isinstance(lookupd_http_addresses, str):
-            lookupd_http_addresses = [lookupd_http_addresses]
-        if not nsqd_tcp_addresses and not lookupd_http_addresses:
-            raise ValueError("give nsqd_tcp_addresses or lookupd_http_addresses")
-        self.topic = topic
-        self.channel = channel
-        self.handler = handler
-        self.nsqd_tcp_addresses = ["%s:%d" % parse_address(a) for a in nsqd_tcp_addresses]
-        self.lookupd_http_addresses = list(lookupd_http_addresses)
-        self.max_in_flight = max_in_flight
-        self.max_attempts = max_attempts
-        self.on_give_up = on_give_up
-        self.requeue_delay = requeue_delay
-        self.max_requeue_delay = max_requeue_delay
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.lookupd_poll_interval = lookupd_poll_interval
-        self.lookupd_poll_jitter = lookupd_poll_jitter
-        self.rdy_redistribute_interval = rdy_redistribute_interval
-        self.low_rdy_idle_timeout = low_rdy_idle_timeout
-        self.reconnect_interval = reconnect_interval
-        self.max_reconnect_interval = max_reconnect_interval
-        self.connect_timeout = connect_timeout
-        self.on_command = on_command
-        self.connection_options = connection_options
-
-        self.stats = {"received": 0, "finished": 0, "requeued": 0, "given_up": 0,
-                      "handler_errors": 0}
-        self._nsqd = {}                 # address -> _NsqdState of live connections
-        self._connecting = set()        # addresses being connected
+    def __init__(self, topic, channel, handler, **options):
+        super().__init__(topic, channel, handler, **options)
         self._greenlets = []            # background loops
-        self._backoff_counter = 0
-        self._backoff_timer = None
-        self._handlers = 0
-        self.concurrency = concurrency
-        self._pool = WorkerPool(self._handle, concurrency or max_in_flight)
-        self._handlers_idle = Event()
-        self._handlers_idle.set()
-        self._started = False
-        self._closing = False
+        self._pool = WorkerPool(self._handle, self.concurrency or self.max_in_flight)
         self._closed = Event()
+
+    # -- I/O hooks of the core ------------------------------------------------------------
+
+    connection_class = Connection
+    _new_event = Event
+
+    def _call_later(self, delay, func):
+        return gevent.spawn_later(delay, func)
+
+    def _cancel(self, greenlet):
+        greenlet.kill(block=False)
 
     # -- public API -----------------------------------------------------------------------
 
@@ -233,28 +82,24 @@ class Consumer:
                 raise
             except (OSError, NSQError) as err:
                 log.warning("%s: cannot connect (%s); retrying", address, err)
-                self._schedule_reconnect(address)
+                self._reconnect(address)
         if self.lookupd_http_addresses:
             self._greenlets.append(gevent.spawn(self._lookupd_loop, self.query_lookupd()))
         self._greenlets.append(gevent.spawn(self._redistribute_loop))
         return self
 
     def close(self, timeout=10.0):
-        """Stop taking messages, let handlers finish (up to ``timeout``), CLS, disconnect."""
+        """Stop taking messages: CLS, requeue the messages no handler has started, let
+        handlers finish (up to ``timeout``), disconnect."""
         if self._closing:
             self._closed.wait(timeout)
             return
-        self._closing = True
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
-        if self._backoff_timer is not None:
-            self._backoff_timer.kill(block=False)
-        states = list(self._nsqd.values())
-        answers = []
-        for state in states:
-            if state.conn is not None and not state.conn.closed:
-                state.rdy = 0
-                answers.append(state.conn.request(encode_command("CLS")))
+        states = self._closing_states()
+        answers = [state.conn.request(encode_command("CLS")) for state in states
+                   if state.conn is not None and not state.conn.closed]
+        self._requeue_untaken(self._pool.take_pending())
         deadline = time.monotonic() + timeout
         for answer in answers:
             try:
@@ -282,57 +127,21 @@ class Consumer:
         self.close()
 
     def set_max_in_flight(self, count):
-        """Change ``max_in_flight``; 0 pauses consumption on every connection."""
-        self.max_in_flight = count
         if not self.concurrency:
             self._pool.resize(count)
-        self._update_rdy()
+        super().set_max_in_flight(count)
 
-    @property
-    def connections(self):
-        """``{address: Connection}`` of the live connections."""
-        return {a: s.conn for a, s in self._nsqd.items()}
-
-    def is_starved(self):
-        """True if some connection has used most of its RDY (a hint for batching
-        handlers that should process what they hold now)."""
-        return any(s.in_flight > 0 and s.in_flight >= 0.85 * s.rdy
-                   for s in self._nsqd.values())
-
-    def finish_all(self, messages):
-        """FIN ``messages`` (held with ``enable_async()``) with one write per connection
-        instead of one command each: for handlers that answer in batches."""
-        by_connection = {}
-        for message in messages:
-            if message._responded:
-                raise RuntimeError("message already responded to")
-            message._responded = True
-            by_connection.setdefault(message._responder, []).append(message)
-        for state, batch in by_connection.items():
-            if state is not None:
-                state.finish_many(batch)
-
-    @property
-    def unhandled(self):
-        """Messages received whose handler has not returned yet (queued or running)."""
-        return self._handlers
-
-    def requeue_delay_for(self, attempts):
-        return min(self.requeue_delay * max(1, attempts), self.max_requeue_delay)
+    set_max_in_flight.__doc__ = ConsumerCore.set_max_in_flight.__doc__
 
     # -- connections ----------------------------------------------------------------------
 
     def _connect(self, address, direct):
-        if address in self._nsqd or address in self._connecting or self._closing:
+        state = self._new_nsqd(address, direct)
+        if state is None:
             return
         self._connecting.add(address)
         try:
-            state = _NsqdState(self, address, direct)
-            conn = Connection(address, connect_timeout=self.connect_timeout,
-                              on_messages=self._on_messages, on_error=self._on_error,
-                              on_close=self._on_close, on_command=self.on_command,
-                              responder=state, **self.connection_options)
-            state.conn = conn
+            conn = state.conn
             conn.connect()
             try:
                 conn.request(encode_command("SUB", self.topic, self.channel)).get(
@@ -343,30 +152,11 @@ class Consumer:
             if self._closing:
                 conn.close()
                 return
-            self._nsqd[address] = state
-            log.info("%s: subscribed to %s/%s", address, self.topic, self.channel)
-            self._on_new_connection(state)
+            self._subscribed(state)
         finally:
             self._connecting.discard(address)
 
-    def _on_close(self, conn):
-        state = conn.responder
-        registered = self._nsqd.get(state.address) is state
-        if registered:
-            del self._nsqd[state.address]
-        state.rdy = 0
-        state.drained.set()
-        if not registered or self._closing or state.retiring:
-            return   # a failed connect (its caller retries), close() or retirement
-        log.warning("%s: connection closed", state.address)
-        if state.direct:
-            self._schedule_reconnect(state.address)
-        self._update_rdy()
-
-    def _on_error(self, conn, error):
-        log.warning("%s: %s", conn.address, error)
-
-    def _schedule_reconnect(self, address):
+    def _reconnect(self, address):
         self._greenlets.append(gevent.spawn(self._reconnect_loop, address))
 
     def _reconnect_loop(self, address):
@@ -384,8 +174,7 @@ class Consumer:
 
     def _retire(self, state):
         """Stop consuming from an nsqd that lookupd no longer lists."""
-        state.retiring = True
-        self._nsqd.pop(state.address, None)
+        self._retiring(state)
         conn = state.conn
 
         def drain():
@@ -397,7 +186,6 @@ class Consumer:
             conn.close_after_flush()
 
         self._greenlets.append(gevent.spawn(drain))
-        self._update_rdy()
 
     # -- lookupd --------------------------------------------------------------------------
 
@@ -406,31 +194,18 @@ class Consumer:
 
         Returns the set of nsqd TCP addresses found, or None if no lookupd answered.
         """
-        found, answered = set(), False
+        answers = []
         for address in self.lookupd_http_addresses:
             try:
-                lookup = LookupdHTTPClient(address, timeout=self.connect_timeout).lookup(
-                    self.topic)
-            except HTTPError as err:
-                if err.status == 404:   # TOPIC_NOT_FOUND: no nsqd has the topic (yet)
-                    answered = True
-                else:
-                    log.warning("lookupd %s: %s", address, err)
-                continue
-            except (OSError, ValueError) as err:
-                log.warning("lookupd %s: %s", address, err)
-                continue
-            answered = True
-            found.update(node.tcp_address for node in lookup.producers)
-        if not answered or self._closing:
-            return None
-        for address in found:
-            if address not in self._nsqd and address not in self._connecting:
-                self._greenlets.append(gevent.spawn(self._connect_quietly, address))
-        for address, state in list(self._nsqd.items()):
-            if not state.direct and address not in found:
-                log.info("%s: no longer listed by lookupd; closing", address)
-                self._retire(state)
+                answers.append((address, LookupdHTTPClient(
+                    address, timeout=self.connect_timeout).lookup(self.topic)))
+            except (HTTPError, OSError, ValueError) as err:
+                answers.append((address, err))
+        found, new, vanished = self._lookupd_answered(answers)
+        for address in new:
+            self._greenlets.append(gevent.spawn(self._connect_quietly, address))
+        for state in vanished:
+            self._retire(state)
         return found
 
     def _connect_quietly(self, address):
@@ -440,174 +215,38 @@ class Consumer:
             log.warning("%s: cannot connect (%s)", address, err)
 
     def _lookupd_loop(self, found):
-        """Poll lookupd every ``lookupd_poll_interval`` (jittered, so consumers that
-        started together do not poll in lockstep). While it gives no nsqd to consume from
-        (the topic is new and its nsqd has not registered it yet, or lookupd is down),
-        poll again soon: after ``LOOKUPD_RETRY`` seconds, doubling up to the interval."""
-        interval, jitter = self.lookupd_poll_interval, self.lookupd_poll_jitter
-        retry = LOOKUPD_RETRY
-        if found:
-            gevent.sleep(random.uniform(0, interval * jitter))
+        gevent.sleep(self._lookupd_spread(found))
         while not self._closing:
-            if found or self._nsqd:
-                retry = LOOKUPD_RETRY
-                wait = interval
-            else:
-                wait, retry = min(retry, interval), retry * 2
-            gevent.sleep(wait * random.uniform(1 - jitter, 1 + jitter))
+            gevent.sleep(self._lookupd_wait(found))
             found = self.query_lookupd()
 
     # -- messages -------------------------------------------------------------------------
 
     def _on_messages(self, conn, messages):
-        state = conn.responder
-        count = len(messages)
-        state.in_flight += count
-        state.drained.clear()
-        state.active_at = time.monotonic()
-        self.stats["received"] += count
-        self._handlers += count
-        self._handlers_idle.clear()
+        self._received(conn.responder, messages)
         self._pool.submit_many(messages)
 
     def _handle(self, msg):
         try:
             if self.max_attempts and msg.attempts > self.max_attempts:
-                self.stats["given_up"] += 1
-                if self.on_give_up is not None:
-                    try:
-                        self.on_give_up(msg)
-                    except Exception:
-                        log.exception("on_give_up failed for %r", msg)
-                if not msg.has_responded():
-                    msg._responded = True
-                    state = msg._responder
-                    state._send(b"FIN " + msg.id + b"\n")
-                    state._done()
-                    self.stats["finished"] += 1
+                self._give_up(msg)
                 return
             try:
                 self.handler(msg)
             except Exception:
-                self.stats["handler_errors"] += 1
-                log.exception("handler failed for %r", msg)
-                if not msg.has_responded():
-                    msg.requeue()
+                self._handler_failed(msg)
                 return
             if not msg._async and not msg._responded:
                 msg._responded = True
                 msg._responder.finish(msg)
-        finally:
+        finally:   # _handler_done(), inline: this runs for every message
             self._handlers -= 1
             if self._handlers == 0:
                 self._handlers_idle.set()
 
-    def _message_done(self, state, outcome, success):
-        if outcome is not None:
-            self.stats[outcome] += 1
-        if success is None or self._closing or not self.max_backoff:
-            return
-        if self._backoff_timer is not None:
-            return   # results during a backoff wait do not count
-        if success:
-            if self._backoff_counter == 0:
-                return
-            self._backoff_counter -= 1
-            if self._backoff_counter == 0:
-                log.info("backoff over; resuming")
-                self._update_rdy()
-            else:
-                self._start_backoff()
-        else:
-            self._backoff_counter += 1
-            self._start_backoff()
-
-    # -- backoff --------------------------------------------------------------------------
-
-    def backoff_duration(self, counter):
-        return min(self.max_backoff, self.backoff * 2 ** (counter - 1))
-
-    @property
-    def in_backoff(self):
-        return self._backoff_counter > 0
-
-    def _start_backoff(self):
-        duration = self.backoff_duration(self._backoff_counter)
-        log.info("backing off for %.3fs (level %d)", duration, self._backoff_counter)
-        for state in self._nsqd.values():
-            state.send_rdy(0)
-        self._backoff_timer = gevent.spawn_later(duration, self._backoff_test)
-
-    def _backoff_test(self):
-        self._backoff_timer = None
-        if self._closing or not self._nsqd:
-            return
-        # One message from one connection decides whether to keep backing off.
-        state = random.choice(list(self._nsqd.values()))
-        state.send_rdy(1)
-
     # -- RDY ------------------------------------------------------------------------------
-
-    def _on_new_connection(self, state):
-        if self._backoff_counter:
-            state.send_rdy(0)
-            return
-        self._update_rdy()
-
-    def _update_rdy(self):
-        """Give every connection its share of max_in_flight (outside backoff)."""
-        if self._closing or self._backoff_counter:
-            return
-        states = list(self._nsqd.values())
-        if not states:
-            return
-        total = self.max_in_flight
-        if total >= len(states):
-            share, extra = divmod(total, len(states))
-            for index, state in enumerate(states):
-                state.send_rdy(self._cap(state, share + (1 if index < extra else 0)))
-            return
-        # Fewer slots than connections: RDY 1 each to at most max_in_flight of them.
-        holders = [s for s in states if s.rdy > 0]
-        for state in holders[total:]:
-            state.send_rdy(0)
-        for state in holders[:total]:
-            state.send_rdy(1)
-        self._fill_free_slots(states)
-
-    def _fill_free_slots(self, states, avoid=()):
-        free = self.max_in_flight - sum(s.rdy for s in states)
-        if free <= 0:
-            return
-        candidates = [s for s in states if s.rdy == 0 and s not in avoid]
-        if len(candidates) < free:
-            candidates += [s for s in states if s.rdy == 0 and s in avoid]
-        random.shuffle(candidates)
-        for state in candidates[:free]:
-            state.send_rdy(1)
-
-    @staticmethod
-    def _cap(state, count):
-        limit = state.conn.settings.get("max_rdy_count") if state.conn else None
-        return min(count, limit) if limit else count
 
     def _redistribute_loop(self):
         while not self._closing:
             gevent.sleep(self.rdy_redistribute_interval)
             self.redistribute()
-
-    def redistribute(self):
-        """Move RDY from idle connections to others when max_in_flight is too small to
-        give every connection some (called periodically)."""
-        states = list(self._nsqd.values())
-        if self._closing or self._backoff_counter or len(states) <= self.max_in_flight:
-            return
-        now = time.monotonic()
-        released = []
-        for state in states:
-            if (state.rdy > 0 and state.in_flight == 0
-                    and now - state.active_at >= self.low_rdy_idle_timeout):
-                state.send_rdy(0)
-                released.append(state)
-        self._fill_free_slots(states, avoid=released)
-

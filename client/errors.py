@@ -30,6 +30,11 @@ class NSQTimeoutError(NSQError):
     """nsqd did not answer in time."""
 
 
+class FrameError(ConnectionClosedError):
+    """nsqd sent bytes that are not NSQ's protocol (a frame of impossible size, a
+    corrupt compressed stream, an answer out of place); the connection is closed."""
+
+
 class ProtocolError(NSQError, ClientError):
     """An error frame from nsqd. ``code`` is e.g. ``E_BAD_TOPIC``; ``fatal`` is whether
     nsqd closed the connection after sending it."""
@@ -104,5 +109,5 @@ def error_from_frame(data):
 
 
 __all__ = ["NSQError", "ConnectionClosedError", "NoConnectionsError", "NSQTimeoutError",
-           "ProtocolError", "ERRORS", "error_from_frame", "AuthError"] + [
+           "FrameError", "ProtocolError", "ERRORS", "error_from_frame", "AuthError"] + [
     cls.__name__ for cls in ERRORS.values()]

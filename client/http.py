@@ -2,31 +2,22 @@
 
 Requests go through the standard library's :mod:`http.client` on a gevent socket, so
 they yield to other greenlets instead of blocking the hub, without monkey-patching and
-without another dependency. JSON answers come back parsed; nsqlookupd's node entries
-become :class:`Node` objects. A non-2xx answer raises :class:`HTTPError` carrying NSQ's
-``{"message": ...}`` text (e.g. ``TOPIC_NOT_FOUND``).
+without another dependency. JSON answers come back parsed (:mod:`.http_answers`);
+nsqlookupd's node entries become :class:`Node` objects. A non-2xx answer raises
+:class:`HTTPError` carrying NSQ's ``{"message": ...}`` text (e.g. ``TOPIC_NOT_FOUND``).
 """
 
 import http.client
 import json
 import struct
 import urllib.parse
-from dataclasses import dataclass, field
 
 from gevent import socket
 
-from .connection import parse_address
-from .errors import NSQError
+from .http_answers import HTTPError, Lookup, Node, checked
+from .protocol import parse_address
 
-
-class HTTPError(NSQError):
-    """A non-2xx answer. ``status`` is the HTTP status, ``message`` NSQ's error text."""
-
-    def __init__(self, status, message, body=b""):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-        self.body = body
+__all__ = ["HTTPError", "Lookup", "LookupdHTTPClient", "Node", "NsqdHTTPClient", "request"]
 
 
 class _GeventHTTPConnection(http.client.HTTPConnection):
@@ -50,23 +41,13 @@ def request(address, method, path, params=None, body=None, timeout=5.0):
         conn.close()
 
 
-def _checked(status, body):
-    if 200 <= status < 300:
-        return body
-    try:
-        message = json.loads(body)["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body.decode("utf-8", "replace").strip()
-    raise HTTPError(status, message, body)
-
-
 class _Client:
     def __init__(self, address, timeout=5.0):
         self.address = "%s:%d" % parse_address(address)
         self.timeout = timeout
 
     def _call(self, method, path, params=None, body=None):
-        return _checked(*request(self.address, method, path, params, body, self.timeout))
+        return checked(*request(self.address, method, path, params, body, self.timeout))
 
     def _json(self, method, path, params=None, body=None):
         data = self._call(method, path, params, body)
@@ -151,52 +132,13 @@ class NsqdHTTPClient(_Client):
         self._channel("unpause", topic, channel)
 
 
-@dataclass
-class Node:
-    """An nsqd as nsqlookupd describes it."""
-
-    broadcast_address: str
-    tcp_port: int
-    http_port: int
-    hostname: str = ""
-    remote_address: str = ""
-    version: str = ""
-    tombstones: list = field(default_factory=list)
-    topics: list = field(default_factory=list)
-
-    @classmethod
-    def from_json(cls, data):
-        return cls(data.get("broadcast_address", ""), int(data.get("tcp_port", 0)),
-                   int(data.get("http_port", 0)), data.get("hostname", ""),
-                   data.get("remote_address", ""), data.get("version", ""),
-                   data.get("tombstones") or [], data.get("topics") or [])
-
-    @property
-    def tcp_address(self):
-        return f"{self.broadcast_address}:{self.tcp_port}"
-
-    @property
-    def http_address(self):
-        return f"{self.broadcast_address}:{self.http_port}"
-
-
-@dataclass
-class Lookup:
-    """The answer of ``/lookup``: the topic's channels and the nsqd that have it."""
-
-    channels: list
-    producers: list
-
-
 class LookupdHTTPClient(_Client):
     """nsqlookupd's HTTP API: where topics live."""
 
     def lookup(self, topic):
         """The :class:`Lookup` for ``topic``; raises HTTPError (404 TOPIC_NOT_FOUND) when
         no nsqd has it."""
-        data = self._json("GET", "/lookup", {"topic": topic}) or {}
-        return Lookup(list(data.get("channels") or []),
-                      [Node.from_json(p) for p in data.get("producers") or []])
+        return Lookup.from_json(self._json("GET", "/lookup", {"topic": topic}))
 
     def topics(self):
         return list((self._json("GET", "/topics") or {}).get("topics") or [])

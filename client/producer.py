@@ -20,37 +20,19 @@ import logging
 import gevent
 from gevent.lock import Semaphore
 
-from .connection import Connection, encode_command, encode_mpub_body, parse_address
-from .errors import ConnectionClosedError, NoConnectionsError
-from .errors import NSQTimeoutError
+from .connection import Connection
+from .errors import ConnectionClosedError, NSQTimeoutError
+from .producer_core import ProducerCore, dpub_command, mpub_command, pub_command
 
 log = logging.getLogger("greensq.client")
 
 
-class Producer:
-    """Publishes to one of ``nsqd_tcp_addresses`` (``"host:port"`` strings or tuples).
+class Producer(ProducerCore):
+    __doc__ = ProducerCore.__doc__
 
-    ``timeout`` bounds how long a blocking publish waits for its answer; ``retries`` is how
-    many times a blocking publish is sent again after losing its connection.
-    Other keyword arguments are IDENTIFY options passed to :class:`Connection`.
-    """
-
-    def __init__(self, nsqd_tcp_addresses, *, timeout=10.0, retries=2, connect_timeout=5.0,
-                 on_command=None, **connection_options):
-        if isinstance(nsqd_tcp_addresses, (str, tuple)):
-            nsqd_tcp_addresses = [nsqd_tcp_addresses]
-        self.addresses = ["%s:%d" % parse_address(a) for a in nsqd_tcp_addresses]
-        if not self.addresses:
-            raise ValueError("a Producer needs at least one nsqd address")
-        self.timeout = timeout
-        self.retries = retries
-        self.connect_timeout = connect_timeout
-        self.on_command = on_command
-        self.connection_options = connection_options
-        self.connection = None
-        self._index = 0
+    def __init__(self, nsqd_tcp_addresses, **options):
+        super().__init__(nsqd_tcp_addresses, **options)
         self._lock = Semaphore()
-        self._closed = False
 
     # -- connections ----------------------------------------------------------------------
 
@@ -60,18 +42,16 @@ class Producer:
 
     def _connection(self):
         conn = self.connection
-        if conn is not None and not conn.closed:
+        if conn is not None and not conn.closed:   # every publish: no call on the way
             return conn
         if self._closed:
             raise ConnectionClosedError("producer is closed")
         with self._lock:
-            conn = self.connection
-            if conn is not None and not conn.closed:
+            conn = self._live_connection()
+            if conn is not None:
                 return conn
             errors = []
-            for step in range(len(self.addresses)):
-                index = (self._index + step) % len(self.addresses)
-                address = self.addresses[index]
+            for index, address in self._failover_order():
                 conn = Connection(address, connect_timeout=self.connect_timeout,
                                   on_command=self.on_command, on_error=self._on_error,
                                   **self.connection_options)
@@ -80,22 +60,8 @@ class Producer:
                 except (OSError, ConnectionClosedError) as err:
                     errors.append(f"{address}: {err}")
                     continue
-                self._index = index
-                self.connection = conn
-                log.info("producer connected to %s", address)
-                return conn
-            # Start with the next one on the following attempt.
-            self._index = (self._index + 1) % len(self.addresses)
-            raise NoConnectionsError("no nsqd reachable: " + "; ".join(errors))
-
-    def _on_error(self, conn, error):
-        log.error("%s: %s", conn.address, error)
-
-    @property
-    def address(self):
-        """The nsqd currently published to, or None."""
-        conn = self.connection
-        return conn.address if conn is not None and not conn.closed else None
+                return self._connected(index, conn)
+            raise self._unreachable(errors)
 
     def close(self):
         """Close the connection once everything queued is sent."""
@@ -128,29 +94,15 @@ class Producer:
             except gevent.Timeout:
                 raise NSQTimeoutError(f"no answer from nsqd within {timeout}s") from None
 
-    def publish_async(self, topic, body):
-        """PUB; returns an AsyncResult that gets ``b"OK"`` or the typed error."""
-        return self._send(encode_command("PUB", topic, body=body))
-
-    def multi_publish_async(self, topic, bodies):
-        """MPUB (all or nothing); returns an AsyncResult."""
-        return self._send(encode_command("MPUB", topic, body=encode_mpub_body(bodies)))
-
-    def deferred_publish_async(self, topic, body, delay_ms):
-        """DPUB: deliver after ``delay_ms`` milliseconds; returns an AsyncResult."""
-        return self._send(encode_command("DPUB", topic, int(delay_ms), body=body))
-
     def publish(self, topic, body, timeout=None):
         """PUB and wait for ``OK``; raises the typed error nsqd reports."""
-        return self._send_blocking(encode_command("PUB", topic, body=body), timeout)
+        return self._send_blocking(pub_command(topic, body), timeout)
 
     def multi_publish(self, topic, bodies, timeout=None):
         """MPUB and wait for ``OK``."""
-        return self._send_blocking(
-            encode_command("MPUB", topic, body=encode_mpub_body(bodies)), timeout)
+        return self._send_blocking(mpub_command(topic, bodies), timeout)
 
     def deferred_publish(self, topic, body, delay_ms, timeout=None):
         """DPUB and wait for ``OK``."""
-        return self._send_blocking(
-            encode_command("DPUB", topic, int(delay_ms), body=body), timeout)
+        return self._send_blocking(dpub_command(topic, body, delay_ms), timeout)
 

@@ -1,71 +1,28 @@
-"""A pool of handler greenlets that costs almost nothing when handlers do not block.
-
-Spawning a greenlet per message costs more than a no-op handler itself, which caps a
-consumer far below what nsqd can deliver. Instead, messages go into a queue served by
-worker greenlets, at most ``size`` of them (the consumer's ``max_in_flight``):
-
-* a worker takes the next message and, if more are waiting and no other worker has been
-  called, first calls one more (waking an idle worker or starting a new one);
-* so a handler that blocks (I/O, sleep) hands the rest of the queue to another worker,
-  and up to ``size`` messages are handled concurrently, each in its own greenlet;
-* a handler that never blocks lets one worker drain a whole burst without a single
-  greenlet switch.
-
-Idle workers park on a :class:`gevent.hub.Waiter` and are woken through the hub.
-"""
-
-import collections
-import logging
+"""The gevent consumer's handler workers: greenlets serving the queue of
+:class:`~.pool_core.PoolCore` (which says why a pool, and when a worker calls another).
+Idle workers park on a :class:`gevent.hub.Waiter` and are woken through the hub."""
 
 import gevent
 from gevent.hub import Waiter, get_hub
 
-log = logging.getLogger("greensq.client")
+from .pool_core import PoolCore
 
 
-class WorkerPool:
-    """Run ``func(item)`` for every submitted item, up to ``size`` concurrently."""
+class WorkerPool(PoolCore):
+    """Run ``func(item)`` for every submitted item, up to ``size`` greenlets at once."""
 
     def __init__(self, func, size):
-        self.func = func
-        self.size = max(1, size)
-        self._queue = collections.deque()
-        self._idle = []          # Waiters of parked workers
-        self._workers = set()
-        self._calling = 0        # workers woken or started that have not run yet
+        super().__init__(func, size)
         self._hub = get_hub()
-        self._stopped = False
 
-    def submit(self, item):
-        self._queue.append(item)
-        if not self._calling:
-            self._call_worker()
+    def _start_worker(self):
+        return gevent.spawn(self._work)
 
-    def submit_many(self, items):
-        self._queue.extend(items)
-        if not self._calling:
-            self._call_worker()
+    def _wake(self, waiter):
+        self._hub.loop.run_callback(waiter.switch, None)
 
-    def _call_worker(self):
-        if self._idle:
-            self._calling += 1
-            self._hub.loop.run_callback(self._idle.pop().switch, None)
-        elif len(self._workers) < self.size:
-            self._calling += 1
-            self._workers.add(gevent.spawn(self._work))
-
-    def resize(self, size):
-        self.size = max(1, size)
-
-    @property
-    def pending(self):
-        return len(self._queue)
-
-    def stop(self):
-        """Kill every worker (their handlers included)."""
-        self._stopped = True
-        for worker in list(self._workers):
-            worker.kill(block=False)
+    def _stop_worker(self, worker):
+        worker.kill(block=False)
 
     def _work(self):
         queue = self._queue

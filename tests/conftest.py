@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from inprocess import InProcessNsqd, InProcessNsqlookupd
-from support import Daemon, NetNamespace, ToolProcess, nsqlookupd_daemon
+from support import (
+    Daemon, GoDaemon, NetNamespace, ToolProcess, go_nsqd_binary, nsqlookupd_daemon)
 
 # Modules whose tests share one expensive module fixture (the deploy tests: one cluster of
 # hosts; the container tests: one image and its compose cluster) and so must run on one
@@ -20,8 +21,8 @@ ONE_WORKER_MODULES = {"tests/test_deploy.py", "tests/test_container.py"}
 # The fixtures below that start processes: a test that uses one, directly or through
 # another fixture, is marked slow. Tests that start processes otherwise carry the mark
 # themselves (FastTierGuard fails them if they do not).
-PROCESS_FIXTURES = frozenset({"nsqd", "nsqd_factory", "lookupd_factory", "tool_factory",
-                              "netns"})
+PROCESS_FIXTURES = frozenset({"nsqd", "nsqd_factory", "go_nsqd_factory", "lookupd_factory",
+                              "tool_factory", "netns"})
 
 
 @pytest.hookimpl(tryfirst=True)   # before ``-m`` selects by mark
@@ -118,6 +119,17 @@ def _daemon_factory(make, prefix, tmp_path):
 def nsqd_factory(tmp_path):
     """Start nsqd processes with extra flags; all are stopped at the end of the test."""
     yield from _daemon_factory(Daemon, "data", tmp_path)
+
+
+@pytest.fixture
+def go_nsqd_factory(tmp_path):
+    """Start Go nsqd processes (the binary $GREENSQ_GO_NSQD names); skips the test when
+    there is none."""
+    binary = go_nsqd_binary()
+    if binary is None:
+        pytest.skip("no Go nsqd: set GREENSQ_GO_NSQD to the path of a Go nsqd 1.3.0")
+    yield from _daemon_factory(lambda path, args, **kw: GoDaemon(binary, path, args, **kw),
+                               "go-data", tmp_path)
 
 
 @pytest.fixture

@@ -197,6 +197,29 @@ class Daemon(StatsQueries):
             return err.code, dict(err.headers), err.read()
 
 
+GO_NSQD_VARIABLE = "GREENSQ_GO_NSQD"
+
+
+def go_nsqd_binary():
+    """The Go nsqd 1.3.0 binary named by $GREENSQ_GO_NSQD (see shared/tools/build-go-nsq),
+    or None: tests that compare with Go's nsqd skip without it."""
+    path = os.environ.get(GO_NSQD_VARIABLE)
+    return path if path and os.access(path, os.X_OK) else None
+
+
+class GoDaemon(Daemon):
+    """Go's nsqd, with the same ports, data directory and log reading as greensq's."""
+
+    def __init__(self, binary, data_path, args=(), **kwargs):
+        super().__init__(data_path, args, **kwargs)
+        self.binary = binary
+
+    def command(self):
+        return [self.binary, f"--tcp-address={self.tcp_address}",
+                f"--http-address={self.http_address}", f"--data-path={self.data_path}",
+                *self.args]
+
+
 class ToolProcess(Daemon):
     """A utility (``python -m greensq.services.tools.NAME ARGS``): its stderr lines are
     kept like a daemon's log (``wait_for_log``), its stdout apart, as bytes (``out``)."""

@@ -31,6 +31,7 @@ READMES = ("README.md", "client/README.md")
 # name: (README, a piece of text only its block has)
 EXAMPLES = {
     "client": ("README.md", 'Producer(["127.0.0.1:4150"]).publish("events", b"hello")'),
+    "on_asyncio": ("README.md", "aio.run(main())"),   # not asyncio.py: it would shadow asyncio
     "imports": ("client/README.md", "from greensq.client import Producer, Consumer\n"),
     "publishing": ("client/README.md", "producer.deferred_publish("),
     "metrics": ("client/README.md", "WSGIServer("),
@@ -42,6 +43,8 @@ EXAMPLES = {
 FRAGMENTS = [
     # Consuming: process() and log are the reader's own.
     ("client/README.md", "process(message.body)"),
+    # On asyncio: store() is the reader's own (README.md's asyncio example runs).
+    ("client/README.md", "await store(message.body)"),
 ]
 ADDRESS = re.compile(r'127\.0\.0\.1(:|", )(\d+)')   # "127.0.0.1:4150", ("127.0.0.1", 8080)
 
@@ -126,6 +129,11 @@ def test_readme_client_example(cluster, tmp_path):
                    message="the message finished")
     finally:
         interrupt(script)
+
+
+def test_readme_asyncio_example(cluster, tmp_path):
+    assert run_to_the_end(cluster.script(tmp_path, "on_asyncio")) == ["b'hello'"]
+    assert cluster.finished("events", "archive", 1)
 
 
 def test_imports(cluster, tmp_path):
