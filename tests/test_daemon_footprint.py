@@ -65,6 +65,14 @@ print(importlib.metadata.version("gunicorn") != "")
 print(logging.handlers.RotatingFileHandler.__name__)
 print(et.tostring(et.Element("e")).decode())
 print(urllib.request.Request("http://127.0.0.1/x").host)
+
+import bz2, glob, locale, lzma
+import email.base64mime, email.header, email.parser, email.quoprimime
+
+print(bz2.decompress(bz2.compress(b"b")) + lzma.decompress(lzma.compress(b"l")))
+print(glob.escape("a*"), locale.normalize("C"))
+print(email.parser.Parser().parsestr("Subject: s\\n\\n")["Subject"], email.header.Header("h").encode())
+print(email.base64mime.body_encode(b"x").strip(), email.quoprimime.header_encode(b"a b"))
 print(sorted(name for name in UNUSED if type(sys.modules[name]).__name__ != "module"))
 """
 
@@ -75,6 +83,8 @@ def test_deferred_modules_work_when_used():
     lines = out.splitlines()
     assert lines[0].split(",") == sorted(
         ["argparse", "email.utils", "html", "importlib.metadata", "logging.handlers",
-         "urllib.request", "xml.etree.ElementTree"])
+         "urllib.request", "xml.etree.ElementTree", "glob", "email.parser", "email.feedparser",
+         "email.header", "email.quoprimime", "email.base64mime", "bz2", "lzma", "locale"])
     assert lines[1:] == ["&lt;a&gt; <", "p", "Thu, 01 Jan 1970 00:00:00 GMT", "True",
-                         "RotatingFileHandler", "<e />", "127.0.0.1", "[]"]
+                         "RotatingFileHandler", "<e />", "127.0.0.1", "b'bl'", "a[*] C",
+                         "s h", "eA== =?iso-8859-1?q?a_b?=", "[]"]
