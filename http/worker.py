@@ -126,10 +126,12 @@ class DaemonWorker(Worker):
         hub.reinit()
         # Falcon's App copies mimetypes' table (for static routes); Python's own table is
         # enough for the daemons (nsqadmin serves .css and .js), and reading the system's
-        # mime.types would cost 0.4 MB.
+        # mime.types would cost 0.4 MB and 2 ms. init() reads every file of knownfiles
+        # (``init(files=[])`` too), so the list is emptied first.
         import mimetypes
 
-        mimetypes.init(files=[])
+        mimetypes.knownfiles = []
+        mimetypes.init()
         super().init_process()
 
     def load_wsgi(self):
