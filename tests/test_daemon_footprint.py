@@ -10,6 +10,7 @@ need are not read.
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 
@@ -94,30 +95,40 @@ def test_deferred_modules_work_when_used():
                          "s h", "eA== =?iso-8859-1?q?a_b?=", "[]"]
 
 
-class TracedDaemon(Daemon):
-    """An nsqd started under ``strace -f``: every file its processes open, in ``trace``."""
 
-    def __init__(self, data_path, trace):
-        super().__init__(data_path)
-        self.trace = trace
-
-    def command(self):
-        return [shutil.which("strace"), "-f", "-qq", "-e", "trace=open,openat",
-                "-o", str(self.trace), *super().command()]
-
-
-@pytest.mark.skipif(shutil.which("strace") is None or not os.path.exists("/etc/mime.types"),
-                    reason="needs strace and a system mime.types")
-def test_the_worker_does_not_read_the_system_mime_types(tmp_path):
-    # Falcon copies mimetypes' table; Python's own is enough for the daemons, and reading
-    # the system's file costs every worker start about 2 ms and 0.4 MB.
-    daemon = TracedDaemon(tmp_path / "data", tmp_path / "trace").start()
+def opened_until_first_ping(daemon, trace):
+    """Every file ``daemon``'s processes open until it answers /ping (``strace -f``)."""
+    command = daemon.command()
+    daemon.command = lambda: [shutil.which("strace"), "-f", "-qq", "-e", "trace=open,openat",
+                              "-o", str(trace), *command]
+    daemon.start()
     try:
         assert daemon.http("GET", "/ping")[0] == 200
     finally:
         arbiter = wait_until(lambda: children(daemon.proc.pid), message="the arbiter")[0]
         os.kill(arbiter, signal.SIGTERM)
         daemon.proc.wait(30)
-    opened = (tmp_path / "trace").read_text()
+    opened = trace.read_text()
     assert "/falcon/" in opened   # the worker's opens are in the trace
+    return opened
+
+
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+
+
+@needs_strace
+@pytest.mark.skipif(not os.path.exists("/etc/mime.types"), reason="no system mime.types")
+def test_the_worker_does_not_read_the_system_mime_types(tmp_path):
+    # Falcon copies mimetypes' table; Python's own is enough for the daemons, and reading
+    # the system's file costs every worker start about 2 ms and 0.4 MB.
+    opened = opened_until_first_ping(Daemon(tmp_path / "data"), tmp_path / "trace")
     assert "/etc/mime.types" not in opened
+
+
+@needs_strace
+@pytest.mark.skipif(ssl.get_default_verify_paths().cafile is None, reason="no system CA file")
+def test_nsqadmin_loads_the_system_cas_at_its_first_https_request_only(tmp_path):
+    # Loading them costs about 20 ms of CPU; nodes on plain HTTP never need them.
+    opened = opened_until_first_ping(nsqadmin_daemon(["--nsqd-http-address=127.0.0.1:4151"]),
+                                     tmp_path / "trace")
+    assert ssl.get_default_verify_paths().cafile not in opened
