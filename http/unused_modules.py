@@ -8,11 +8,12 @@ HTTP responses), ``html`` (its error pages), ``argparse`` (its command line) and
 (with pickle). Falcon imports ``xml.etree.ElementTree`` to render errors as XML for clients
 that ask for it, and ``http.cookiejar`` (for a type annotation) imports ``urllib.request``
 and ``http.client``: that one parses headers with ``email.parser``, and its email messages
-encode headers (``email.header``, ``email.quoprimime``, ``email.base64mime``). ``shutil`` imports ``bz2`` and ``lzma`` only to learn whether they exist, and asyncio
-imports ``locale``. A daemon runs none of that code at start, yet the arbiter would hold
-it, and the worker, which touches most pages it shares with the arbiter, would copy much
-of it again: about 3 MB of PSS in all. Running their code costs a start about 4 ms of CPU,
-too.
+encode headers with ``email.header``, ``email.quoprimime`` and ``email.base64mime``.
+``shutil`` imports ``bz2`` and ``lzma`` only to learn whether they exist, and
+``subprocess`` (through asyncio) imports ``locale``. A daemon runs none of that code at
+start, yet the arbiter would hold it, and the worker, which touches most pages it shares
+with the arbiter, would copy much of it again: about 3 MB of PSS in all. Running the
+modules' code would also cost a start about 4 ms of CPU.
 
 ``importlib.util.LazyLoader`` does not do here: on Python 3.11 a second ``import`` of a
 lazy module reads its ``__spec__``, and that loads it. A deferred module answers the
