@@ -1,6 +1,6 @@
 """Time from starting a daemon to its first successful ``GET /ping``, wall clock and CPU.
 
-    python bench/startup.py [--daemon nsqd] [--runs 10] [--target 0.25] [--memory]
+    python bench/startup.py [--daemon nsqd] [--runs 10] [--target 0.1] [--memory] [--floor]
 
 Each run starts ``python -m greensq.http.<daemon>_launcher`` (the interpreter running this
 script) on free loopback ports (nsqd with a fresh temporary data directory), polls /ping
@@ -12,6 +12,12 @@ mostly measures the wait for a CPU; the CPU time is the cost of starting. With
 ``--memory`` each run also prints the daemon's memory a second after its first answer,
 at rest: the PSS of its processes, and (as root) the memory they hold with each
 physical page counted once, which other processes on the host do not lower.
+
+``--floor`` also measures, between the runs, what the process model costs before greensq
+does anything: the CPU of one interpreter that starts, then imports what the arbiter and
+the worker import from Gunicorn, then patches with gevent, then imports Falcon, httptools
+and ujson, and exits without tearing down. A daemon's start cannot cost less than the
+last of those figures.
 """
 
 import argparse
@@ -80,10 +86,36 @@ def with_bytecode():
 
     for name in ("actors", "services", "http", "client"):
         for path in importlib.import_module(f"greensq.{name}").__path__:
-            compileall.compile_dir(path, quiet=1)
+            if os.path.isdir(path):   # not an editable install's finder entry
+                compileall.compile_dir(path, quiet=1)
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+FLOOR_STEPS = (
+    ("interpreter", "pass"),
+    ("+ Gunicorn's arbiter and worker",
+     "from greensq.http.unused_modules import defer_unused_modules; defer_unused_modules(); "
+     "import gunicorn.app.base, gunicorn.arbiter, gunicorn.glogging, gunicorn.workers.base"),
+    ("+ gevent, patched", "from greensq.http.worker import monkey_patch; monkey_patch()"),
+    ("+ Falcon, httptools, ujson", "import falcon, httptools, ujson"),
+)
+
+
+def floor_cpu(env):
+    """CPU seconds of one process per step of FLOOR_STEPS, each doing the steps before it."""
+    code, cpus = [], []
+    for _, step in FLOOR_STEPS:
+        code.append(step)
+        proc = subprocess.Popen([sys.executable, "-c", "; ".join(code + ["import os",
+                                                                          "os._exit(0)"])],
+                                env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status:
+            raise RuntimeError(f"floor step failed: {'; '.join(code)}")
+        cpus.append(usage.ru_utime + usage.ru_stime)
+    return cpus
 
 
 def one_run(daemon, env, timeout=30.0, memory=False):
@@ -124,14 +156,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--daemon", choices=("nsqd", "nsqlookupd", "nsqadmin"), default="nsqd")
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--target", type=float, default=0.25,
+    parser.add_argument("--target", type=float, default=0.1,
                         help="seconds to compare the median wall time against (report only)")
     parser.add_argument("--memory", action="store_true",
                         help="also print the daemon's memory at rest after each start")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure the CPU of the imports the process model needs")
     args = parser.parse_args()
-    walls, cpus = [], []
+    walls, cpus, floors = [], [], []
     env = with_bytecode()
     for index in range(args.runs):
+        if args.floor:
+            floors.append(floor_cpu(env))
         wall, cpu, *memory = one_run(args.daemon, env, memory=args.memory)
         walls.append(wall)
         cpus.append(cpu)
@@ -147,6 +183,10 @@ def main():
     print(f"wall: median {median * 1000:.0f} ms, max {max(walls) * 1000:.0f} ms; "
           f"CPU: median {statistics.median(cpus) * 1000:.0f} ms, max {max(cpus) * 1000:.0f} ms "
           f"over {len(walls)} runs ({verdict} the {args.target * 1000:.0f} ms target)")
+    if floors:
+        steps = ", ".join(f"{name} {statistics.median(run[i] for run in floors) * 1000:.0f}"
+                          for i, (name, _) in enumerate(FLOOR_STEPS))
+        print(f"floor, CPU medians in ms: {steps}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ def bind_listener(address, backlog=1024):
     from greensq.services.holders import port_holders, retry_while_holders_die
 
     family, host, port = parse_address(address)
+    # A str host goes through the "idna" codec, whose import (with stringprep and
+    # unicodedata) costs the arbiter a millisecond; an ASCII name needs none of it.
+    if host.isascii():
+        host = host.encode()
 
     def attempt():
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)

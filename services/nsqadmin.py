@@ -13,6 +13,7 @@ live graphs come from a ClusterPoller feeding a RateHistory in the background.
 import ipaddress
 import logging
 import os
+from functools import partial
 
 from gevent.pool import Pool
 
@@ -76,7 +77,9 @@ class NSQAdmin:
         self.opts = opts
         self.client = client or ClusterHTTP(
             opts.http_client_connect_timeout, opts.http_client_request_timeout,
-            build_ssl_context(opts))
+            partial(build_ssl_context, opts))
+        if opts.http_client_tls_cert or opts.http_client_tls_root_ca_file:
+            self.client.ssl_context()   # a file that cannot be loaded stops the start
         self.cluster = ClusterInfo(self.client)
         self.graphite = Graphite(opts)
         self.history = RateHistory(max(2, int(HISTORY_SECONDS / POLL_INTERVAL)))
