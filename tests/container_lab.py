@@ -33,7 +33,7 @@ network_config_dir = "{dir}/networks"
 
 [engine]
 runtime = "runc"
-tmp_dir = "{dir}/engine"
+tmp_dir = "{run_dir}/engine"
 """
 
 
@@ -65,12 +65,19 @@ class Podman:
 
     def __init__(self, workdir):
         self.dir = Path(workdir)
-        for sub in ("storage", "run", "networks", "engine"):
+        for sub in ("storage", "networks"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        (self.dir / "containers.conf").write_text(ENGINE_SETTINGS.format(dir=self.dir))
+        # Run state and the engine's temporary files hold conmon's sockets, whose paths
+        # must fit a Unix socket address (108 bytes): under pytest's long temporary paths
+        # each `podman run` waited 20 s for an attach that could not happen. They get a
+        # short directory of their own.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="podman-run-"))
+        (self.run_dir / "engine").mkdir()
+        (self.dir / "containers.conf").write_text(
+            ENGINE_SETTINGS.format(dir=self.dir, run_dir=self.run_dir))
         (self.dir / "storage.conf").write_text(
             f'[storage]\ndriver = "overlay"\ngraphroot = "{self.dir}/storage"\n'
-            f'runroot = "{self.dir}/run"\n')
+            f'runroot = "{self.run_dir}"\n')
         self.env = dict(os.environ, CONTAINERS_CONF=str(self.dir / "containers.conf"),
                         CONTAINERS_STORAGE_CONF=str(self.dir / "storage.conf"))
 
@@ -93,6 +100,7 @@ class Podman:
         """Remove every container, image, volume and network of the lab, then its files."""
         self("system", "reset", "--force", check=False, timeout=300)
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def debian_mirror(suite="bookworm"):

@@ -125,21 +125,29 @@ def cluster(podman):
         cluster.compose("down", "--volumes", check=False)
 
 
+def run_offline(podman, *command):
+    """A one-off container that needs no network (so none is set up and torn down)."""
+    return podman("run", "--rm", "--network=none", IMAGE, *command).stdout
+
+
 def test_image_runs_the_program_it_is_given_as_a_user_without_privileges(podman):
-    for program in PROGRAMS:
-        for command in (program, f"/{program}"):
-            banner = podman("run", "--rm", IMAGE, command, "--version").stdout
-            assert banner.startswith(f"{program} v1.3.0 (built w/greensq-"), banner
-    identity = podman("run", "--rm", IMAGE, "sh", "-c", "id -un; stat -c %U /data").stdout
+    # The command names the program, by name or at the root as in NSQ's image.
+    for command in ("nsqd", "/nsq_tail"):
+        banner = run_offline(podman, command, "--version")
+        assert banner.startswith(f"{command.lstrip('/')} v1.3.0 (built w/greensq-"), banner
+    every = "; ".join(f"{p} --version; /{p} --version" for p in PROGRAMS)
+    banners = run_offline(podman, "sh", "-c", every).splitlines()
+    assert [banner.split(" v1.3.0 (built w/greensq-")[0] for banner in banners] == [
+        program for program in PROGRAMS for _ in (program, f"/{program}")], banners
+    identity = run_offline(podman, "sh", "-c", "id -un; stat -c %U /data")
     assert identity.split() == ["nsq", "nsq"]
     config = json.loads(podman("image", "inspect", IMAGE).stdout)[0]["Config"]
     assert "/data" in config["Volumes"]
 
 
 def test_image_keeps_nothing_of_the_build_s_pip_configuration(podman):
-    found = podman("run", "--rm", IMAGE, "sh", "-c",
-                   "ls -A /run/secrets /etc/pip.conf /etc/xdg/pip 2>/dev/null; "
-                   "pip config list").stdout
+    found = run_offline(podman, "sh", "-c", "ls -A /run/secrets /etc/pip.conf /etc/xdg/pip "
+                        "2>/dev/null; pip config list")
     assert found.strip() == ""
 
 
