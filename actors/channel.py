@@ -7,9 +7,9 @@ DPUB messages in a deferred heap. It runs as its own greenlet, so a paused or sl
 never holds up its topic or its sibling channels.
 
 With ``--e2e-processing-latency-percentile`` it records each FINished message's latency
-(services/latency.py). With a max-attempts limit (``--max-attempts`` or the channel's own,
+(services/shared/latency.py). With a max-attempts limit (``--max-attempts`` or the channel's own,
 set over HTTP) a message that would be delivered once more than allowed goes to the
-dead-letter topic instead (services/dead_letters.py).
+dead-letter topic instead (actors/dead_letters.py).
 """
 
 import heapq
@@ -20,11 +20,11 @@ import time
 from collections import OrderedDict
 
 from greensq.actors.actor import MessageHolder, Refused, StoreFailed, in_turn
-from greensq.services.dead_letters import dead_letter_topic, envelope, is_dead_letter_topic
-from greensq.services.latency import LatencyWindow
-from greensq.services.nsqd_options import MAX_ATTEMPTS_LIMIT
-from greensq.services.names import is_ephemeral
-from greensq.services.wire import ClientError
+from greensq.actors.dead_letters import dead_letter_topic, envelope, is_dead_letter_topic
+from greensq.services.shared.latency import LatencyWindow
+from greensq.services.shared.message import MAX_ATTEMPTS_LIMIT
+from greensq.services.shared.names import is_ephemeral
+from greensq.services.shared.wire import ClientError
 
 log = logging.getLogger("greensq")
 now = time.monotonic

@@ -20,12 +20,12 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from greensq.services.auth import AuthError, query_any_auth_server
-from greensq.services.json_input import decodes_as
-from greensq.services.transport import (
+from greensq.services.shared.auth import AuthError, query_any_auth_server
+from greensq.services.shared.json_input import decodes_as
+from greensq.services.shared.transport import (
     DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError,
     tls_required_mode)
-from greensq.services.wire import (
+from greensq.services.shared.wire import (
     HEARTBEAT_FRAME, OK_FRAME, FatalClientError, StreamReader, go_quote,
     message_frames)
 
@@ -142,7 +142,7 @@ class ClientV2:
             self.channel.send(self.channel.on_fin, self.consumer, batch)
         return True
 
-    # -- timed work, done by nsqd's watchdog (services/watchdog.py) -----------------------
+    # -- timed work, done by nsqd's watchdog (services/nsqd/watchdog.py) -----------------------
 
     def schedule_heartbeats(self):
         """The first heartbeat one interval from now (at the start, and after IDENTIFY)."""

@@ -21,8 +21,8 @@ import ujson
 from gevent.queue import Empty, Queue
 
 from greensq.actors.actor import Actor
-from greensq.services import json_input
-from greensq.services.version import NSQ_VERSION
+from greensq.services.shared import json_input
+from greensq.services.shared.version import NSQ_VERSION
 
 log = logging.getLogger("greensq")
 

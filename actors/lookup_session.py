@@ -12,9 +12,8 @@ import struct
 
 import ujson
 
-from greensq.services import json_input
-from greensq.services.names import is_valid_name
-from greensq.services.nsqlookupd import PeerInfo
+from greensq.services.shared import json_input
+from greensq.services.shared.names import is_valid_name
 
 log = logging.getLogger("greensq")
 
@@ -154,10 +153,8 @@ class LookupSession:
         if (not fields["broadcast_address"] or not fields["tcp_port"]
                 or not fields["http_port"] or not fields["version"]):
             raise LookupError_("E_BAD_BODY", "IDENTIFY missing fields")
-        peer = PeerInfo(self.remote, self.remote, fields["hostname"],
-                        fields["broadcast_address"], fields["tcp_port"], fields["http_port"],
-                        fields["version"])
         log.info("CLIENT(%s): IDENTIFY Address:%s TCP:%d HTTP:%d Version:%s", self.remote,
-                 peer.broadcast_address, peer.tcp_port, peer.http_port, peer.version)
-        self.peer = peer
-        return ujson.dumps(self.lookupd.identify(peer)).encode()
+                 fields["broadcast_address"], fields["tcp_port"], fields["http_port"],
+                 fields["version"])
+        self.peer, answer = self.lookupd.identify(self.remote, fields)
+        return ujson.dumps(answer).encode()

@@ -22,13 +22,13 @@ from greensq.actors.actor import Refused
 from greensq.actors.channel import Consumer
 from greensq.actors.client_v2 import (
     STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2)
-from greensq.services import json_input
-from greensq.services.batches import split_mpub_body
-from greensq.services.message import ID_LENGTH
-from greensq.services.names import is_valid_name
-from greensq.services.transport import TransportError
-from greensq.services.version import NSQ_VERSION
-from greensq.services.wire import (
+from greensq.services.shared import json_input
+from greensq.services.shared.batches import split_mpub_body
+from greensq.services.shared.message import ID_LENGTH
+from greensq.services.shared.names import is_valid_name
+from greensq.services.shared.transport import TransportError
+from greensq.services.shared.version import NSQ_VERSION
+from greensq.services.shared.wire import (
     CLOSE_WAIT_FRAME, OK_FRAME, ClientError, ConnectionClosed, FatalClientError, LineTooLong,
     go_quote, parse_digits, raw_text, response_frame)
 

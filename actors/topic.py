@@ -16,8 +16,8 @@ from gevent.queue import Full
 
 from greensq.actors.actor import MessageHolder, Receipt, StoreFailed, in_turn
 from greensq.actors.channel import Channel
-from greensq.services.message import Message
-from greensq.services.names import is_ephemeral
+from greensq.services.shared.message import Message
+from greensq.services.shared.names import is_ephemeral
 
 DRAIN_BATCH = 512
 

@@ -36,7 +36,7 @@ def serve_echo(port):
 
     monkey.patch_all()
     from gevent.server import StreamServer
-    from greensq.services.transport import PlainTransport
+    from greensq.services.shared.transport import PlainTransport
 
     def handle(sock, address):
         transport = PlainTransport(sock)

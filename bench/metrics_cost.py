@@ -106,8 +106,8 @@ def run(config, runfor, baseline_python):
 
 
 def record_cost():
-    from greensq.services.latency import LatencyWindow
-    from greensq.services.message import Message
+    from greensq.services.shared.latency import LatencyWindow
+    from greensq.services.shared.message import Message
 
     window = LatencyWindow(600, [0.99, 0.95, 0.5])
     now = time.time_ns()

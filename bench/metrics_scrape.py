@@ -81,10 +81,10 @@ def longest_hub_stall(work):
 
 
 def in_process(data_path, flags, scrapes):
-    from greensq.services.metrics import nsqd_metrics
-    from greensq.services.nsqd import load_nsqd
-    from greensq.services.nsqd_options import parse_nsqd_options
-    from greensq.services.stats import nsqd_stats
+    from greensq.services.nsqd.metrics import nsqd_metrics
+    from greensq.services.nsqd.nsqd import load_nsqd
+    from greensq.services.nsqd.options import parse_nsqd_options
+    from greensq.services.nsqd.stats import nsqd_stats
 
     nsqd = load_nsqd(parse_nsqd_options([f"--data-path={data_path}", *flags]))
     metrics = [longest_hub_stall(lambda: nsqd_metrics(nsqd)) for _ in range(scrapes)]

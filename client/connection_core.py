@@ -7,7 +7,7 @@ add the reading and writing.
 import logging
 import ssl
 
-from greensq.services.wire import MAGIC_V2
+from greensq.services.shared.wire import MAGIC_V2
 
 from .protocol import ClientProtocol, encode_command, identify_options, parse_address
 from .protocol import tls_client_context

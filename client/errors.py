@@ -7,11 +7,11 @@ code gets its own class; :func:`error_from_frame` builds the right one from the 
 ``fatal`` says whether nsqd closes the connection after the error. In NSQ 1.x only
 ``E_FIN_FAILED``, ``E_REQ_FAILED`` and ``E_TOUCH_FAILED`` leave it open.
 
-The classes derive from the server's :class:`greensq.services.wire.ClientError`, so code
+The classes derive from the server's :class:`greensq.services.shared.wire.ClientError`, so code
 and description mean the same thing on both sides of the wire.
 """
 
-from greensq.services.wire import ClientError
+from greensq.services.shared.wire import ClientError
 
 
 class NSQError(Exception):

@@ -10,8 +10,8 @@ Nothing here reads a socket or imports an event loop, so the gevent and the asyn
 clients (and any other peer speaking NSQ frames) decode with the same code.
 """
 
-from greensq.services.message import HEADER
-from greensq.services.wire import FRAME_ERROR, FRAME_HEADER, FRAME_MESSAGE, FRAME_RESPONSE
+from greensq.services.shared.message import HEADER
+from greensq.services.shared.wire import FRAME_ERROR, FRAME_HEADER, FRAME_MESSAGE, FRAME_RESPONSE
 
 from .errors import FrameError
 from .message import Message

@@ -1,7 +1,7 @@
 """A message as a consumer's handler sees it, with the responses it can send.
 
 The bytes are decoded with the server's own header layout
-(:data:`greensq.services.message.HEADER`): timestamp (ns), attempts, 16-byte hex ID.
+(:data:`greensq.services.shared.message.HEADER`): timestamp (ns), attempts, 16-byte hex ID.
 
 A message gets exactly one final answer, FIN or REQ; TOUCH can come any number of times
 before it. Normally the consumer answers for the handler (return → FIN, exception → REQ).
@@ -9,7 +9,7 @@ A handler that wants to answer later, e.g. after batching work, calls
 :meth:`Message.enable_async` and then :meth:`finish` or :meth:`requeue` itself.
 """
 
-from greensq.services.message import HEADER, HEADER_SIZE
+from greensq.services.shared.message import HEADER, HEADER_SIZE
 
 
 class Message:

@@ -5,7 +5,7 @@ them, and the commands each publish sends. Shared by the gevent
 
 import logging
 
-from greensq.services.wire import SIZE
+from greensq.services.shared.wire import SIZE
 
 from .errors import NoConnectionsError
 from .protocol import encode_command, encode_mpub_body, parse_address

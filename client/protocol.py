@@ -27,8 +27,8 @@ import json
 import socket
 import ssl
 
-from greensq.services.version import __version__
-from greensq.services.wire import FRAME_ERROR, FRAME_MESSAGE, HEARTBEAT, MAGIC_V2, OK, SIZE
+from greensq.services.shared.version import __version__
+from greensq.services.shared.wire import FRAME_ERROR, FRAME_MESSAGE, HEARTBEAT, MAGIC_V2, OK, SIZE
 
 from .compression import codec_for
 from .errors import AuthFirstError, FrameError, error_from_frame

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from greensq.http.listeners import format_sockname
-from greensq.services.golog import daemon_line
+from greensq.services.shared.golog import daemon_line
 
 
 class DaemonSpec:
@@ -91,8 +91,8 @@ class ProtocolDaemonSpec(DaemonSpec):
         return True
 
     def build_app(self, sockets):
-        from greensq.services.logs import setup_logging
-        from greensq.services.version import version_banner
+        from greensq.services.shared.logs import setup_logging
+        from greensq.services.shared.version import version_banner
 
         self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
         logging.getLogger("greensq").info("%s", version_banner(self.name))
@@ -100,7 +100,7 @@ class ProtocolDaemonSpec(DaemonSpec):
         return self.create_app(self.core)
 
     def start(self, sockets):
-        from greensq.services.tcp_server import ProtocolServer
+        from greensq.services.shared.tcp_server import ProtocolServer
 
         log = logging.getLogger("greensq")
         tcp = sockets["TCP"]

@@ -40,8 +40,8 @@ from greensq.http.worker import DaemonWorker  # noqa: E402
 
 def daemon_main(spec_class, parse, argv=None):
     """A daemon's command: flags, ``--version``, then the arbiter."""
-    from greensq.services.goflags import parse_or_exit
-    from greensq.services.version import version_banner
+    from greensq.services.shared.goflags import parse_or_exit
+    from greensq.services.shared.version import version_banner
 
     opts = parse_or_exit(parse, sys.argv[1:] if argv is None else argv, spec_class.name)
     if opts.version:
@@ -145,7 +145,7 @@ def freeze_before_fork(arbiter, worker):
 
 def run_daemon(spec):
     """Bind, lock and run ``spec`` under Gunicorn; exits with the arbiter's status."""
-    from greensq.services.golog import daemon_line, exit_fatal
+    from greensq.services.shared.golog import daemon_line, exit_fatal
 
     try:
         app = DaemonApplication(spec)

@@ -1,7 +1,7 @@
 """What the arbiter does before it forks: bind every listening socket and lock the data
 directory, so a restarted worker keeps the same ports (port 0 included), connections wait
 in the backlog during a restart, and a second daemon on the same data directory fails at
-once. A killed daemon's dying worker is waited for (services/holders.py).
+once. A killed daemon's dying worker is waited for (services/shared/holders.py).
 """
 
 import errno
@@ -30,8 +30,8 @@ def parse_address(address):
 
 def bind_listener(address, backlog=1024):
     """A listening TCP socket on ``address``, reusable at once after a restart (a killed
-    daemon's dying worker is waited for: see services/holders.py)."""
-    from greensq.services.holders import port_holders, retry_while_holders_die
+    daemon's dying worker is waited for: see services/shared/holders.py)."""
+    from greensq.services.shared.holders import port_holders, retry_while_holders_die
 
     family, host, port = parse_address(address)
     # A str host goes through the "idna" codec, whose import (with stringprep and
@@ -72,7 +72,7 @@ def lock_directory(path, daemon_name):
     flock on the directory itself is what Go's nsqd takes too, so greensq and Go nsqd
     also exclude each other.
     """
-    from greensq.services.holders import lock_holders, retry_while_holders_die
+    from greensq.services.shared.holders import lock_holders, retry_while_holders_die
 
     os.makedirs(path, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -13,8 +13,8 @@ import shlex
 from greensq.http.daemon_spec import DaemonSpec
 from greensq.http.launcher import daemon_main
 from greensq.http.listeners import StartupError
-from greensq.services.goflags import parse_or_exit
-from greensq.services.nsqadmin_options import InvalidOptions, parse_nsqadmin_options, validate
+from greensq.services.nsqadmin.options import InvalidOptions, parse_nsqadmin_options, validate
+from greensq.services.shared.goflags import parse_or_exit
 
 
 class NsqadminSpec(DaemonSpec):
@@ -36,10 +36,10 @@ class NsqadminSpec(DaemonSpec):
         return {"HTTP": self.opts.http_address}
 
     def build_app(self, sockets):
-        from greensq.http.nsqadmin_app import create_app
-        from greensq.services.logs import setup_logging
-        from greensq.services.nsqadmin import NSQAdmin
-        from greensq.services.version import version_banner
+        from greensq.http.nsqadmin_api import create_app
+        from greensq.services.nsqadmin.nsqadmin import NSQAdmin
+        from greensq.services.shared.logs import setup_logging
+        from greensq.services.shared.version import version_banner
 
         self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
         logging.getLogger("greensq").info("%s", version_banner(self.name))

@@ -13,10 +13,10 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from greensq.services.cluster_stats import http_address, items
-from greensq.services.govalues import format_duration
-from greensq.services.nsqadmin import POLL_INTERVAL, ApiError
-from greensq.services.version import NSQ_VERSION, __version__
+from greensq.services.nsqadmin.nsqadmin import POLL_INTERVAL, ApiError
+from greensq.services.shared.cluster_stats import http_address, items
+from greensq.services.shared.govalues import format_duration
+from greensq.services.shared.version import NSQ_VERSION, __version__
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsqadmin_assets",
                          "templates")

@@ -15,8 +15,8 @@ from greensq.http.daemon_spec import ProtocolDaemonSpec
 from greensq.http.launcher import daemon_main
 from greensq.http.listeners import StartupError, bind_listener
 from greensq.http.worker import die_with_parent
-from greensq.services.goflags import parse_or_exit
-from greensq.services.nsqd_options import parse_nsqd_options
+from greensq.services.nsqd.options import parse_nsqd_options
+from greensq.services.shared.goflags import parse_or_exit
 
 log = logging.getLogger("greensq")
 
@@ -32,7 +32,7 @@ class NsqdSpec(ProtocolDaemonSpec):
 
     def listen_addresses(self):
         # Runs in the arbiter: a bad TLS setup fails here, before any worker boots.
-        from greensq.services.transport import server_context, tls_required_mode
+        from greensq.services.shared.transport import server_context, tls_required_mode
 
         addresses = super().listen_addresses()
         try:
@@ -46,7 +46,7 @@ class NsqdSpec(ProtocolDaemonSpec):
         return addresses
 
     def build_core(self):
-        from greensq.services.nsqd import CannotStart, load_nsqd
+        from greensq.services.nsqd.nsqd import CannotStart, load_nsqd
 
         try:
             return load_nsqd(self.opts)
@@ -54,8 +54,8 @@ class NsqdSpec(ProtocolDaemonSpec):
             raise StartupError(str(exc)) from None
 
     def create_app(self, core):
-        from greensq.http.nsqd_app import create_app
-        from greensq.services.transport import tls_required_mode
+        from greensq.http.nsqd_api import create_app
+        from greensq.services.shared.transport import tls_required_mode
 
         app = create_app(core)
         self.https_app = app
@@ -87,7 +87,7 @@ class NsqdSpec(ProtocolDaemonSpec):
         from functools import partial
 
         from greensq.actors.protocol_v2 import serve_v2
-        from greensq.services.wire import MAGIC_V2
+        from greensq.services.shared.wire import MAGIC_V2
 
         return {MAGIC_V2: partial(serve_v2, self.core)}
 

@@ -6,9 +6,10 @@ GET, administrative ones POST; responses are bare JSON with ``{"message": ...}``
 
 from greensq.http.nsq_http import (
     NsqHTTPError, create_api, query_params, respond_json, respond_ping)
-from greensq.services.metrics import content_type, lookupd_metrics
-from greensq.services.names import is_valid_name
-from greensq.services.version import NSQ_VERSION
+from greensq.services.nsqlookupd.metrics import lookupd_metrics
+from greensq.services.shared.metrics import content_type
+from greensq.services.shared.names import is_valid_name
+from greensq.services.shared.version import NSQ_VERSION
 
 
 def _required(params, name, missing):
@@ -113,7 +114,7 @@ class ChannelAction(Resource):
 
 
 class Metrics(Resource):
-    """GET /metrics: Prometheus' text format (services/metrics.py)."""
+    """GET /metrics: Prometheus' text format (services/nsqlookupd/metrics.py)."""
 
     def on_get(self, req, resp):
         resp.content_type = content_type()

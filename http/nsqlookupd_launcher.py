@@ -7,7 +7,7 @@ data, so there is nothing to lock or flush.
 
 from greensq.http.daemon_spec import ProtocolDaemonSpec
 from greensq.http.launcher import daemon_main
-from greensq.services.nsqlookupd_options import parse_nsqlookupd_options
+from greensq.services.nsqlookupd.options import parse_nsqlookupd_options
 
 
 class NsqlookupdSpec(ProtocolDaemonSpec):
@@ -15,7 +15,7 @@ class NsqlookupdSpec(ProtocolDaemonSpec):
     graceful_timeout = 5
 
     def build_core(self):
-        from greensq.services.nsqlookupd import NSQLookupd
+        from greensq.services.nsqlookupd.nsqlookupd import NSQLookupd
 
         return NSQLookupd(self.opts)
 
@@ -26,7 +26,7 @@ class NsqlookupdSpec(ProtocolDaemonSpec):
 
     def protocols(self):
         from greensq.actors.lookup_session import LookupSession
-        from greensq.services.wire import MAGIC_V1
+        from greensq.services.shared.wire import MAGIC_V1
 
         def serve_v1(sock, address):
             LookupSession(self.core, sock, address).run()

@@ -36,7 +36,7 @@ import gevent
 import httptools
 from gevent.server import StreamServer
 
-from greensq.services.transport import PlainTransport, TLSTransport
+from greensq.services.shared.transport import PlainTransport, TLSTransport
 
 log = logging.getLogger("greensq")
 

@@ -35,14 +35,14 @@ from gevent.pool import Group
 
 from greensq.actors.lookup_session import LookupSession
 from greensq.actors.protocol_v2 import serve_v2
-from greensq.http.nsqd_app import create_app as nsqd_app
+from greensq.http.nsqd_api import create_app as nsqd_app
 from greensq.http.nsqlookupd_app import create_app as nsqlookupd_app
-from greensq.services.nsqd import load_nsqd
-from greensq.services.nsqd_options import parse_nsqd_options
-from greensq.services.nsqlookupd import NSQLookupd
-from greensq.services.nsqlookupd_options import parse_nsqlookupd_options
-from greensq.services.tcp_server import serve_connection
-from greensq.services.wire import MAGIC_V1, MAGIC_V2
+from greensq.services.nsqd.nsqd import load_nsqd
+from greensq.services.nsqd.options import parse_nsqd_options
+from greensq.services.nsqlookupd.nsqlookupd import NSQLookupd
+from greensq.services.nsqlookupd.options import parse_nsqlookupd_options
+from greensq.services.shared.tcp_server import serve_connection
+from greensq.services.shared.wire import MAGIC_V1, MAGIC_V2
 from support import StatsQueries, V1Client, V2Client, gevent_wait_until
 
 # A socket pair has no peer address: each connection gets its own made-up one, so stats

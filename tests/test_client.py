@@ -12,7 +12,7 @@ from greensq.client import (
     FinFailedError, HTTPError, LookupdHTTPClient, NoConnectionsError, NsqdHTTPClient,
     Producer, ProtocolError, ReqFailedError, TouchFailedError, error_from_frame)
 from greensq.client.connection import encode_command
-from greensq.services.version import __version__
+from greensq.services.shared.version import __version__
 
 
 def tcp(daemon):

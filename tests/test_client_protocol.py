@@ -15,7 +15,7 @@ from greensq.client.compression import DeflateCodec
 from greensq.client.errors import FrameError
 from greensq.client.frames import FrameDecoder
 from greensq.client.protocol import START_TLS, ClientProtocol, identify_options
-from greensq.services.wire import (
+from greensq.services.shared.wire import (
     FRAME_MESSAGE, FRAME_RESPONSE, HEARTBEAT_FRAME, OK_FRAME, error_frame, frame,
     response_frame)
 

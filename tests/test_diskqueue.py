@@ -1,4 +1,4 @@
-"""Tests for greensq.services.diskqueue: go-diskqueue's on-disk format and semantics."""
+"""Tests for greensq.services.nsqd.diskqueue: go-diskqueue's on-disk format and semantics."""
 
 import errno
 import logging
@@ -9,7 +9,7 @@ import time
 import gevent
 import pytest
 
-from greensq.services.diskqueue import DiskQueue
+from greensq.services.nsqd.diskqueue import DiskQueue
 
 NAME = "t"
 LOG = logging.getLogger("test.diskqueue")

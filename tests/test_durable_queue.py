@@ -1,4 +1,4 @@
-"""services/durable_queue.py and services/finish_log.py on their own: the window of
+"""services/nsqd/durable_queue.py and services/nsqd/finish_log.py on their own: the window of
 records read and not done with, the persisted read position, the finish log and what a
 reopened queue delivers. (test_durable.py runs the daemon.)"""
 
@@ -8,11 +8,11 @@ import os
 import gevent
 import pytest
 
-from greensq.services import finish_log
-from greensq.services.diskqueue import DiskQueue
-from greensq.services.durable_queue import DurableQueue
-from greensq.services.finish_log import FinishLog
-from greensq.services.message import HEADER_SIZE, IdGenerator, Message
+from greensq.services.nsqd import finish_log
+from greensq.services.nsqd.diskqueue import DiskQueue
+from greensq.services.nsqd.durable_queue import DurableQueue
+from greensq.services.nsqd.finish_log import FinishLog
+from greensq.services.shared.message import HEADER_SIZE, IdGenerator, Message
 
 LOG = logging.getLogger("test.durable_queue")
 

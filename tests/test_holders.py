@@ -1,4 +1,4 @@
-"""services/holders.py: finding who holds a port or a lock, and telling a dying holder
+"""services/shared/holders.py: finding who holds a port or a lock, and telling a dying holder
 (which a restart waits for) from a live one (which makes the start fail at once)."""
 
 import errno
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from greensq.services.holders import (
+from greensq.services.shared.holders import (
     is_dying, lock_holders, port_holders, retry_while_holders_die)
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")

@@ -14,7 +14,7 @@ import pytest
 
 from support import CommandProcess, wait_until
 
-LOCAL = [sys.executable, "-m", "greensq.services.local"]
+LOCAL = [sys.executable, "-m", "greensq.http.local"]
 LOOPBACK_PORTS = {f"127.0.0.1:{port}" for port in (4150, 4151, 4160, 4161, 4171)}
 
 pytestmark = pytest.mark.slow   # runs greensq-local and its daemons

@@ -4,7 +4,7 @@ way a batch falls across a 4096-value boundary of the sequence."""
 
 import time
 
-from greensq.services.message import IdGenerator
+from greensq.services.shared.message import IdGenerator
 
 HEX = set(b"0123456789abcdef")
 

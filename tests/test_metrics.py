@@ -9,7 +9,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import V2Client, children, nsqadmin_daemon, wait_until
-from greensq.services.latency import LatencyWindow, nanoseconds_to_human
+from greensq.services.shared.latency import LatencyWindow, nanoseconds_to_human
 
 
 def scrape(daemon):

@@ -37,9 +37,9 @@ sys.path_hooks[:] = [h for h in sys.path_hooks
                      if not getattr(h, "__module__", "").startswith("__editable__")]
 sys.path_importer_cache.clear()
 sys.path.insert(0, sys.argv[1])
-from greensq.http import nsqadmin_app, nsqadmin_pages
+from greensq.http import nsqadmin_api, nsqadmin_pages
 assert nsqadmin_pages.TEMPLATES.startswith(sys.argv[1]), nsqadmin_pages.TEMPLATES
-static = nsqadmin_app.Static(nsqadmin_app.STATIC)
+static = nsqadmin_api.Static(nsqadmin_api.STATIC)
 assert static.load("nsqadmin.js") and static.load("nsqadmin.css")
 html = nsqadmin_pages.make_environment().get_template("counter.html").render(
     title="Counter", total=1234, base="", asset=lambda name: name, warnings=[])

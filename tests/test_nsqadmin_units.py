@@ -13,15 +13,15 @@ import pytest
 
 from go_nsq_fakes import FakeNsqd, load_fixture
 from support import nsqadmin_daemon
-from greensq.services import cluster_stats as shapes
-from greensq.services.admin_notify import admin_action
-from greensq.services.cluster_http import ClusterHTTP, UpstreamError
-from greensq.services.graphite import Graphite, sanitize_key
-from greensq.services.goflags import FlagError
-from greensq.services.nsqadmin_options import (
+from greensq.services.nsqadmin.graphite import Graphite, sanitize_key
+from greensq.services.nsqadmin.notify import admin_action
+from greensq.services.shared import cluster_stats as shapes
+from greensq.services.shared.cluster_http import ClusterHTTP, UpstreamError
+from greensq.services.shared.goflags import FlagError
+from greensq.services.nsqadmin.options import (
     InvalidOptions, normalize_base_path, parse_nsqadmin_options, validate)
 from greensq.http.nsqadmin_pages import lookupd_connection
-from greensq.services.rate_history import RateHistory, Sample
+from greensq.services.nsqadmin.rate_history import RateHistory, Sample
 
 A, B = "10.0.0.1:4151", "10.0.0.2:4151"
 

@@ -1,6 +1,6 @@
 """nsqd's flags and config file, parsed the way Go's flag package and NSQ parse them.
 
-Pure unit tests of ``greensq.services.goflags`` and ``greensq.services.nsqd_options``:
+Pure unit tests of ``greensq.services.shared.goflags`` and ``greensq.services.nsqd.options``:
 no daemon is started.
 """
 
@@ -10,9 +10,9 @@ import zlib
 
 import pytest
 
-from greensq.services.goflags import FatalError, Flag, FlagError, FlagSet, InvalidOptions
-from greensq.services.govalues import format_duration, parse_duration
-from greensq.services.nsqd_options import (
+from greensq.services.shared.goflags import FatalError, Flag, FlagError, FlagSet, InvalidOptions
+from greensq.services.shared.govalues import format_duration, parse_duration
+from greensq.services.nsqd.options import (
     NSQD_FLAGSET, default_node_id, parse_nsqd_options)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from greensq.services.version import __version__
+from greensq.services.shared.version import __version__
 from support import FRAME_RESPONSE, Daemon, V2Client, children, free_port, ping, wait_until
 
 pytestmark = pytest.mark.slow   # starts daemon processes

@@ -111,7 +111,7 @@ def test_replies_to_a_pipelined_burst_keep_command_order(nsqd):
     assert nsqd.topic_stats("ordered")["message_count"] == 50
 
 
-# -- batches bigger than one turn of the hub (services/batches.py) -------------------------
+# -- batches bigger than one turn of the hub (services/shared/batches.py) -------------------------
 
 BIG_BATCH = 5000     # several slices of SLICE (1024) messages, and several /mpub windows
 

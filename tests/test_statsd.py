@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from support import V2Client, wait_until
-from greensq.services.statsd import full_prefix, pack
+from greensq.services.nsqd.statsd import full_prefix, pack
 
 # Go nsqd's statsd.go, in its order: per topic, then per channel, then the memory figures.
 TOPIC_METRICS = [("message_count", "c"), ("message_bytes", "c"), ("depth", "g"),

@@ -11,12 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from greensq.services.goflags import FlagError
+from greensq.services.shared.goflags import FlagError
+from greensq.services.shared.version import __version__
 from greensq.services.tools.archive_files import filename_template, go_strftime
 from greensq.services.tools.client_config import GoNsqConfig
 from greensq.services.tools.json_filter import go_json
 from greensq.services.tools.options import ToolError
-from greensq.services.version import __version__
 
 TOOLS = ["nsq_to_file", "nsq_to_http", "nsq_to_nsq", "nsq_tail", "nsq_stat", "to_nsq"]
 

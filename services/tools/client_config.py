@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 from greensq.client import Consumer, Producer
 from greensq.client.connection import parse_address, tls_client_context
-from greensq.services.goflags import Flag, FlagError
-from greensq.services.govalues import (
+from greensq.services.shared.goflags import Flag, FlagError
+from greensq.services.shared.govalues import (
     format_duration, parse_bool, parse_duration, parse_float, parse_int, quote)
-from greensq.services.names import is_valid_name
+from greensq.services.shared.names import is_valid_name
 
 from .options import ToolError, user_agent
 

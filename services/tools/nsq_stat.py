@@ -3,7 +3,7 @@
 Every ``--interval`` the channel's ``/stats`` are read from every nsqd that has the
 topic (among the ``--nsqd-http-address`` given, or the producers ``--lookupd-http-address``
 reports for it), through the cluster queries nsqadmin uses
-(:mod:`greensq.services.clusterinfo`, Go's clusterinfo), and one row is printed, in the
+(:mod:`greensq.services.shared.clusterinfo`, Go's clusterinfo), and one row is printed, in the
 columns and layout of NSQ's nsq_stat::
 
     -----rate------+----------------depth----------------+--------------metadata---------------
@@ -18,9 +18,9 @@ read the numbers is fatal (exit 1), as in NSQ.
 
 import gevent
 
-from greensq.services.cluster_http import ClusterHTTP
-from greensq.services.clusterinfo import ClusterInfo, ClusterUnavailable
-from greensq.services.goflags import Flag
+from greensq.services.shared.cluster_http import ClusterHTTP
+from greensq.services.shared.clusterinfo import ClusterInfo, ClusterUnavailable
+from greensq.services.shared.goflags import Flag
 
 from . import options, runner
 

@@ -10,7 +10,7 @@ dropped (Go's nsq_tail exits without answering them).
 import logging
 import random
 
-from greensq.services.goflags import Flag
+from greensq.services.shared.goflags import Flag
 
 from . import options, runner
 from .client_config import GoNsqConfig, consumer_opt_flag, make_consumer

@@ -14,11 +14,11 @@ import signal
 import gevent
 
 from greensq.client import NSQError
-from greensq.services.cluster_http import ClusterHTTP
-from greensq.services.clusterinfo import ClusterInfo, ClusterUnavailable
-from greensq.services.goflags import Flag
-from greensq.services.logs import NsqFormatter
-from greensq.services.nsqd_options import LOG_LEVELS
+from greensq.services.shared.cluster_http import ClusterHTTP
+from greensq.services.shared.clusterinfo import ClusterInfo, ClusterUnavailable
+from greensq.services.shared.daemon_flags import LOG_LEVELS
+from greensq.services.shared.goflags import Flag
+from greensq.services.shared.logs import NsqFormatter
 
 from . import options, runner
 from .archive_files import filename_template

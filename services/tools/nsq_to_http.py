@@ -23,8 +23,8 @@ import urllib.parse
 
 from geventhttpclient import HTTPClient
 
-from greensq.services.goflags import Flag
-from greensq.services.version import NSQ_VERSION
+from greensq.services.shared.goflags import Flag
+from greensq.services.shared.version import NSQ_VERSION
 
 from . import options, runner
 from .client_config import GoNsqConfig, consumer_opt_flag, make_consumer

@@ -14,8 +14,8 @@ import logging
 import time
 
 from greensq.client import NSQError
-from greensq.services.goflags import Flag
-from greensq.services.names import is_valid_name
+from greensq.services.shared.goflags import Flag
+from greensq.services.shared.names import is_valid_name
 
 from . import options, runner
 from .client_config import (

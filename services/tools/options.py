@@ -1,6 +1,6 @@
 """The utilities' command lines: NSQ 1.3's shared flags and one way to parse them.
 
-Flags are parsed by :mod:`greensq.services.goflags` (every spelling Go's flag package
+Flags are parsed by :mod:`greensq.services.shared.goflags` (every spelling Go's flag package
 accepts). A bad flag prints Go's message and the usage and exits 2 (``--help`` prints the
 usage and exits 0), ``--version`` prints e.g.
 ``nsq_to_file v1.3.0 (built w/greensq-0.1.0)`` and exits 0, and a missing or inconsistent
@@ -9,8 +9,8 @@ option is a :class:`ToolError` whose text is the Go tool's ``log.Fatal`` message
 
 import sys
 
-from greensq.services.goflags import Flag, FlagSet, parse_or_exit
-from greensq.services.version import NSQ_VERSION, __version__, version_banner
+from greensq.services.shared.goflags import Flag, FlagSet, parse_or_exit
+from greensq.services.shared.version import NSQ_VERSION, __version__, version_banner
 
 
 class ToolError(Exception):

@@ -12,7 +12,7 @@ A tool is an object with ``start()``, ``stop()`` and a ``finished`` event:
 * an error the tool cannot recover from (a file that cannot be written) calls
   :func:`fatal` from any greenlet: one log line, exit 1, as Go's ``log.Fatal`` does.
 
-Lines go to stderr through :mod:`greensq.services.logs`'s background writer, in Go's
+Lines go to stderr through :mod:`greensq.services.shared.logs`'s background writer, in Go's
 standard ``log`` format (``2006/01/02 15:04:05 message``) unless the tool asks for
 NSQ's daemon format (nsq_to_file).
 """
@@ -26,9 +26,9 @@ import gevent
 from gevent.event import Event
 
 from greensq.client import NSQError
-from greensq.services.goflags import FlagError
-from greensq.services.golog import std_line
-from greensq.services.logs import setup_logging
+from greensq.services.shared.goflags import FlagError
+from greensq.services.shared.golog import std_line
+from greensq.services.shared.logs import setup_logging
 
 from .options import ToolError
 

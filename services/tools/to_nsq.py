@@ -21,7 +21,7 @@ import time
 import gevent
 
 from greensq.client import NSQError
-from greensq.services.goflags import Flag
+from greensq.services.shared.goflags import Flag
 
 from . import options, runner
 from .client_config import GoNsqConfig, make_producer, producer_opt_flag

@@ -1,0 +1,1 @@
+"""nsqlookupd's core: the registration DB, options and metrics."""
