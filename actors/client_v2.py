@@ -22,9 +22,9 @@ from gevent.lock import Semaphore
 
 from greensq.services.shared.auth import AuthError, query_any_auth_server
 from greensq.services.shared.json_input import decodes_as
+from greensq.services.shared.tls import tls_required_mode
 from greensq.services.shared.transport import (
-    DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError,
-    tls_required_mode)
+    DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError)
 from greensq.services.shared.wire import (
     HEARTBEAT_FRAME, OK_FRAME, FatalClientError, StreamReader, go_quote,
     message_frames)

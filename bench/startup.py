@@ -98,7 +98,7 @@ FLOOR_STEPS = (
     ("+ Gunicorn's arbiter and worker",
      "from greensq.http.unused_modules import defer_unused_modules; defer_unused_modules(); "
      "import gunicorn.app.base, gunicorn.arbiter, gunicorn.glogging, gunicorn.workers.base"),
-    ("+ gevent, patched", "from greensq.http.worker import monkey_patch; monkey_patch()"),
+    ("+ gevent, patched", "from greensq.http.worker_hub import monkey_patch; monkey_patch()"),
     ("+ Falcon, httptools, ujson", "import falcon, httptools, ujson"),
 )
 

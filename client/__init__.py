@@ -27,7 +27,7 @@ backoff), :mod:`.errors` (one exception per NSQ error code), :mod:`.message`; on
 :mod:`.http` (nsqd and nsqlookupd HTTP APIs).
 """
 
-import importlib
+from greensq.services.shared.deferred import deferred_import
 
 from .errors import *  # noqa: F401,F403 - the typed errors are part of the API
 from .errors import ERRORS, NSQError, ProtocolError, error_from_frame
@@ -35,10 +35,14 @@ from .http_answers import HTTPError
 from .message import Message
 from .protocol import USER_AGENT
 
-# The gevent client's classes, imported when first asked for: an asyncio program using
-# greensq.client.aio, which shares this package, never imports gevent.
-_ON_GEVENT = {"Connection": ".connection", "Consumer": ".consumer", "Producer": ".producer",
-              "LookupdHTTPClient": ".http", "NsqdHTTPClient": ".http"}
+# The gevent client's modules, loaded when one of their classes is first asked for: an
+# asyncio program using greensq.client.aio, which shares this package, never loads gevent.
+_connection = deferred_import("greensq.client.connection")
+_consumer = deferred_import("greensq.client.consumer")
+_http = deferred_import("greensq.client.http")
+_producer = deferred_import("greensq.client.producer")
+_ON_GEVENT = {"Connection": _connection, "Consumer": _consumer, "Producer": _producer,
+              "LookupdHTTPClient": _http, "NsqdHTTPClient": _http}
 
 __all__ = [
     "Connection", "Consumer", "ERRORS", "HTTPError", "LookupdHTTPClient", "Message",
@@ -52,6 +56,6 @@ def __getattr__(name):
     module = _ON_GEVENT.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(module, name)
     globals()[name] = value
     return value

@@ -14,7 +14,11 @@ Corrupt input raises :class:`~.errors.FrameError`.
 
 import zlib
 
+from greensq.services.shared.deferred import deferred_import
+
 from .errors import FrameError
+
+cramjam = deferred_import("cramjam")   # loaded when a connection first asks for snappy
 
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 # A chunk: header, CRC and at most 64 KiB of data, compressed at worst a sixth bigger.
@@ -25,8 +29,7 @@ class SnappyCodec:
     """The snappy framing format, both ways."""
 
     def __init__(self):
-        from cramjam import snappy
-
+        snappy = cramjam.snappy
         self._snappy = snappy
         self._compressor = snappy.Compressor()
         self._in = bytearray()

@@ -7,7 +7,13 @@ import logging
 import sys
 
 from greensq.http.listeners import format_sockname
+from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.golog import daemon_line
+from greensq.services.shared.version import version_banner
+
+# The worker's (launcher.py says why), loaded after the fork.
+logs = deferred_import("greensq.services.shared.logs")
+tcp_server = deferred_import("greensq.services.shared.tcp_server")
 
 
 class DaemonSpec:
@@ -59,9 +65,10 @@ class ProtocolDaemonSpec(DaemonSpec):
     """An NSQ-shaped daemon: a core built in the worker, a TCP protocol server on the
     ``--tcp-address`` port beside the Falcon app on ``--http-address``, NSQ's log lines.
 
-    Subclasses set ``name`` and implement ``build_core()``, ``create_app(core)`` and
-    ``protocols()`` (magic -> serve(sock, address)); ``after_start`` and ``close_core``
-    are optional hooks. The core gets ``tcp_port`` and ``http_port`` once bound.
+    Subclasses set ``name`` and implement ``build_core()`` and ``create_app(core)``; the
+    core serves its TCP protocol (``core.tcp_protocols()``: magic -> serve(sock, address))
+    and gets ``tcp_port`` and ``http_port`` once bound. ``after_start`` and ``close_core``
+    are optional hooks.
     """
 
     def __init__(self, opts):
@@ -79,9 +86,6 @@ class ProtocolDaemonSpec(DaemonSpec):
     def create_app(self, core):
         raise NotImplementedError
 
-    def protocols(self):
-        raise NotImplementedError
-
     def after_start(self):
         """Runs once the listeners serve (nsqd connects to its lookupds here)."""
 
@@ -91,24 +95,19 @@ class ProtocolDaemonSpec(DaemonSpec):
         return True
 
     def build_app(self, sockets):
-        from greensq.services.shared.logs import setup_logging
-        from greensq.services.shared.version import version_banner
-
-        self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
+        self.log_handler = logs.setup_logging(self.opts.log_prefix, self.opts.log_level)
         logging.getLogger("greensq").info("%s", version_banner(self.name))
         self.core = self.build_core()
         return self.create_app(self.core)
 
     def start(self, sockets):
-        from greensq.services.shared.tcp_server import ProtocolServer
-
         log = logging.getLogger("greensq")
         tcp = sockets["TCP"]
         bound = self.bound or {}
         self.core.tcp_port = tcp.getsockname()[1]
         if "HTTP" in bound:
             self.core.http_port = int(bound["HTTP"].rpartition(":")[2])
-        self.tcp_server = ProtocolServer(tcp, self.protocols())
+        self.tcp_server = tcp_server.ProtocolServer(tcp, self.core.tcp_protocols())
         self.tcp_server.start()
         log.info("TCP: listening on %s", format_sockname(tcp))
         if "HTTP" in bound:

@@ -36,13 +36,13 @@ from gunicorn.errors import HaltServer  # noqa: E402
 from greensq.http.listeners import (  # noqa: E402
     StartupError, bind_listener, format_sockname, lock_directory)
 from greensq.http.worker import DaemonWorker  # noqa: E402
+from greensq.services.shared.goflags import parse_or_exit  # noqa: E402
+from greensq.services.shared.golog import daemon_line, exit_fatal  # noqa: E402
+from greensq.services.shared.version import version_banner  # noqa: E402
 
 
 def daemon_main(spec_class, parse, argv=None):
     """A daemon's command: flags, ``--version``, then the arbiter."""
-    from greensq.services.shared.goflags import parse_or_exit
-    from greensq.services.shared.version import version_banner
-
     opts = parse_or_exit(parse, sys.argv[1:] if argv is None else argv, spec_class.name)
     if opts.version:
         print(version_banner(spec_class.name))
@@ -145,8 +145,6 @@ def freeze_before_fork(arbiter, worker):
 
 def run_daemon(spec):
     """Bind, lock and run ``spec`` under Gunicorn; exits with the arbiter's status."""
-    from greensq.services.shared.golog import daemon_line, exit_fatal
-
     try:
         app = DaemonApplication(spec)
     except StartupError as exc:

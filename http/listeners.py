@@ -9,6 +9,8 @@ import fcntl
 import os
 import socket
 
+from greensq.services.shared.holders import lock_holders, port_holders, retry_while_holders_die
+
 
 class StartupError(Exception):
     """A daemon cannot start; the message is printed and the process exits 1."""
@@ -31,8 +33,6 @@ def parse_address(address):
 def bind_listener(address, backlog=1024):
     """A listening TCP socket on ``address``, reusable at once after a restart (a killed
     daemon's dying worker is waited for: see services/shared/holders.py)."""
-    from greensq.services.shared.holders import port_holders, retry_while_holders_die
-
     family, host, port = parse_address(address)
     # A str host goes through the "idna" codec, whose import (with stringprep and
     # unicodedata) costs the arbiter a millisecond; an ASCII name needs none of it.
@@ -72,8 +72,6 @@ def lock_directory(path, daemon_name):
     flock on the directory itself is what Go's nsqd takes too, so greensq and Go nsqd
     also exclude each other.
     """
-    from greensq.services.shared.holders import lock_holders, retry_while_holders_die
-
     os.makedirs(path, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -14,7 +14,14 @@ from greensq.http.daemon_spec import DaemonSpec
 from greensq.http.launcher import daemon_main
 from greensq.http.listeners import StartupError
 from greensq.services.nsqadmin.options import InvalidOptions, parse_nsqadmin_options, validate
+from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.goflags import parse_or_exit
+from greensq.services.shared.version import version_banner
+
+# The worker's (launcher.py says why), loaded after the fork.
+logs = deferred_import("greensq.services.shared.logs")
+nsqadmin_api = deferred_import("greensq.http.nsqadmin_api")
+nsqadmin_core = deferred_import("greensq.services.nsqadmin.nsqadmin")
 
 
 class NsqadminSpec(DaemonSpec):
@@ -36,15 +43,10 @@ class NsqadminSpec(DaemonSpec):
         return {"HTTP": self.opts.http_address}
 
     def build_app(self, sockets):
-        from greensq.http.nsqadmin_api import create_app
-        from greensq.services.nsqadmin.nsqadmin import NSQAdmin
-        from greensq.services.shared.logs import setup_logging
-        from greensq.services.shared.version import version_banner
-
-        self.log_handler = setup_logging(self.opts.log_prefix, self.opts.log_level)
+        self.log_handler = logs.setup_logging(self.opts.log_prefix, self.opts.log_level)
         logging.getLogger("greensq").info("%s", version_banner(self.name))
-        self.core = NSQAdmin(self.opts)
-        return create_app(self.core)
+        self.core = nsqadmin_core.NSQAdmin(self.opts)
+        return nsqadmin_api.create_app(self.core)
 
     def start(self, sockets):
         log = logging.getLogger("greensq")

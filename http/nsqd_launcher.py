@@ -13,10 +13,17 @@ import shlex
 
 from greensq.http.daemon_spec import ProtocolDaemonSpec
 from greensq.http.launcher import daemon_main
-from greensq.http.listeners import StartupError, bind_listener
+from greensq.http.listeners import StartupError, bind_listener, format_sockname
 from greensq.http.worker import die_with_parent
 from greensq.services.nsqd.options import parse_nsqd_options
+from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.goflags import parse_or_exit
+from greensq.services.shared.tls import server_context, tls_required_mode
+
+# The worker's (launcher.py says why), loaded after the fork.
+nsqd_api = deferred_import("greensq.http.nsqd_api")
+nsqd_core = deferred_import("greensq.services.nsqd.nsqd")
+wsgi_server = deferred_import("greensq.http.wsgi_server")
 
 log = logging.getLogger("greensq")
 
@@ -32,8 +39,6 @@ class NsqdSpec(ProtocolDaemonSpec):
 
     def listen_addresses(self):
         # Runs in the arbiter: a bad TLS setup fails here, before any worker boots.
-        from greensq.services.shared.transport import server_context, tls_required_mode
-
         addresses = super().listen_addresses()
         try:
             context = server_context(self.opts)
@@ -46,18 +51,13 @@ class NsqdSpec(ProtocolDaemonSpec):
         return addresses
 
     def build_core(self):
-        from greensq.services.nsqd.nsqd import CannotStart, load_nsqd
-
         try:
-            return load_nsqd(self.opts)
-        except CannotStart as exc:
+            return nsqd_core.load_nsqd(self.opts)
+        except nsqd_core.CannotStart as exc:
             raise StartupError(str(exc)) from None
 
     def create_app(self, core):
-        from greensq.http.nsqd_api import create_app
-        from greensq.services.shared.transport import tls_required_mode
-
-        app = create_app(core)
+        app = nsqd_api.create_app(core)
         self.https_app = app
         https = (self.bound or {}).get("HTTPS")
         if https and tls_required_mode(self.opts) == "true":
@@ -71,33 +71,18 @@ class NsqdSpec(ProtocolDaemonSpec):
     def start(self, sockets):
         super().start(sockets)
         if "HTTPS" in sockets:
-            from gevent.pool import Pool
-
-            from greensq.http.listeners import format_sockname
-            from greensq.http.wsgi_server import ApiServer
-
             listener = sockets["HTTPS"]
-            self.https_server = ApiServer(listener, self.https_app, Pool(10000),
-                                          max_body=self.http_max_body(),
-                                          ssl_context=self.core.tls_context)
+            self.https_server = wsgi_server.ApiServer(listener, self.https_app, 10000,
+                                                      max_body=self.http_max_body(),
+                                                      ssl_context=self.core.tls_context)
             self.https_server.start()
             log.info("HTTPS: listening on %s", format_sockname(listener))
-
-    def protocols(self):
-        from functools import partial
-
-        from greensq.actors.protocol_v2 import serve_v2
-        from greensq.services.shared.wire import MAGIC_V2
-
-        return {MAGIC_V2: partial(serve_v2, self.core)}
 
     def after_start(self):
         self.core.start()
 
     def stop(self):
         if self.https_server is not None:
-            from greensq.http.listeners import format_sockname
-
             log.info("HTTPS: closing %s", format_sockname(self.https_server.socket))
             self.https_server.close()
         if self.core is not None:

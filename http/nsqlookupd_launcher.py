@@ -8,6 +8,11 @@ data, so there is nothing to lock or flush.
 from greensq.http.daemon_spec import ProtocolDaemonSpec
 from greensq.http.launcher import daemon_main
 from greensq.services.nsqlookupd.options import parse_nsqlookupd_options
+from greensq.services.shared.deferred import deferred_import
+
+# The worker's (launcher.py says why), loaded after the fork.
+nsqlookupd_app = deferred_import("greensq.http.nsqlookupd_app")
+nsqlookupd_core = deferred_import("greensq.services.nsqlookupd.nsqlookupd")
 
 
 class NsqlookupdSpec(ProtocolDaemonSpec):
@@ -15,23 +20,10 @@ class NsqlookupdSpec(ProtocolDaemonSpec):
     graceful_timeout = 5
 
     def build_core(self):
-        from greensq.services.nsqlookupd.nsqlookupd import NSQLookupd
-
-        return NSQLookupd(self.opts)
+        return nsqlookupd_core.NSQLookupd(self.opts)
 
     def create_app(self, core):
-        from greensq.http.nsqlookupd_app import create_app
-
-        return create_app(core)
-
-    def protocols(self):
-        from greensq.actors.lookup_session import LookupSession
-        from greensq.services.shared.wire import MAGIC_V1
-
-        def serve_v1(sock, address):
-            LookupSession(self.core, sock, address).run()
-
-        return {MAGIC_V1: serve_v1}
+        return nsqlookupd_app.create_app(core)
 
 
 def main(argv=None):

@@ -1,9 +1,10 @@
 """The daemon's one worker process: a Gunicorn worker that runs a gevent hub with the
 Falcon app on the HTTP server of wsgi_server.py and the spec's protocol servers beside it.
 
-Gunicorn loads the worker class in the arbiter, so this module imports gevent, the app
-and the daemon's core only in the worker, after the fork. The worker dies with its
-arbiter (``PR_SET_PDEATHSIG``), as a killed Go binary takes its ports with it.
+Gunicorn loads the worker class in the arbiter, so gevent and what needs it are
+worker_hub.py, which this module names deferred: the worker loads it after the fork. The
+worker dies with its arbiter (``PR_SET_PDEATHSIG``), as a killed Go binary takes its
+ports with it.
 
 A worker that cannot start logs NSQ's FATAL line and exits with Gunicorn's boot-error
 status; one whose shutdown could not persist everything exits with ``UNPERSISTED_EXIT``.
@@ -27,6 +28,11 @@ from gunicorn.arbiter import Arbiter  # noqa: E402 (after the deferral)
 from gunicorn.workers.base import Worker  # noqa: E402
 
 from greensq.http.listeners import StartupError, format_sockname  # noqa: E402
+from greensq.services.shared.deferred import deferred_import  # noqa: E402
+
+# The worker's, loaded after the fork.
+ctypes = deferred_import("ctypes")
+worker_hub = deferred_import("greensq.http.worker_hub")
 
 # The worker's exit status when its shutdown could not persist everything.
 UNPERSISTED_EXIT = 1
@@ -55,28 +61,11 @@ def die_with_parent(parent_pid):
     next start, as they are when a Go binary is killed.
     """
     if sys.platform.startswith("linux"):
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:
         os._exit(1)
-
-
-def monkey_patch():
-    """gevent's ``patch_all()`` without its plugin lookup.
-
-    Around every module it patches, gevent looks for plugins among the entry points of
-    every installed distribution: 25 reads of all the package metadata, about 0.1 s of
-    CPU and 2 MB at each worker start. The daemons use no gevent plugins; subscribers
-    registered in code (``zope.event``) are still notified. The daemons start no
-    processes either, so ``subprocess`` stays unpatched (and gevent's copy unloaded).
-    """
-    from gevent import events, monkey
-
-    events.notify_and_call_entry_points = events.notify
-    monkey.patch_all(subprocess=False)
 
 
 def release_free_heap():
@@ -86,8 +75,6 @@ def release_free_heap():
     stay resident: about 1 MB once a worker has started.
     """
     if sys.platform.startswith("linux"):
-        import ctypes
-
         trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
         if trim is not None:
             trim(0)
@@ -97,7 +84,7 @@ class DaemonWorker(Worker):
     """The single gevent worker: the Falcon app on the HTTP server in wsgi_server.py, and
     the spec's protocol servers beside it.
 
-    Gunicorn loads the worker class in the arbiter, so gevent is imported here only once
+    Gunicorn loads the worker class in the arbiter, so gevent is worker_hub's, loaded once
     the worker runs, after the fork. Its run loop wakes as soon as a stop signal arrives
     (Gunicorn's polls once a second), then stops accepting, gives requests under way a
     moment, and lets the spec flush.
@@ -116,22 +103,13 @@ class DaemonWorker(Worker):
         # of the worker's 95 and finds a few hundred objects. run() enables it again.
         gc.disable()
         die_with_parent(self.ppid)
-        monkey_patch()
-        from gevent import hub
-
+        worker_hub.monkey_patch()
         # Sockets bound in the arbiter predate monkey-patching: re-wrap them for the hub.
         self.sockets = [socket.socket(listener.FAMILY, socket.SOCK_STREAM,
                                       fileno=listener.sock.detach())
                         for listener in self.sockets]
-        hub.reinit()
-        # Falcon's App copies mimetypes' table (for static routes); Python's own table is
-        # enough for the daemons (nsqadmin serves .css and .js), and reading the system's
-        # mime.types would cost 0.4 MB and 2 ms. init() reads every file of knownfiles
-        # (``init(files=[])`` too), so the list is emptied first.
-        import mimetypes
-
-        mimetypes.knownfiles = []
-        mimetypes.init()
+        worker_hub.reinit_hub()
+        worker_hub.use_builtin_mime_types()
         super().init_process()
 
     def load_wsgi(self):
@@ -150,15 +128,9 @@ class DaemonWorker(Worker):
             sys.exit(0)
 
     def run(self):
-        import gevent
-        from gevent.event import Event
-        from gevent.pool import Pool
-
-        from greensq.http.wsgi_server import ApiServer
-
         spec = self.app.spec
         raise_fd_limit()
-        self._stop = Event()
+        self._stop = worker_hub.stop_event()
         sockets = {label: socket.socket(sock.family, sock.type, fileno=sock.detach())
                    for label, sock in self.app.sockets.items() if label != "HTTP"}
         servers = []
@@ -166,9 +138,9 @@ class DaemonWorker(Worker):
             spec.start(sockets)
             for listener in self.sockets:
                 listener.setblocking(1)
-                server = ApiServer(listener, self.wsgi,
-                                   spawn=Pool(self.cfg.worker_connections),
-                                   max_body=spec.http_max_body())
+                server = worker_hub.http_server(listener, self.wsgi,
+                                                self.cfg.worker_connections,
+                                                spec.http_max_body())
                 server.start()
                 servers.append(server)
         except Exception:
@@ -192,7 +164,7 @@ class DaemonWorker(Worker):
                 server.close_idle()
             deadline = time.monotonic() + self.drain_timeout
             while time.monotonic() < deadline and any(server.active for server in servers):
-                gevent.sleep(0.05)
+                worker_hub.sleep(0.05)
         finally:
             persisted = spec.stop()
         if persisted is False:
@@ -208,6 +180,4 @@ class DaemonWorker(Worker):
 
     def handle_usr1(self, sig, frame):
         # Reopening log files may block: not in a signal handler on the hub.
-        import gevent
-
-        gevent.spawn(super().handle_usr1, sig, frame)
+        worker_hub.spawn(super().handle_usr1, sig, frame)

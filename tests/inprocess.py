@@ -26,15 +26,12 @@ import logging
 import os
 import shutil
 import tempfile
-from functools import partial
 
 import gevent
 from falcon.testing import TestClient
 from gevent import socket as gsocket
 from gevent.pool import Group
 
-from greensq.actors.lookup_session import LookupSession
-from greensq.actors.protocol_v2 import serve_v2
 from greensq.http.nsqd_api import create_app as nsqd_app
 from greensq.http.nsqlookupd_app import create_app as nsqlookupd_app
 from greensq.services.nsqd.nsqd import load_nsqd
@@ -42,7 +39,6 @@ from greensq.services.nsqd.options import parse_nsqd_options
 from greensq.services.nsqlookupd.nsqlookupd import NSQLookupd
 from greensq.services.nsqlookupd.options import parse_nsqlookupd_options
 from greensq.services.shared.tcp_server import serve_connection
-from greensq.services.shared.wire import MAGIC_V1, MAGIC_V2
 from support import StatsQueries, V1Client, V2Client, gevent_wait_until
 
 # A socket pair has no peer address: each connection gets its own made-up one, so stats
@@ -91,16 +87,12 @@ class InProcessDaemon:
         self.core = None
         self.http_client = None
 
-    def protocols(self):
-        """The magic -> serve(sock, address) table, as the daemon's listener has it."""
-        raise NotImplementedError
-
     def connect(self, magic=None, timeout=10.0):
         """A client (``client_class``) on a new connection; ``magic`` overrides the
         protocol magic it sends first (b"" sends none)."""
         ours, theirs = gsocket.socketpair()
         address = ("127.0.0.1", next(_peer_ports))
-        self.connections.spawn(serve_connection, theirs, address, self.protocols())
+        self.connections.spawn(serve_connection, theirs, address, self.core.tcp_protocols())
         client = self.client_class(sock=ours, timeout=timeout, magic=magic)
         client.remote_address = "%s:%d" % address    # as the daemon names the connection
         self.clients.append(client)
@@ -163,9 +155,6 @@ class InProcessNsqd(InProcessDaemon, StatsQueries):
         self.core = load_nsqd(self.opts)
         self.http_client = TestClient(nsqd_app(self.core))
         self.core.start()
-
-    def protocols(self):
-        return {MAGIC_V2: partial(serve_v2, self.core)}
 
     def close_core(self):
         if self.core is not None and not self.core.exiting:
@@ -230,5 +219,3 @@ class InProcessNsqlookupd(InProcessDaemon):
         self.core = NSQLookupd(self.opts)
         self.http_client = TestClient(nsqlookupd_app(self.core))
 
-    def protocols(self):
-        return {MAGIC_V1: lambda sock, address: LookupSession(self.core, sock, address).run()}

@@ -269,7 +269,7 @@ def release_of_this_checkout(destination):
     """A copy of this checkout whose version is one step on: a new greensq to upgrade to."""
     shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(
         ".*", "build", "*.egg-info", "wheelhouse", "__pycache__", "tests", "bench", "data"))
-    version_file = destination / "services" / "version.py"
+    version_file = destination / "services" / "shared" / "version.py"
     text = version_file.read_text()
     current = re.search(r'^__version__ = "(.+)"$', text, re.MULTILINE).group(1)
     upgraded = current + (".upgrade" if "+" in current else "+upgrade")

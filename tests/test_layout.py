@@ -10,12 +10,22 @@ those inside functions included).
 
 A module imports only from its own layer's package and the layers below it; the packages
 of one layer do not import each other; and no module imports itself back through others.
-``python -m pytest tests/test_layout.py`` checks it.
+Deferred imports (services/shared/deferred.py) count as imports, and the README's
+architecture section lists every one. ``python -m pytest tests/test_layout.py`` checks it.
 """
+
+import re
+from pathlib import Path
 
 import grimp
 import pytest
 from grimp import Layer
+
+REPO = Path(__file__).resolve().parent.parent
+FOLDERS = {"actors": "greensq.actors", "services": "greensq.services", "http": "greensq.http",
+           "client": "greensq.client"}
+DEFERRED = re.compile(r'^\w+ = deferred_import\("([\w.]+)"', re.M)
+README_DEFERRED = re.compile(r"`([\w.]+)`\s+in\s+`([\w/.]+\.py)`")
 
 ROOTS = ("greensq.actors", "greensq.services", "greensq.http", "greensq.client")
 LAYERS = (
@@ -27,12 +37,31 @@ LAYERS = (
 )
 
 
+def deferred_imports():
+    """``(path, module)`` of every ``name = deferred_import("module")`` in the package."""
+    found = set()
+    for folder in FOLDERS:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for module in DEFERRED.findall(path.read_text()):
+                found.add((str(path.relative_to(REPO)), module))
+    return found
+
+
+def module_name(path):
+    folder, _, rest = path.partition("/")
+    name = f"{FOLDERS[folder]}.{rest.removesuffix('.py').replace('/', '.')}"
+    return name.removesuffix(".__init__")
+
+
 @pytest.fixture(scope="module")
 def graph():
     graph = grimp.build_graph(*ROOTS)
     # http/ has no __init__.py (it must not shadow the standard library's http), so the
     # graph knows its modules but not the package: name it for the layer check.
     graph.add_module("greensq.http")
+    for path, module in deferred_imports():
+        if module.startswith("greensq."):
+            graph.add_import(importer=module_name(path), imported=module)
     return graph
 
 
@@ -65,3 +94,9 @@ def test_no_module_imports_itself_back(graph):
             if chain:
                 cycles.add(" -> ".join((module, *chain)))
     assert not cycles, "\n".join(sorted(cycles))
+
+
+def test_the_readme_lists_every_deferred_import():
+    section = (REPO / "README.md").read_text().split("### Deferred imports", 1)[1]
+    listed = {(path, module) for module, path in README_DEFERRED.findall(section)}
+    assert listed == deferred_imports()

@@ -15,7 +15,6 @@ against it with nothing rewritten.
 import json
 import re
 import signal
-import subprocess
 import sys
 import sysconfig
 import urllib.request

@@ -10,13 +10,19 @@ that a publish to an idle topic is handled at once in the publisher's greenlet (
 import logging
 import os
 import time
+import urllib.parse
+from functools import partial
 
 import gevent
+import gevent.ssl
 import ujson
 from gevent.event import AsyncResult
 
 from greensq.actors.actor import Receipt, Refused
+from greensq.actors.lookup_peer import LookupPeer
+from greensq.actors.protocol_v2 import serve_v2
 from greensq.actors.topic import Topic
+from greensq.services.nsqd.diskqueue import DiskQueue
 from greensq.services.nsqd.durable_queue import DurableQueue
 from greensq.services.nsqd.finish_log import FinishLog
 from greensq.services.nsqd.memory import GC_PAUSES
@@ -25,10 +31,17 @@ from greensq.services.nsqd.statsd import StatsdPusher
 from greensq.services.nsqd.watchdog import Watchdog
 from greensq.services.shared import json_input
 from greensq.services.shared.batches import SlicedBodies
+from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.files import replace_file
 from greensq.services.shared.message import HEADER_SIZE, IdGenerator, Message
 from greensq.services.shared.names import backend_name, is_ephemeral, is_valid_name
+from greensq.services.shared.tls import server_context
 from greensq.services.shared.version import NSQ_VERSION
+from greensq.services.shared.wire import MAGIC_V2
+
+# Loaded when a new topic first asks nsqlookupd for its channels.
+http_client = deferred_import("http.client")
+urllib_request = deferred_import("urllib.request")
 
 log = logging.getLogger("greensq")
 
@@ -44,11 +57,9 @@ def load_nsqd(opts):
     --tls-cert), the topics and channels recorded in ``nsqd.dat``, and ``nsqd.dat`` written
     back, since nsqd, as NSQ's, refuses a data path it cannot write (``CannotStart``).
     Call ``start()`` once it serves, ``close()`` to shut it down."""
-    from greensq.services.shared.transport import server_context
-
     log.info("ID: %d", opts.node_id)
     nsqd = NSQD(opts)
-    nsqd.tls_context = server_context(opts)
+    nsqd.tls_context = server_context(opts, gevent.ssl.SSLContext)   # cooperative sockets
     try:
         nsqd.load_metadata()
     except (OSError, ValueError) as exc:
@@ -112,8 +123,6 @@ class NSQD:
         self.lookup_peers = {}
 
     def _sync_lookup_peers(self):
-        from greensq.actors.lookup_peer import LookupPeer
-
         wanted = list(dict.fromkeys(self.opts.lookupd_tcp_address))
         for address in list(self.lookup_peers):
             if address not in wanted:
@@ -142,10 +151,6 @@ class NSQD:
 
     def _create_channels_from_lookupd(self, topic):
         """Create the channels the nsqlookupds already know for a new topic."""
-        import http.client
-        import urllib.parse
-        import urllib.request
-
         names = []
         for peer in list(self.lookup_peers.values()):
             address = peer.http_address
@@ -153,10 +158,10 @@ class NSQD:
                 continue
             url = f"http://{address}/channels?topic={urllib.parse.quote(topic.name)}"
             try:
-                with urllib.request.urlopen(
+                with urllib_request.urlopen(
                         url, timeout=self.opts.http_client_request_timeout) as resp:
                     channels = json_input.loads(resp.read()).get("channels") or []
-            except (OSError, ValueError, AttributeError, http.client.HTTPException) as exc:
+            except (OSError, ValueError, AttributeError, http_client.HTTPException) as exc:
                 log.error("failed to query nsqlookupd %s for channels of topic %s - %s",
                           address, topic.name, exc)
                 continue
@@ -166,6 +171,12 @@ class NSQD:
         for name in dict.fromkeys(names):
             if is_valid_name(name) and not is_ephemeral(name):
                 topic.get_channel(name)
+
+    # -- the TCP protocol -------------------------------------------------------------------
+
+    def tcp_protocols(self):
+        """What nsqd's TCP port speaks: NSQ's V2 protocol (protocol magic -> serve)."""
+        return {MAGIC_V2: partial(serve_v2, self)}
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -250,8 +261,6 @@ class NSQD:
         (bounded by ``max_bytes`` under --max-bytes-policy), or (``--durable``) disk first
         with memory in front (see services/nsqd/durable_queue.py); ``on_due`` takes a durable
         queue's deferred records as it reads them."""
-        from greensq.services.nsqd.diskqueue import DiskQueue
-
         opts = self.opts
         drop_oldest = opts.max_bytes_policy == "drop-oldest"
         if is_ephemeral(channel if channel is not None else topic):

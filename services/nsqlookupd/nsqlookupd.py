@@ -12,7 +12,9 @@ import logging
 import socket
 import time
 
+from greensq.actors.lookup_session import LookupSession
 from greensq.services.shared.version import NSQ_VERSION
+from greensq.services.shared.wire import MAGIC_V1
 
 
 # What Go's zero time.Time gives for UnixNano(): /debug's tombstoned_at of a producer
@@ -142,6 +144,15 @@ class NSQLookupd:
         return [p for p in producers
                 if now - p.peer.last_update <= timeout
                 and not p.is_tombstoned(tombstone_lifetime)]
+
+    # -- the TCP protocol -------------------------------------------------------------------
+
+    def tcp_protocols(self):
+        """What nsqlookupd's TCP port speaks: NSQ's V1 lookup protocol (magic -> serve)."""
+        def serve_v1(sock, address):
+            LookupSession(self, sock, address).run()
+
+        return {MAGIC_V1: serve_v1}
 
     # -- V1 protocol operations ---------------------------------------------------------
 

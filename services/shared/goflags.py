@@ -22,9 +22,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
+from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.golog import daemon_line, exit_fatal, std_line
 from greensq.services.shared.govalues import (
     format_value, go_type_of, parse_bool, parse_duration, parse_float, parse_int, quote)
+
+tomllib = deferred_import("tomllib")   # only with --config: every daemon's arbiter parses flags
 
 
 class FlagError(ValueError):
@@ -313,8 +316,6 @@ class FlagSet:
     def load_config(self, path, defaults):
         """Option values from a TOML config file (keys are flag names with underscores);
         FatalError in the words of NSQ's daemons."""
-        import tomllib   # only with --config: every daemon's arbiter parses flags
-
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)

@@ -19,6 +19,12 @@ import functools
 
 import gevent
 
+from greensq.services.shared.deferred import deferred_import
+
+# Loaded at the first scrape: the library and what it imports (http.client, email,
+# snappy...) would cost a daemon that is never scraped about 1 MiB and 16 ms of startup.
+prometheus_client = deferred_import("prometheus_client")
+
 YIELD_EVERY = 200
 
 
@@ -26,7 +32,7 @@ class _ProcessMetrics:
     """prometheus-client's process, platform and GC collectors (registered with a
     registry of their own, as the GC collector insists on one)."""
 
-    def __init__(self, prometheus_client):
+    def __init__(self):
         registry = prometheus_client.CollectorRegistry()
         self.collectors = (prometheus_client.ProcessCollector(registry=registry),
                            prometheus_client.PlatformCollector(registry=registry),
@@ -38,18 +44,13 @@ class _ProcessMetrics:
 
 
 @functools.cache
-def _prometheus():
-    """prometheus-client and the process collectors, imported at the first scrape: the
-    library and what it imports (http.client, email, snappy...) cost a daemon that is
-    never scraped about 1 MiB and 16 ms of startup."""
-    import prometheus_client
-
-    return prometheus_client, _ProcessMetrics(prometheus_client)
+def _process_metrics():
+    return _ProcessMetrics()
 
 
 def content_type():
     """The text exposition format's Content-Type, as prometheus-client names it."""
-    return _prometheus()[0].CONTENT_TYPE_LATEST
+    return prometheus_client.CONTENT_TYPE_LATEST
 
 
 def let_others_run():
@@ -85,8 +86,7 @@ class Exposition:
         for lines in self._families:
             parts.append("".join(lines).encode())
             let_others_run()
-        prometheus_client, process_metrics = _prometheus()
-        parts.append(prometheus_client.generate_latest(process_metrics))
+        parts.append(prometheus_client.generate_latest(_process_metrics()))
         return b"".join(parts)
 
 

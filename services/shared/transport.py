@@ -12,38 +12,25 @@ wraps the one below it, so the frame code above never changes:
 
 Server and client share these: bytes already read from the plain stream past the point
 of the upgrade (a pipelined peer) are handed to a compressing transport as ``pending``
-and decoded first.
-
-The arbiter checks the TLS flags with ``server_context`` before it forks, so this module
-imports gevent and cramjam only where they are used: the arbiter stays small.
+and decoded first. nsqd's TLS settings are tls.py. cramjam is loaded when a connection
+first asks for snappy.
 """
 
 import array
 import fcntl
-import ssl
 import termios
 import zlib
+
+from gevent import get_hub
+
+from greensq.services.shared.deferred import deferred_import
+
+cramjam = deferred_import("cramjam")
 
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 # The longest chunk Go's snappy reader takes: a CRC and the worst-case encoding of a
 # 64 KiB block.
 _SNAPPY_MAX_CHUNK_LENGTH = 4 + 32 + 65536 + 65536 // 6
-
-TLS_VERSIONS = {
-    "ssl3.0": ssl.TLSVersion.TLSv1,     # OpenSSL no longer speaks SSLv3: the lowest it has
-    "tls1.0": ssl.TLSVersion.TLSv1,
-    "tls1.1": ssl.TLSVersion.TLSv1_1,
-    "tls1.2": ssl.TLSVersion.TLSv1_2,
-    "tls1.3": ssl.TLSVersion.TLSv1_3,
-}
-
-# With --tls-min-version below tls1.2 (nsqd's default is tls1.0, as Go's): Python's
-# default cipher list with the SHA-1 suites, the only ones TLS 1.0 and 1.1 have (Go offers
-# ECDHE with AES-CBC-SHA to them), at OpenSSL's security level 0, since from OpenSSL 3 on
-# level 1 and above refuse the MD5-SHA1 / SHA-1 signatures these versions sign with. From
-# tls1.2 up the context keeps Python's defaults.
-LEGACY_TLS_CIPHERS = ("ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!AESCCM"
-                      ":@SECLEVEL=0")
 
 # NSQ's names in /stats (Go's tls.Version* constants as nsqd prints them).
 _VERSION_NAMES = {"SSLv3": "SSL30", "TLSv1": "TLS1.0", "TLSv1.1": "TLS1.1",
@@ -83,8 +70,6 @@ class PlainTransport:
     def recv_when_readable(self, size):
         """Wait in the hub until the socket is readable, then read (``b""`` at EOF)."""
         if self._readable is None:
-            from gevent import get_hub
-
             hub = get_hub()
             self._readable = hub.loop.io(self.sock.fileno(), 1)
             self._wait = hub.wait
@@ -141,8 +126,7 @@ class SnappyTransport:
     name = "snappy"
 
     def __init__(self, inner, pending=b""):
-        from cramjam import snappy
-
+        snappy = cramjam.snappy
         self.inner = inner
         self._snappy = snappy
         self._compressor = snappy.Compressor()
@@ -254,40 +238,3 @@ class DeflateTransport:
                 return out
             if decompressor.eof:
                 return b""
-
-
-def server_context(opts):
-    """nsqd's TLS context from its flags, or None without ``--tls-cert``."""
-    if not (opts.tls_cert and opts.tls_key):
-        return None
-    from gevent import ssl as gevent_ssl
-
-    context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)   # cooperative sockets
-    context.load_cert_chain(opts.tls_cert, opts.tls_key)
-    minimum = TLS_VERSIONS.get((opts.tls_min_version or "").lower())
-    if minimum is not None:
-        context.minimum_version = minimum
-        if minimum < ssl.TLSVersion.TLSv1_2:
-            context.set_ciphers(LEGACY_TLS_CIPHERS)
-    policy = opts.tls_client_auth_policy
-    if opts.tls_root_ca_file:
-        context.load_verify_locations(cafile=opts.tls_root_ca_file)
-    if policy in ("require", "require-verify"):
-        # Python's ssl cannot ask for a client certificate without verifying it, so
-        # "require" verifies against --tls-root-ca-file too (or the system CAs).
-        context.verify_mode = ssl.CERT_REQUIRED
-        if not opts.tls_root_ca_file:
-            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-    return context
-
-
-def tls_required_mode(opts):
-    """"false", "tcp-https" or "true": NSQ forces "true" once a client-auth policy is set."""
-    mode = (opts.tls_required or "false").lower()
-    if mode in ("1", "t", "true"):
-        mode = "true"
-    elif mode in ("0", "f", "false"):
-        mode = "false"
-    if opts.tls_client_auth_policy and mode == "false":
-        mode = "true"
-    return mode
