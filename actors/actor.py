@@ -286,8 +286,9 @@ class Actor:
 
 
 class MessageHolder(Actor):
-    """An actor that owns a ``queue`` (a MessageQueue) and can be paused: a topic or a
-    channel. Pause state is part of nsqd's metadata, so changing it schedules a write."""
+    """An actor that owns a ``queue`` (a ``MessageQueue``: services/nsqd/message_queue.py)
+    and can be paused: a topic or a channel. Pause state is part of nsqd's metadata, so
+    changing it schedules a write."""
 
     paused = False
 

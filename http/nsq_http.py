@@ -5,7 +5,9 @@
 * Every response but ``/ping`` carries ``X-NSQ-Content-Type: nsq; version=1.0``
   (``NsqResponse``; ``respond_ping`` answers ``/ping``).
 * Query parameters take their first value, blank values included, as Go's
-  ``url.ParseQuery`` does.
+  ``url.ParseQuery`` does; a missing one is 400 ``MISSING_ARG_<NAME>``, a topic or
+  channel name NSQ refuses 400 ``INVALID_ARG_TOPIC`` / ``INVALID_ARG_CHANNEL`` (nsqd's
+  own topic endpoints say ``INVALID_TOPIC``), in nsqd and nsqlookupd alike.
 """
 
 import logging
@@ -13,6 +15,8 @@ import logging
 import falcon
 import ujson
 from falcon.uri import parse_query_string
+
+from greensq.services.shared.names import is_valid_name
 
 log = logging.getLogger("greensq")
 
@@ -117,6 +121,32 @@ def query_params(req):
         for key, value in _first_values(form).items():
             params.setdefault(key, value)
     return params
+
+
+def required_param(params, name):
+    """The parameter ``name``, blank or not; NSQ's 400 ``MISSING_ARG_<NAME>`` without it."""
+    if name not in params:
+        raise NsqHTTPError(400, f"MISSING_ARG_{name.upper()}")
+    return params[name]
+
+
+def topic_param(params, invalid="INVALID_ARG_TOPIC"):
+    """The ``topic`` parameter, a name NSQ accepts; ``invalid`` is the 400's text for
+    one it refuses (nsqd's publish, create and empty endpoints say ``INVALID_TOPIC``)."""
+    name = required_param(params, "topic")
+    if not is_valid_name(name):
+        raise NsqHTTPError(400, invalid)
+    return name
+
+
+def topic_channel_params(params):
+    """The ``topic`` and ``channel`` parameters, checked in that order, as nsqd's channel
+    endpoints and nsqlookupd's check them."""
+    topic = topic_param(params)
+    channel = required_param(params, "channel")
+    if not is_valid_name(channel):
+        raise NsqHTTPError(400, "INVALID_ARG_CHANNEL")
+    return topic, channel
 
 
 def bool_param(params, name, default):

@@ -14,8 +14,8 @@ import gevent
 from greensq.actors.actor import HandlerFailed, Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
-    NsqHTTPError, bool_param, create_api, query_params, read_body, respond_json, respond_ping,
-    respond_text)
+    NsqHTTPError, bool_param, create_api, query_params, read_body, required_param, respond_json,
+    respond_ping, respond_text, topic_channel_params, topic_param)
 from greensq.services.nsqd.metrics import nsqd_metrics
 from greensq.services.nsqd.options import NSQD_FLAGSET
 from greensq.services.nsqd.stats import format_text, nsqd_stats
@@ -24,7 +24,6 @@ from greensq.services.shared.batches import LineTooBig, split_lines, split_mpub_
 from greensq.services.shared.logs import LEVELS
 from greensq.services.shared.message import MAX_ATTEMPTS_LIMIT
 from greensq.services.shared.metrics import content_type
-from greensq.services.shared.names import is_valid_name
 from greensq.services.shared.version import NSQ_VERSION
 from greensq.services.shared.wire import FatalClientError
 
@@ -36,35 +35,18 @@ _DIGITS = re.compile(r"[0-9]+")
 _LOG_LEVEL_NUMBERS = {"debug": 1, "info": 2, "warn": 3, "error": 4, "fatal": 5}
 
 
-def _topic_arg(params, invalid="INVALID_TOPIC"):
-    if "topic" not in params:
-        raise NsqHTTPError(400, "MISSING_ARG_TOPIC")
-    name = params["topic"]
-    if not is_valid_name(name):
-        raise NsqHTTPError(400, invalid)
-    return name
-
-
-def _channel_arg(params):
-    if "channel" not in params:
-        raise NsqHTTPError(400, "MISSING_ARG_CHANNEL")
-    name = params["channel"]
-    if not is_valid_name(name):
-        raise NsqHTTPError(400, "INVALID_ARG_CHANNEL")
-    return name
-
-
 class Resource:
     def __init__(self, nsqd):
         self.nsqd = nsqd
         self.opts = nsqd.opts
 
-    def topic_arg(self, params, invalid="INVALID_TOPIC"):
-        """The ``topic`` parameter, checked (an existing topic's name is valid)."""
+    def topic_to_publish(self, params):
+        """The ``topic`` parameter of a publish, checked (a topic that exists has a valid
+        name: publishing to it skips the check)."""
         name = params.get("topic")
         if name is not None and name in self.nsqd.topics:
             return name
-        return _topic_arg(params, invalid)
+        return topic_param(params, "INVALID_TOPIC")
 
     def publish(self, topic_name, bodies, defer_ms=0):
         """Publish; answered once stored. A full bounded queue is 503 ``QUEUE_FULL``,
@@ -80,8 +62,7 @@ class Resource:
 
     def existing_channel(self, params):
         """The channel named by ``topic`` and ``channel``, or NSQ's 404s."""
-        topic_name = _topic_arg(params, "INVALID_ARG_TOPIC")
-        channel_name = _channel_arg(params)
+        topic_name, channel_name = topic_channel_params(params)
         topic = self.nsqd.get_existing_topic(topic_name)
         if topic is None:
             raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
@@ -127,7 +108,7 @@ class Pub(Resource):
         if not body:
             raise NsqHTTPError(400, "MSG_EMPTY")
         params = query_params(req)
-        topic_name = self.topic_arg(params)
+        topic_name = self.topic_to_publish(params)
         if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
             self.nsqd.get_topic(topic_name)
         defer_ms = 0
@@ -148,7 +129,7 @@ class Mpub(Resource):
             raise NsqHTTPError(413, "BODY_TOO_BIG")
         body = read_body(req, limit)     # first: a form content type must not eat it
         params = query_params(req)
-        topic_name = self.topic_arg(params)
+        topic_name = self.topic_to_publish(params)
         if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
             self.nsqd.get_topic(topic_name)
         if len(body) > limit:
@@ -221,9 +202,7 @@ class ChannelMaxAttempts(Resource):
     def on_post(self, req, resp):
         params = query_params(req)
         channel = self.existing_channel(params)
-        if "max_attempts" not in params:
-            raise NsqHTTPError(400, "MISSING_ARG_MAX_ATTEMPTS")
-        raw = params["max_attempts"]
+        raw = required_param(params, "max_attempts")
         if raw and (not _DIGITS.fullmatch(raw) or int(raw) > MAX_ATTEMPTS_LIMIT):
             raise NsqHTTPError(400, "INVALID_ARG_MAX_ATTEMPTS")
         try:
@@ -241,18 +220,16 @@ class TopicAction(Resource):
     def on_post(self, req, resp, action):
         params = query_params(req)
         if action == "create":
-            self.nsqd.get_topic(_topic_arg(params))
+            self.nsqd.get_topic(topic_param(params, "INVALID_TOPIC"))
         elif action == "delete":
-            if "topic" not in params:
-                raise NsqHTTPError(400, "MISSING_ARG_TOPIC")
-            if not self.nsqd.delete_topic(params["topic"]):
+            if not self.nsqd.delete_topic(required_param(params, "topic")):
                 raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
         elif action in ("empty", "pause", "unpause"):
-            if action == "empty":
-                _topic_arg(params)      # NSQ validates the name for empty only
-            elif "topic" not in params:
-                raise NsqHTTPError(400, "MISSING_ARG_TOPIC")
-            topic = self.nsqd.get_existing_topic(params["topic"])
+            if action == "empty":       # NSQ validates the name for empty only
+                topic_name = topic_param(params, "INVALID_TOPIC")
+            else:
+                topic_name = required_param(params, "topic")
+            topic = self.nsqd.get_existing_topic(topic_name)
             if topic is None:
                 raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
             self._act(topic, action)
@@ -290,8 +267,7 @@ class ChannelAction(TopicAction):
         if action not in ("create", "delete", "empty", "pause", "unpause"):
             raise NsqHTTPError(404, "NOT_FOUND")
         params = query_params(req)
-        topic_name = _topic_arg(params, "INVALID_ARG_TOPIC")
-        channel_name = _channel_arg(params)
+        topic_name, channel_name = topic_channel_params(params)
         topic = self.nsqd.get_existing_topic(topic_name)
         if topic is None:
             raise NsqHTTPError(404, "TOPIC_NOT_FOUND")

@@ -5,27 +5,11 @@ GET, administrative ones POST; responses are bare JSON with ``{"message": ...}``
 """
 
 from greensq.http.nsq_http import (
-    NsqHTTPError, create_api, query_params, respond_json, respond_ping)
+    NsqHTTPError, create_api, query_params, required_param, respond_json, respond_ping,
+    topic_channel_params, topic_param)
 from greensq.services.nsqlookupd.metrics import lookupd_metrics
 from greensq.services.shared.metrics import content_type
-from greensq.services.shared.names import is_valid_name
 from greensq.services.shared.version import NSQ_VERSION
-
-
-def _required(params, name, missing):
-    if name not in params:
-        raise NsqHTTPError(400, missing)
-    return params[name]
-
-
-def _topic_channel(params):
-    topic = _required(params, "topic", "MISSING_ARG_TOPIC")
-    if not is_valid_name(topic):
-        raise NsqHTTPError(400, "INVALID_ARG_TOPIC")
-    channel = _required(params, "channel", "MISSING_ARG_CHANNEL")
-    if not is_valid_name(channel):
-        raise NsqHTTPError(400, "INVALID_ARG_CHANNEL")
-    return topic, channel
 
 
 def _empty(resp):
@@ -55,7 +39,7 @@ class Debug(Resource):
 
 class Lookup(Resource):
     def on_get(self, req, resp):
-        topic = _required(query_params(req), "topic", "MISSING_ARG_TOPIC")
+        topic = required_param(query_params(req), "topic")
         result = self.lookupd.lookup(topic)
         if result is None:
             raise NsqHTTPError(404, "TOPIC_NOT_FOUND")
@@ -69,7 +53,7 @@ class Topics(Resource):
 
 class Channels(Resource):
     def on_get(self, req, resp):
-        topic = _required(query_params(req), "topic", "MISSING_ARG_TOPIC")
+        topic = required_param(query_params(req), "topic")
         respond_json(resp, {"channels": self.lookupd.channels(topic)})
 
 
@@ -84,15 +68,12 @@ class TopicAction(Resource):
     def on_post(self, req, resp, action):
         params = query_params(req)
         if action == "create":
-            topic = _required(params, "topic", "MISSING_ARG_TOPIC")
-            if not is_valid_name(topic):
-                raise NsqHTTPError(400, "INVALID_ARG_TOPIC")
-            self.lookupd.create_topic(topic)
+            self.lookupd.create_topic(topic_param(params))
         elif action == "delete":
-            self.lookupd.delete_topic(_required(params, "topic", "MISSING_ARG_TOPIC"))
+            self.lookupd.delete_topic(required_param(params, "topic"))
         elif action == "tombstone":
-            topic = _required(params, "topic", "MISSING_ARG_TOPIC")
-            node = _required(params, "node", "MISSING_ARG_NODE")
+            topic = required_param(params, "topic")
+            node = required_param(params, "node")
             self.lookupd.tombstone(topic, node)
         else:
             raise NsqHTTPError(404, "NOT_FOUND")
@@ -105,7 +86,7 @@ class ChannelAction(Resource):
     def on_post(self, req, resp, action):
         if action not in ("create", "delete"):
             raise NsqHTTPError(404, "NOT_FOUND")
-        topic, channel = _topic_channel(query_params(req))
+        topic, channel = topic_channel_params(query_params(req))
         if action == "create":
             self.lookupd.create_channel(topic, channel)
         elif not self.lookupd.delete_channel(topic, channel):

@@ -18,10 +18,11 @@ LOG = logging.getLogger("test.durable_queue")
 
 
 def open_queue(path, mem_limit=100, deferred=None):
-    log = DiskQueue("q", str(path), 1 << 20, HEADER_SIZE, 1024 + HEADER_SIZE, 2500, 60.0,
-                    LOG, retain=True)
+    queue_of_record = DiskQueue("q", str(path), 1 << 20, HEADER_SIZE, 1024 + HEADER_SIZE,
+                                2500, 60.0, LOG, retain=True)
     on_due = (lambda msg, delay: deferred.append((msg.body, delay))) if deferred is not None else None
-    return DurableQueue("q", mem_limit, log, FinishLog(str(path / "q.finished")), on_due)
+    finished = FinishLog(str(path / "q.finished"))
+    return DurableQueue("q", mem_limit, queue_of_record, finished, on_due)
 
 
 def publish(queue, bodies):
@@ -63,7 +64,7 @@ def test_a_reopened_queue_delivers_what_was_not_finished(tmp_path):
         if msg.body not in (b"3", b"7"):
             queue.finish([msg])
     queue.flush()
-    queue.log._stop_syncer()            # a crash: nothing more is written
+    queue.queue_of_record._stop_syncer()            # a crash: nothing more is written
     reopened = open_queue(tmp_path)
     assert [msg.body for msg in reopened.take(20)] == [b"3", b"7"]
 
@@ -76,7 +77,7 @@ def test_requeued_and_deferred_messages_keep_attempts_and_due_time(tmp_path):
     queue.requeue(again)
     queue.defer(later, 60.0)
     queue.flush()
-    queue.log._stop_syncer()
+    queue.queue_of_record._stop_syncer()
     deferred = []
     reopened = open_queue(tmp_path, deferred=deferred)
     delivered = reopened.take(10)
@@ -97,7 +98,7 @@ def test_the_finish_log_is_rewritten_compactly(tmp_path, monkeypatch):
         queue.flush()
     size = os.path.getsize(tmp_path / "q.finished")
     assert size <= 2000 + finish_log.ENTRY.size
-    queue.log._stop_syncer()
+    queue.queue_of_record._stop_syncer()
     assert [m.body for m in open_queue(tmp_path).take(500)] == [b"0"]
 
 

@@ -1,7 +1,8 @@
 """A FIFO queue of byte records on disk, in go-diskqueue's file format.
 
-nsqd keeps the overflow of every topic and channel in one of these, so a data
-directory written by Go nsqd can be read by greensq and the other way round.
+nsqd keeps the overflow of every topic and channel in one of these (in durable mode,
+every message: the queue of record), so a data directory written by Go nsqd can be read
+by greensq and the other way round.
 
 Files, for a queue called ``<name>`` in ``<data_path>``:
 

@@ -1,9 +1,10 @@
 """A topic's or channel's queue in durable mode (``--durable``): a message stays in the
 disk queue from the moment its publish is answered until it is finished.
 
-The plain ``MessageQueue`` keeps messages in memory up to ``--mem-queue-size`` and
-writes only the overflow to disk, so what memory holds (and what is in flight or
-deferred) is lost with the process. Here the disk queue is the queue of record:
+The default mode's ``MemoryFirstQueue`` keeps messages in memory up to
+``--mem-queue-size`` and writes only the overflow to disk, so what memory holds (and what
+is in flight or deferred) is lost with the process. Here the disk queue is the queue of
+record (``queue_of_record``, a retaining ``DiskQueue``):
 
 - every published message is appended, and ``when_stored`` answers only after the
   fsync that covers it (concurrent publishes share one fsync: the disk queue's group
@@ -17,7 +18,7 @@ deferred) is lost with the process. Here the disk queue is the queue of record:
 
 Memory still holds up to ``--mem-queue-size`` messages, all of them already on disk, so
 delivery does not wait for reads. Records between the persisted read position and the
-read cursor form the window: a list in log order in which a run of finished records is
+read cursor form the window: a list in disk order in which a run of finished records is
 one entry, so one slow message holds back the read position without the finished ones
 behind it costing more than an entry per gap. A message held in memory that was written
 after the cursor (a requeue while a backlog waits on disk) is "ahead": the cursor skips
@@ -36,9 +37,8 @@ so the records they finished are delivered again after a restart.
 import itertools
 import logging
 import time
-from collections import deque
 
-from greensq.services.nsqd.message_queue import write_and_close
+from greensq.services.nsqd.message_queue import MessageQueue
 from greensq.services.shared.message import Message
 
 log = logging.getLogger("greensq")
@@ -55,7 +55,7 @@ class _Entry:
 
 
 class Window:
-    """Records read (or held since written) and not yet committed, in log order."""
+    """Records read (or held since written) and not yet committed, in disk order."""
 
     def __init__(self):
         self.head = self.tail = None
@@ -116,21 +116,19 @@ class Window:
         self.head = self.tail = None
 
 
-class DurableQueue:
-    """The ``MessageQueue`` interface over a retaining disk queue and its finish log.
+class DurableQueue(MessageQueue):
+    """Memory in front of ``queue_of_record``, a retaining disk queue that holds every
+    message until it is finished, and its finish log. Never bounded:
+    --max-bytes-per-topic/-channel bound the default mode's queues.
 
     ``on_due(msg, delay)`` is called for records read from disk whose due time is still
     to come (the channel defers them)."""
 
     durable = True
-    max_bytes = 0           # --max-bytes-per-topic/-channel bound the default mode's queues
-    drop_oldest = False
 
-    def __init__(self, label, mem_limit, log, finish_log, on_due=None):
-        self.label = label
-        self.mem_limit = mem_limit
-        self.memory = deque()
-        self.log = log
+    def __init__(self, label, mem_limit, queue_of_record, finish_log, on_due=None):
+        super().__init__(label, mem_limit)
+        self.queue_of_record = queue_of_record
         self.finish_log = finish_log
         self.on_due = on_due
         self.window = Window()
@@ -138,41 +136,27 @@ class DurableQueue:
         self._dirty = False
         self._due_unsynced = False
         self._finish_log_error = None   # the finish log's last write error, if it failed
-        self.dropped = 0
 
     # -- sizes ------------------------------------------------------------------------------
-
-    def __len__(self):
-        return len(self.memory) + self.backend_depth
 
     @property
     def backend_depth(self):
         """Records on disk not yet read (those already held in memory excluded)."""
-        return self.log.depth - len(self.ahead)
+        return self.queue_of_record.depth - len(self.ahead)
 
     @property
     def backend_bytes(self):
-        return self.log.bytes
-
-    def is_full(self):
-        return False
+        return self.queue_of_record.bytes
 
     def refuses(self, count, bytes_from):
         return False
 
-    def peek(self, count, max_bytes):
-        """Up to ``count`` messages as ``take`` would give them, left in place (records
-        on disk as they are, without skipping those finished before a restart)."""
-        msgs = []
-        for msg in list(self.memory)[:count]:
-            if max_bytes <= 0:
-                return msgs
-            msgs.append(msg)
-            max_bytes -= len(msg.body)
-        if len(msgs) < count and max_bytes > 0 and self.log.depth:
-            decoded, _ = Message.decode_many(self.log.peek(count - len(msgs), max_bytes))
-            msgs.extend(decoded)
-        return msgs
+    def _peek_disk(self, count, max_bytes):
+        """Records on disk as they are, without skipping those finished before a
+        restart."""
+        if not self.queue_of_record.depth:
+            return []
+        return Message.decode_many(self.queue_of_record.peek(count, max_bytes))[0]
 
     # -- new messages -----------------------------------------------------------------------
 
@@ -182,9 +166,9 @@ class DurableQueue:
         ``accepted`` holds them in memory only."""
         starts = []
         payloads = [msg.encode() for msg in msgs]
-        at_cursor = self.log.read_offset
+        at_cursor = self.queue_of_record.read_offset
         try:
-            self.log.put_many(payloads, starts)
+            self.queue_of_record.put_many(payloads, starts)
         except OSError as exc:
             if not accepted:
                 raise
@@ -197,19 +181,20 @@ class DurableQueue:
             for msg, start, payload in zip(msgs, starts, payloads):
                 msg.entry = entry = _Entry(start, start + 4 + len(payload))
                 window.append(entry)
-            self.log.skip_read(entry.end, len(msgs))
+            self.queue_of_record.skip_read(entry.end, len(msgs))
             self.memory.extend(msgs)
 
     def when_stored(self, callback):
-        """Call ``callback(error)`` once what was written so far is fsynced."""
+        """Once what was written so far (and the finish log's due times) is fsynced."""
         if self._due_unsynced:
             self._due_unsynced = False
             if not self._write_finish_log():
                 callback(self._finish_log_error)
                 return
-            self.log.when_synced(lambda error: self._sync_finish_log(callback, error))
+            self.queue_of_record.when_synced(
+                lambda error: self._sync_finish_log(callback, error))
         else:
-            self.log.when_synced(callback)
+            self.queue_of_record.when_synced(callback)
 
     def _sync_finish_log(self, callback, error):
         try:
@@ -221,22 +206,16 @@ class DurableQueue:
 
     # -- taking and giving back -------------------------------------------------------------
 
-    def take(self, count):
-        """Up to ``count`` messages: memory first, then records read from disk (those
-        finished before a restart and those already held are skipped)."""
-        memory = self.memory
-        if len(memory) >= count:
-            return [memory.popleft() for _ in range(count)]
-        taken = list(memory)
-        memory.clear()
-        log = self.log
-        while len(taken) < count and log.depth > len(self.ahead):
+    def _take_from_disk(self, count, taken):
+        """Records read from disk (those finished before a restart and those already
+        held are skipped)."""
+        disk = self.queue_of_record
+        while len(taken) < count and disk.depth > len(self.ahead):
             starts = []
-            payloads = log.get_many(count - len(taken), starts)
+            payloads = disk.get_many(count - len(taken), starts)
             if not payloads:
                 break
             self._materialize(payloads, starts, taken)
-        return taken
 
     def _materialize(self, payloads, starts, taken):
         window, ahead, finish_log = self.window, self.ahead, self.finish_log
@@ -311,7 +290,7 @@ class DurableQueue:
         starts = []
         payload = msg.encode()
         try:
-            self.log.put_many((payload,), starts)
+            self.queue_of_record.put_many((payload,), starts)
         except OSError as exc:
             self._write_failed(exc, 1)
             return False
@@ -322,14 +301,10 @@ class DurableQueue:
         msg.entry = _Entry(starts[0], starts[0] + 4 + len(payload))
         return True
 
-    def _write_failed(self, error, count):
-        log.error("%s: failed to write messages to backend - %s (%d kept in memory)",
-                  self.label, error, count)
-
     def _hold(self, msg):
         entry = msg.entry
-        if self.log.read_offset == entry.start and not self.ahead:
-            self.log.skip_read(entry.end, 1)
+        if self.queue_of_record.read_offset == entry.start and not self.ahead:
+            self.queue_of_record.skip_read(entry.end, 1)
             self.window.append(entry)
         else:
             self.ahead[entry.start] = entry
@@ -357,8 +332,8 @@ class DurableQueue:
             committed += count
         if committed:
             head = self.window.head
-            self.log.commit(head.start if head is not None else self.log.read_offset,
-                            committed)
+            self.queue_of_record.commit(
+                head.start if head is not None else self.queue_of_record.read_offset, committed)
         if self.finish_log.wants_compaction:
             try:
                 self.finish_log.rewrite(self.window.finished_ranges(), self._live_dues())
@@ -383,7 +358,7 @@ class DurableQueue:
     def _live_dues(self):
         """Due times of records not yet behind the persisted read position."""
         head = self.window.head
-        committed = head.start if head is not None else self.log.read_offset
+        committed = head.start if head is not None else self.queue_of_record.read_offset
         due = self.finish_log.due
         for start in [start for start in due if start < committed and start not in self.ahead]:
             del due[start]
@@ -397,12 +372,12 @@ class DurableQueue:
         self.ahead.clear()
         self.finish_log.due.clear()
         self.finish_log.rewrite([], {})
-        self.log.empty()
+        self.queue_of_record.empty()
 
     def delete(self):
         self.memory.clear()
         self.finish_log.delete()
-        self.log.delete()
+        self.queue_of_record.delete()
 
     def close(self, extra=()):
         """Shutdown: everything held is on disk already (``extra``, the in-flight and
@@ -414,4 +389,4 @@ class DurableQueue:
         self.flush()
         finish_log_written = self._finish_log_error is None
         self.finish_log.close()
-        return write_and_close(self.label, self.log, unwritten) and finish_log_written
+        return self._close_disk(self.queue_of_record, unwritten) and finish_log_written

@@ -26,7 +26,7 @@ from greensq.services.nsqd.diskqueue import DiskQueue
 from greensq.services.nsqd.durable_queue import DurableQueue
 from greensq.services.nsqd.finish_log import FinishLog
 from greensq.services.nsqd.memory import GC_PAUSES
-from greensq.services.nsqd.message_queue import MessageQueue
+from greensq.services.nsqd.memory_first_queue import MemoryFirstQueue
 from greensq.services.nsqd.statsd import StatsdPusher
 from greensq.services.nsqd.watchdog import Watchdog
 from greensq.services.shared import json_input
@@ -257,23 +257,23 @@ class NSQD:
             self.notify_lookupd(f"UNREGISTER {topic.name} {channel.name}")
 
     def make_queue(self, label, topic, channel=None, on_due=None, max_bytes=0):
-        """A topic's or channel's queue: memory only when ephemeral, memory then disk
-        (bounded by ``max_bytes`` under --max-bytes-policy), or (``--durable``) disk first
-        with memory in front (see services/nsqd/durable_queue.py); ``on_due`` takes a durable
-        queue's deferred records as it reads them."""
+        """A topic's or channel's ``MessageQueue`` (services/nsqd/message_queue.py): memory
+        only when ephemeral, memory then disk (bounded by ``max_bytes`` under
+        --max-bytes-policy), or (``--durable``) a disk queue of record with memory in front;
+        ``on_due`` takes a durable queue's deferred records as it reads them."""
         opts = self.opts
         drop_oldest = opts.max_bytes_policy == "drop-oldest"
         if is_ephemeral(channel if channel is not None else topic):
-            return MessageQueue(label, opts.mem_queue_size, None, max_bytes, drop_oldest)
+            return MemoryFirstQueue(label, opts.mem_queue_size, None, max_bytes, drop_oldest)
         name = backend_name(topic, channel)
-        backend = DiskQueue(
+        disk = DiskQueue(
             name, self.data_path, opts.max_bytes_per_file, HEADER_SIZE,
             opts.max_msg_size + HEADER_SIZE, opts.sync_every, opts.sync_timeout, log,
             retain=opts.durable, on_error=self.set_health)
         if not opts.durable:
-            return MessageQueue(label, opts.mem_queue_size, backend, max_bytes, drop_oldest)
+            return MemoryFirstQueue(label, opts.mem_queue_size, disk, max_bytes, drop_oldest)
         finish_log = FinishLog(os.path.join(self.data_path, f"{name}.diskqueue.finished.dat"))
-        return DurableQueue(label, opts.mem_queue_size, backend, finish_log, on_due)
+        return DurableQueue(label, opts.mem_queue_size, disk, finish_log, on_due)
 
     # -- metadata (nsqd.dat) ----------------------------------------------------------------
 
