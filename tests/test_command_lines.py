@@ -158,3 +158,25 @@ def test_missing_config_file(tmp_path, program):
     assert status == 1
     assert re.fullmatch(rf"\[{program}\] {DAEMON_LOG}FATAL: failed to load config file "
                         rf"{missing} - open {missing}: no such file or directory\n", err), err
+
+
+@pytest.mark.parametrize("flags,reason", [
+    (["--http-client-tls-cert={missing}", "--http-client-tls-key={missing}"],
+     "failed to LoadX509KeyPair {missing}, {missing} - open {missing}: "
+     "no such file or directory"),
+    (["--http-client-tls-cert={junk}", "--http-client-tls-key={junk}"],
+     "failed to LoadX509KeyPair {junk}, {junk} - "
+     "tls: failed to find any PEM data in certificate input"),
+    (["--http-client-tls-root-ca-file={missing}"],
+     "failed to read TLS root CA file {missing} - open {missing}: no such file or directory"),
+    (["--http-client-tls-root-ca-file={junk}"], "failed to AppendCertsFromPEM {junk}"),
+])
+def test_nsqadmin_refuses_client_tls_files_it_cannot_load(tmp_path, flags, reason):
+    paths = {"missing": tmp_path / "missing.pem", "junk": tmp_path / "junk.pem"}
+    paths["junk"].write_text("not a certificate\n")
+    status, out, err = run("nsqadmin", "--http-address=127.0.0.1:0",
+                           "--nsqd-http-address=127.0.0.1:4151",
+                           *(flag.format(**paths) for flag in flags))
+    assert status == 1 and out == ""
+    expected = "FATAL: failed to instantiate nsqadmin - " + reason.format(**paths)
+    assert re.fullmatch(rf"\[nsqadmin\] {DAEMON_LOG}{re.escape(expected)}\n", err), err

@@ -4,6 +4,7 @@ checks Go's nsqadmin makes before it listens (each failure is one ``FATAL`` line
 import ipaddress
 import posixpath
 import socket
+import ssl
 from urllib.parse import urlsplit
 
 from greensq.services.shared.daemon_flags import daemon_flags
@@ -78,6 +79,45 @@ def _resolve(flag, address):
         raise InvalidOptions(f"failed to resolve --{flag} ({address}) - {exc}") from None
 
 
+def _open_error(path, exc):
+    """An OSError in the words of Go's os package (``open <path>: <reason>``)."""
+    return f"open {path}: {(exc.strerror or str(exc)).lower()}"
+
+
+def _check_client_tls_files(opts):
+    """Go's checks of the ``--http-client-tls-*`` files, in its words."""
+    cert, key = opts.http_client_tls_cert, opts.http_client_tls_key
+    if cert and key:
+        try:
+            for path, what in ((cert, "certificate"), (key, "key")):
+                with open(path, "rb") as fh:
+                    if b"-----BEGIN" not in fh.read():
+                        raise ValueError(f"tls: failed to find any PEM data in {what} input")
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ssl.SSLError):
+                reason = f"tls: {exc.reason or exc}".lower()
+            elif isinstance(exc, OSError):
+                reason = _open_error(path, exc)
+            else:
+                reason = str(exc)
+            raise InvalidOptions(
+                f"failed to LoadX509KeyPair {cert}, {key} - {reason}") from None
+    root_ca = opts.http_client_tls_root_ca_file
+    if root_ca:
+        try:
+            with open(root_ca, "rb") as fh:
+                pem = fh.read()
+        except OSError as exc:
+            raise InvalidOptions(f"failed to read TLS root CA file {root_ca} - "
+                                 f"{_open_error(root_ca, exc)}") from None
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
+                cadata=pem.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            raise InvalidOptions(f"failed to AppendCertsFromPEM {root_ca}") from None
+
+
 def validate(opts):
     """Go's start-up checks, in its order; raises InvalidOptions."""
     if not opts.nsqd_http_address and not opts.lookupd_http_address:
@@ -88,6 +128,7 @@ def validate(opts):
         raise InvalidOptions("--http-client-tls-key must be specified with --http-client-tls-cert")
     if opts.http_client_tls_key and not opts.http_client_tls_cert:
         raise InvalidOptions("--http-client-tls-cert must be specified with --http-client-tls-key")
+    _check_client_tls_files(opts)
     for address in opts.lookupd_http_address:
         _resolve("lookupd-http-address", address)
     for address in opts.nsqd_http_address:
