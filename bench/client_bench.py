@@ -22,9 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
-from nsqbench import NsqdProcess, report  # noqa: E402
+from nsqbench import report  # noqa: E402
 
 from greensq.client import Consumer, NsqdHTTPClient, Producer  # noqa: E402
+from greensq.http.testing import Daemon  # noqa: E402
 
 
 def cpu_seconds():
@@ -113,7 +114,7 @@ def main():
     parser.add_argument("--window", type=int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
-        nsqd = NsqdProcess(data, f"--mem-queue-size={args.messages * 2}")
+        nsqd = Daemon(data, [f"--mem-queue-size={args.messages * 2}"]).start()
         try:
             consumer_rate = bench_consumer(nsqd, "client_bench_sub", args.messages,
                                            args.size, args.max_in_flight)

@@ -32,7 +32,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nsqbench import NsqdProcess, run_writer  # noqa: E402
+from nsqbench import run_writer  # noqa: E402
+
+from greensq.http.testing import Daemon  # noqa: E402
 
 CLIENTS = ("aio", "ansq", "pynsq", "gnsq", "gevent")
 
@@ -313,8 +315,8 @@ def main():
         if args.nsqd_tcp_address:
             cfg["tcp"], http_address = args.nsqd_tcp_address, args.nsqd_http_address
         else:
-            nsqd = NsqdProcess(data, f"--mem-queue-size={args.messages * 2}",
-                               binary=args.go_nsqd)
+            nsqd = Daemon(data, [f"--mem-queue-size={args.messages * 2}"],
+                          binary=args.go_nsqd).start()
             cfg["tcp"], http_address = nsqd.tcp_address, f"127.0.0.1:{nsqd.http_port}"
         try:
             rates = {}

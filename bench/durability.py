@@ -7,7 +7,9 @@ every message goes through the disk queue (``--mem-queue-size=0``).
 import argparse
 import tempfile
 
-from nsqbench import NsqdProcess, report, rss_bytes, run_writer
+from nsqbench import report, rss_bytes, run_writer
+
+from greensq.http.testing import Daemon, wait_until
 
 SIZE = 200
 BATCH = 200
@@ -20,18 +22,19 @@ def main():
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        nsqd = NsqdProcess(f"{tmp}/backlog")
+        nsqd = Daemon(f"{tmp}/backlog").start()
         idle = rss_bytes(nsqd.worker_pid)
         messages, seconds = run_writer(nsqd.tcp_address, "backlog", SIZE, BATCH,
                                        runfor=3600, count=args.messages)
         report("backlog publish (default --mem-queue-size)", messages, seconds, SIZE)
-        nsqd.wait_for_depth("backlog", args.messages)
+        wait_until(lambda: nsqd.topic_stats("backlog")["depth"] >= args.messages, timeout=300,
+                   interval=0.2, message="the backlog")
         loaded = rss_bytes(nsqd.worker_pid)
         print(f"RSS idle: {idle / 1e6:.1f} MB; with a {args.messages:,}-message backlog of "
               f"{SIZE}-byte messages: {loaded / 1e6:.1f} MB (+{(loaded - idle) / 1e6:.1f} MB)")
         nsqd.stop()
 
-        nsqd = NsqdProcess(f"{tmp}/disk", "--mem-queue-size=0")
+        nsqd = Daemon(f"{tmp}/disk", ["--mem-queue-size=0"]).start()
         messages, seconds = run_writer(nsqd.tcp_address, "disk", SIZE, BATCH, args.runfor)
         report("publish with --mem-queue-size=0", messages, seconds, SIZE)
         nsqd.stop()

@@ -20,12 +20,15 @@ Compare them with ``scenarios.py``'s (i), (h), (f) and (e), and with Go nsqd's t
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import time
 
-from nsqbench import (MIB, cpu_seconds, free_port, http_pub_request, http_reply_end,
-                      lockstep_load, nsq_reply_end, pub_frame)
+from nsqbench import (MIB, cpu_seconds, http_pub_request, http_reply_end, lockstep_load,
+                      nsq_reply_end, pub_frame)
+
+from greensq.http.testing import free_port, wait_until
 
 OK_FRAME = b"\x00\x00\x00\x06\x00\x00\x00\x00OK"
 
@@ -93,11 +96,8 @@ def measure_server(kind, connections, runfor, client_processes):
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port)])
     try:
-        deadline = time.monotonic() + 30
-        while not _accepts(port):
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"the {kind} floor server did not start")
-            time.sleep(0.05)
+        wait_until(lambda: _accepts(port, server), timeout=30, interval=0.05,
+                   message=f"the {kind} floor server")
         address = f"127.0.0.1:{port}"
         before = cpu_seconds(server.pid)
         if kind == "echo":
@@ -114,9 +114,9 @@ def measure_server(kind, connections, runfor, client_processes):
     return replies / seconds, used / replies * 1e6
 
 
-def _accepts(port):
-    import socket
-
+def _accepts(port, server):
+    if server.poll() is not None:
+        raise RuntimeError(f"the floor server exited with {server.returncode}")
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         return True

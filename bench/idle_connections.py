@@ -11,20 +11,17 @@ they are open, and prints the figures.
 import argparse
 import json
 import multiprocessing
-import os
 import resource
 import socket
 import struct
-import sys
 import tempfile
 import time
-import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from nsqbench import OK_FRAME, connect, pub_frame, read_frame, rss_bytes
 
-from support import FRAME_RESPONSE, Daemon, V2Client, children, wait_until  # noqa: E402
+from greensq.http.testing import Daemon
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+FRAME_RESPONSE, FRAME_MESSAGE = 0, 2
 
 
 def raise_fd_limit():
@@ -32,15 +29,6 @@ def raise_fd_limit():
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def rss(pid):
-    with open(f"/proc/{pid}/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
-
-
-def worker_pid(daemon):
-    return wait_until(lambda: (children(daemon.proc.pid) or [None])[0], message="worker")
 
 
 def hold_connections(port, count, ready, done):
@@ -62,7 +50,7 @@ def hold_connections(port, count, ready, done):
                 if not chunk:
                     raise ConnectionError("closed by nsqd")
                 reply += chunk
-            assert reply == struct.pack(">ii", 6, FRAME_RESPONSE) + b"OK", reply
+            assert reply == OK_FRAME, reply
         ready.put(len(socks))
     except Exception as exc:     # report instead of hanging the parent
         ready.put(f"error after {len(socks)} connections: {exc!r}")
@@ -73,13 +61,17 @@ def hold_connections(port, count, ready, done):
 
 
 def check_service(daemon):
-    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/ping", timeout=10) as r:
-        assert r.read() == b"OK"
-    producer = V2Client(daemon.tcp_port, timeout=10)
-    consumer = V2Client(daemon.tcp_port, timeout=10)
-    consumer.sub("idle_bench", "c", rdy=1)
-    assert producer.pub("idle_bench", b"hello") == (FRAME_RESPONSE, b"OK")
-    assert consumer.read_message().body == b"hello"
+    """/ping answers, and a message published reaches a subscriber."""
+    assert daemon.http("GET", "/ping")[::2] == (200, b"OK")
+    consumer, producer = connect(daemon.tcp_address), connect(daemon.tcp_address)
+    for sock in (consumer, producer):
+        sock.settimeout(10)
+    consumer.sendall(b"SUB idle_bench c\nRDY 1\n")
+    assert read_frame(consumer) == (FRAME_RESPONSE, b"OK")
+    producer.sendall(pub_frame("idle_bench", 5))
+    assert read_frame(producer) == (FRAME_RESPONSE, b"OK")
+    kind, data = read_frame(consumer)
+    assert kind == FRAME_MESSAGE and data[26:] == b"x" * 5, (kind, data)
     producer.close()
     consumer.close()
 
@@ -94,9 +86,9 @@ def main():
     with tempfile.TemporaryDirectory() as data:
         daemon = Daemon(data).start()
         try:
-            pid = worker_pid(daemon)
+            pid = daemon.worker_pid
             check_service(daemon)
-            before = rss(pid)
+            before = rss_bytes(pid)
             ctx = multiprocessing.get_context("fork")
             ready, done = ctx.Queue(), ctx.Event()
             child = ctx.Process(target=hold_connections,
@@ -107,7 +99,7 @@ def main():
             elapsed = time.monotonic() - started
             if not isinstance(opened, int):
                 raise SystemExit(f"bench client failed: {opened}")
-            with_conns = rss(pid)
+            with_conns = rss_bytes(pid)
             check_service(daemon)
             clients = sum(len(ch.get("clients", [])) for t in daemon.stats()["topics"]
                           for ch in t["channels"])

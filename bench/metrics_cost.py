@@ -30,8 +30,10 @@ import time
 import timeit
 import urllib.request
 
-from nsqbench import NsqdProcess, cpu_seconds, run_writer
+from nsqbench import cpu_seconds, run_writer
 from scenarios import BATCH, SIZE, in_process, together
+
+from greensq.http.testing import Daemon
 
 ON_FLAGS = ["--statsd-interval=1s", "--e2e-processing-latency-percentile=0.99,0.95,0.5"]
 
@@ -80,12 +82,12 @@ def run(config, runfor, baseline_python):
         sidecar = None
         if config == "on":
             sidecar = Sidecar()
-            nsqd = NsqdProcess(f"{tmp}/data", f"--statsd-address={sidecar.address}",
-                               *ON_FLAGS)
+            nsqd = Daemon(f"{tmp}/data", [f"--statsd-address={sidecar.address}", *ON_FLAGS])
+            nsqd.start()
             sidecar.start(nsqd.http_port)
         else:
-            nsqd = NsqdProcess(f"{tmp}/data",
-                               python=baseline_python if config == "baseline" else None)
+            nsqd = Daemon(f"{tmp}/data",
+                          python=baseline_python if config == "baseline" else None).start()
         try:
             worker = nsqd.worker_pid
             cpu_before = cpu_seconds(worker)

@@ -21,7 +21,7 @@ import urllib.request
 import gevent
 import ujson
 
-from nsqbench import NsqdProcess
+from greensq.http.testing import Daemon
 
 
 def write_metadata(data_path, topics, channels):
@@ -42,7 +42,7 @@ def timed_get(url):
 
 
 def over_http(data_path, flags, scrapes):
-    nsqd = NsqdProcess(data_path, *flags)
+    nsqd = Daemon(data_path, flags).start()
     base = f"http://127.0.0.1:{nsqd.http_port}"
     try:
         timed_get(f"{base}/metrics")          # warm up

@@ -17,15 +17,12 @@ Figures depend on the machine; take them on a quiet one.
 
 import argparse
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from nsqbench import free_port
+from greensq.http.testing import Daemon, nsqadmin_daemon, nsqlookupd_daemon, wait_until
 
 # Everything the page loaded (with its size on the wire) and the paint timings, after
 # waiting for the topics and (on greensq's page) the sparklines.
@@ -59,45 +56,6 @@ let tableAt = null;
   setTimeout(poll, 5);
 })();
 """
-
-
-def wait_for(url, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.read()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def post(url, body=b""):
-    with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"),
-                                timeout=10) as resp:
-        return resp.read()
-
-
-class Processes:
-    def __init__(self):
-        self.procs = []
-
-    def start(self, *command):
-        proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self):
-        for proc in reversed(self.procs):
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def measure(url, topics, runs):
@@ -147,53 +105,46 @@ def main():
     args = parser.parse_args()
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         sys.exit("needs Debian's chromium and chromium-driver")
-    procs = Processes()
+    daemons = []
+
+    def start(daemon):
+        daemons.append(daemon)
+        return daemon.start()
+
     data = tempfile.TemporaryDirectory(prefix="nsqadmin-bench-")
     try:
-        lookupd_tcp, lookupd_http, nsqd_http = free_port(), free_port(), free_port()
-        procs.start(sys.executable, "-m", "greensq.http.nsqlookupd_launcher",
-                    f"--tcp-address=127.0.0.1:{lookupd_tcp}",
-                    f"--http-address=127.0.0.1:{lookupd_http}", "--broadcast-address=127.0.0.1")
-        procs.start(sys.executable, "-m", "greensq.http.nsqd_launcher",
-                    f"--tcp-address=127.0.0.1:{free_port()}",
-                    f"--http-address=127.0.0.1:{nsqd_http}", f"--data-path={data.name}",
-                    f"--lookupd-tcp-address=127.0.0.1:{lookupd_tcp}",
-                    "--broadcast-address=127.0.0.1")
-        wait_for(f"http://127.0.0.1:{nsqd_http}/ping")
+        lookupd = start(nsqlookupd_daemon(None, ["--broadcast-address=127.0.0.1"]))
+        nsqd = start(Daemon(data.name, [f"--lookupd-tcp-address={lookupd.tcp_address}",
+                                        "--broadcast-address=127.0.0.1"]))
         for i in range(args.topics):
             topic = f"topic_{i:03d}"
-            post(f"http://127.0.0.1:{nsqd_http}/topic/create?topic={topic}")
-            post(f"http://127.0.0.1:{nsqd_http}/channel/create?topic={topic}&channel=ch")
-            post(f"http://127.0.0.1:{nsqd_http}/mpub?topic={topic}", b"m\n" * (i % 7 + 1))
-        deadline = time.monotonic() + 30
-        while wait_for(f"http://127.0.0.1:{lookupd_http}/topics").count(b"topic_") < args.topics:
-            if time.monotonic() > deadline:
-                sys.exit("nsqlookupd did not learn every topic")
-            time.sleep(0.1)
-        lookupd = f"--lookupd-http-address=127.0.0.1:{lookupd_http}"
-        admin_port = free_port()
-        procs.start(sys.executable, "-m", "greensq.http.nsqadmin_launcher",
-                    f"--http-address=127.0.0.1:{admin_port}", lookupd)
-        url = f"http://127.0.0.1:{admin_port}/"
-        wait_for(url)
+            for path, body in ((f"/topic/create?topic={topic}", b""),
+                               (f"/channel/create?topic={topic}&channel=ch", b""),
+                               (f"/mpub?topic={topic}", b"m\n" * (i % 7 + 1))):
+                status, _, answer = nsqd.http("POST", path, body)
+                assert status == 200, answer
+        wait_until(lambda: lookupd.http("GET", "/topics")[2].count(b"topic_") >= args.topics,
+                   timeout=30, interval=0.1, message="nsqlookupd to learn every topic")
+        lookupd_flag = f"--lookupd-http-address={lookupd.http_address}"
+        admin = start(nsqadmin_daemon([lookupd_flag]))
         time.sleep(3)   # let the poller take a few samples, as a page opened later would see
         samples = []
         for _ in range(20):
             started = time.perf_counter()
-            wait_for(url)
+            assert admin.http("GET", "/")[0] == 200
             samples.append(time.perf_counter() - started)
         print(f"{args.topics} topics, {args.runs} cold loads each, medians")
         print(f"greensq nsqadmin: server answers the topics page in "
               f"{statistics.median(samples) * 1000:.1f} ms")
+        url = f"http://127.0.0.1:{admin.http_port}/"
         report("greensq nsqadmin", measure(url, args.topics, args.runs))
         if args.go_nsqadmin:
-            go_port = free_port()
-            procs.start(args.go_nsqadmin, f"--http-address=127.0.0.1:{go_port}", lookupd)
-            wait_for(f"http://127.0.0.1:{go_port}/ping")
-            report("Go nsqadmin 1.3", measure(f"http://127.0.0.1:{go_port}/",
+            go_admin = start(nsqadmin_daemon([lookupd_flag], binary=args.go_nsqadmin))
+            report("Go nsqadmin 1.3", measure(f"http://127.0.0.1:{go_admin.http_port}/",
                                               args.topics, args.runs))
     finally:
-        procs.stop()
+        for daemon in reversed(daemons):
+            daemon.stop()
         data.cleanup()
 
 

@@ -4,6 +4,11 @@ They are built not to be the bottleneck: the writer sends one pre-encoded MPUB f
 and over with a window of unanswered batches, and the reader parses frames straight out of
 its receive buffer and answers each burst with one write of FINs. Both print msgs/s and
 MB/s. Run them as separate processes from the server (see bench_writer.py, bench_reader.py).
+
+Beside them: what the bench scripts measure of a process (CPU time, RSS, PSS, resident
+pages), and of a daemon they run with greensq.http.testing's ``Daemon``, through its
+processes. The module imports only what its load generators need and the rest where it is
+used: floors.py measures the memory of an interpreter that has imported it.
 """
 
 import argparse
@@ -216,6 +221,23 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# --- A daemon (greensq.http.testing's ``Daemon``), measured through its processes.
+
+def daemon_cpu_seconds(daemon):
+    """CPU time used so far by the daemon's processes."""
+    return sum(cpu_seconds(pid) for pid in daemon.pids().values())
+
+
+def daemon_pss(daemon):
+    """PSS in bytes of each of the daemon's processes, by ``pids()``'s names."""
+    return {name: pss_bytes(pid) for name, pid in daemon.pids().items()}
+
+
+def daemon_resident_once(daemon):
+    """``resident_once_bytes`` of the daemon's processes (None without root)."""
+    return resident_once_bytes(daemon.pids().values())
+
+
 # --- Lock-step load: many connections, each waiting for its reply before the next request.
 
 def http_reply_end(buf):
@@ -342,100 +364,3 @@ def common_args(parser):
 
 def new_parser(description):
     return common_args(argparse.ArgumentParser(description=description))
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class NsqdProcess:
-    """An nsqd in a subprocess on free loopback ports, for the bench drivers: greensq's by
-    default, or any other nsqd binary (Go's, to compare side by side) as ``binary``;
-    ``python`` runs greensq with another interpreter (and so another checkout)."""
-
-    def __init__(self, data_path, *flags, binary=None, python=None):
-        import subprocess
-        import sys
-        import tempfile
-        import urllib.request
-
-        os.makedirs(data_path, exist_ok=True)
-        self.binary = binary
-        self.http_port = free_port()
-        self.tcp_address = f"127.0.0.1:{free_port()}"
-        command = [binary] if binary else [python or sys.executable, "-m",
-                                             "greensq.http.nsqd_launcher"]
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [*command, f"--tcp-address={self.tcp_address}",
-             f"--http-address=127.0.0.1:{self.http_port}", f"--data-path={data_path}", *flags],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/ping",
-                                            timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.log.seek(0)
-                raise RuntimeError(f"nsqd did not start: {self.log.read().decode()[-2000:]}")
-            time.sleep(0.02)
-
-    @property
-    def worker_pid(self):
-        """greensq's worker (the one process of another nsqd)."""
-        pids = self.pids()
-        return pids.get("worker", self.proc.pid)
-
-    def pids(self):
-        """``{"arbiter": pid, "worker": pid}`` for greensq (whichever checkout ``binary``
-        runs), ``{"nsqd": pid}`` for a daemon of one process (Go's)."""
-        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
-            children = fh.read().split()
-        if not children:
-            return {"nsqd": self.proc.pid}
-        return {"arbiter": self.proc.pid, "worker": int(children[0])}
-
-    def cpu_seconds(self):
-        """CPU time used so far by the daemon's processes."""
-        return sum(cpu_seconds(pid) for pid in self.pids().values())
-
-    def pss(self):
-        """PSS in bytes of each of the daemon's processes, by ``pids()``'s names."""
-        return {name: pss_bytes(pid) for name, pid in self.pids().items()}
-
-    def resident_once(self):
-        """``resident_once_bytes`` of the daemon's processes (None without root)."""
-        return resident_once_bytes(self.pids().values())
-
-    def stats(self):
-        import urllib.request
-
-        url = f"http://127.0.0.1:{self.http_port}/stats?format=json&include_clients=false"
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return json.loads(resp.read())
-
-    def topic_depth(self, topic):
-        for entry in self.stats()["topics"]:
-            if entry["topic_name"] == topic:
-                return entry["depth"]
-        return 0
-
-    def wait_for_depth(self, topic, depth, timeout=300):
-        deadline = time.monotonic() + timeout
-        while self.topic_depth(topic) < depth:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{topic} never reached a depth of {depth}")
-            time.sleep(0.2)
-
-    def stop(self):
-        import signal
-
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(120)
-        self.log.close()

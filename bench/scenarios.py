@@ -36,13 +36,17 @@ import multiprocessing
 import os
 import socket
 import struct
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 
 from nsqbench import (
-    MIB, NsqdProcess, connect, http_pub_request, http_reply_end, identify, lockstep_load,
-    nsq_reply_end, pub_frame, read_frame, run_reader, run_writer)
+    MIB, connect, daemon_cpu_seconds, daemon_pss, daemon_resident_once, http_pub_request,
+    http_reply_end, identify, lockstep_load, nsq_reply_end, pub_frame, read_frame, run_reader,
+    run_writer)
+
+from greensq.http.testing import Daemon, wait_until
 
 SIZE = 200
 BATCH = 200
@@ -83,19 +87,19 @@ class Scenarios:
 
     def start(self, *flags):
         self.starts += 1
-        return NsqdProcess(os.path.join(self.tmp, f"data{self.starts}"), *self.flags, *flags,
-                           binary=self.binary)
+        return Daemon(os.path.join(self.tmp, f"data{self.starts}"), [*self.flags, *flags],
+                      binary=self.binary).start()
 
     def writer_and_reader(self, only):
         """(a), and (b) on the same nsqd."""
         results = {}
         with self.running() as nsqd:
-            cpu = nsqd.cpu_seconds()
+            cpu = daemon_cpu_seconds(nsqd)
             messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_a", SIZE,
                                            BATCH, self.runfor)
             results["a"] = rate_result(messages, seconds, "msgs/s", nsqd, cpu)
             if "b" in only:
-                cpu = nsqd.cpu_seconds()
+                cpu = daemon_cpu_seconds(nsqd)
                 drained, _, seconds = in_process(run_reader, nsqd.tcp_address, "bench_a",
                                                  "ch", 2500, self.runfor * 3, messages)
                 results["b"] = rate_result(drained, seconds, "msgs/s", nsqd, cpu)
@@ -103,7 +107,7 @@ class Scenarios:
 
     def together(self):
         with self.running() as nsqd:
-            cpu = nsqd.cpu_seconds()
+            cpu = daemon_cpu_seconds(nsqd)
             (sent, sent_seconds), (got, got_seconds) = together(nsqd.tcp_address, self.runfor)
             result = rate_result(sent, sent_seconds, "msgs/s", nsqd, cpu)
             result.text = f"in {sent / sent_seconds:,.0f} / out {got / got_seconds:,.0f} msgs/s"
@@ -111,7 +115,7 @@ class Scenarios:
 
     def single_pub(self):
         with self.running() as nsqd:
-            cpu = nsqd.cpu_seconds()
+            cpu = daemon_cpu_seconds(nsqd)
             messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_d", SIZE, 1,
                                            self.runfor, None, 1, True)
             result = rate_result(messages, seconds, "msgs/s", nsqd, cpu)
@@ -123,11 +127,12 @@ class Scenarios:
     def memory(self):
         with self.running() as nsqd:
             time.sleep(1.0)
-            idle, idle_once = nsqd.pss(), nsqd.resident_once()
+            idle, idle_once = daemon_pss(nsqd), daemon_resident_once(nsqd)
             in_process(run_writer, nsqd.tcp_address, "bench_e", SIZE, BATCH, 3600, BACKLOG)
-            nsqd.wait_for_depth("bench_e", BACKLOG)
+            wait_until(lambda: nsqd.topic_stats("bench_e")["depth"] >= BACKLOG, timeout=300,
+                       interval=0.2, message="the backlog")
             time.sleep(1.0)
-            loaded, loaded_once = nsqd.pss(), nsqd.resident_once()
+            loaded, loaded_once = daemon_pss(nsqd), daemon_resident_once(nsqd)
         growth = (sum(loaded.values()) - sum(idle.values())) / MIB
         text = f"{format_pss(idle)} / {format_pss(loaded)} MiB (+{growth:.1f})"
         if idle_once is not None and loaded_once is not None:
@@ -139,7 +144,7 @@ class Scenarios:
             address = nsqd.tcp_address if magic else f"127.0.0.1:{nsqd.http_port}"
             if not magic:
                 request = request(nsqd.http_port)
-            cpu = nsqd.cpu_seconds()
+            cpu = daemon_cpu_seconds(nsqd)
             replies, seconds, client_cpu = lockstep_load(
                 address, request, reply_end, connections, self.client_processes,
                 self.runfor, magic)
@@ -157,15 +162,15 @@ class Scenarios:
 
     def latency(self):
         with self.running() as nsqd:
-            cpu = nsqd.cpu_seconds()
+            cpu = daemon_cpu_seconds(nsqd)
             p50, p99, count = latency(nsqd.tcp_address, self.runfor)
-            cpu_us = (nsqd.cpu_seconds() - cpu) / count * 1e6 if count else None
+            cpu_us = (daemon_cpu_seconds(nsqd) - cpu) / count * 1e6 if count else None
             return Result(f"p50 {p50:.2f} ms / p99 {p99:.2f} ms ({count:,} msgs)",
                           cpu_us=cpu_us)
 
     def disk_writer(self):
         with self.running("--mem-queue-size=0") as nsqd:
-            cpu = nsqd.cpu_seconds()
+            cpu = daemon_cpu_seconds(nsqd)
             messages, seconds = in_process(run_writer, nsqd.tcp_address, "bench_j", SIZE,
                                            BATCH, self.runfor)
             return rate_result(messages, seconds, "msgs/s", nsqd, cpu)
@@ -192,7 +197,7 @@ class Scenarios:
 
 def rate_result(operations, seconds, unit, nsqd, cpu_before):
     rate = operations / seconds if seconds else 0.0
-    used = nsqd.cpu_seconds() - cpu_before
+    used = daemon_cpu_seconds(nsqd) - cpu_before
     return Result(f"{rate:,.0f} {unit}", rate, used / operations * 1e6 if operations else None)
 
 
@@ -314,8 +319,6 @@ def latency(address, runfor, rate=10_000):
 def binary_label(binary):
     """"go nsqd" for Go's nsqd (its ``--version`` says "built w/go..."), else the path
     (another greensq checkout's ``nsqd``, to compare before and after a change)."""
-    import subprocess
-
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     return "go nsqd" if "built w/go" in version else binary
 

@@ -1,10 +1,10 @@
-"""Time from starting a daemon to its first successful ``GET /ping``, wall clock and CPU.
+"""Time from starting a daemon to its first answer to ``GET /ping``, wall clock and CPU.
 
     python bench/startup.py [--daemon nsqd] [--runs 10] [--target 0.1] [--memory] [--floor]
 
 Each run starts ``python -m greensq.http.<daemon>_launcher`` (the interpreter running this
 script) on free loopback ports (nsqd with a fresh temporary data directory), polls /ping
-until it answers 200, and records the time since ``Popen`` and the CPU time the daemon's
+until it answers, and records the time since ``Popen`` and the CPU time the daemon's
 processes (arbiter and worker) have used by then; then it stops the daemon with SIGTERM.
 Prints every run, then the median and max of both. greensq's modules are compiled to
 bytecode first, as in an installed package. On a loaded machine the wall time
@@ -21,39 +21,19 @@ last of those figures.
 """
 
 import argparse
+import compileall
 import glob
+import importlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
-from nsqbench import MIB, free_port, pss_bytes, resident_once_bytes
+from nsqbench import MIB, daemon_pss, daemon_resident_once
 
-
-def ping(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1.0) as resp:
-            return resp.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def process_tree(pid):
-    """``pid`` and its descendants (the arbiter and its worker)."""
-    pids = [pid]
-    for parent in pids:
-        for path in glob.glob(f"/proc/{parent}/task/*/children"):
-            try:
-                with open(path) as fh:
-                    pids.extend(int(child) for child in fh.read().split())
-            except OSError:
-                pass
-    return pids
+from greensq.http.testing import Daemon, free_port, nsqadmin_daemon, nsqlookupd_daemon
 
 
 def cpu_seconds(pids):
@@ -69,28 +49,29 @@ def cpu_seconds(pids):
     return total / 1e9
 
 
-def daemon_flags(daemon, data_path):
+def unstarted(daemon, data_path):
+    """The daemon on free ports (fixed before it starts: it logs errors only, not which
+    ports it listens on)."""
+    addresses = {"http_address": f"127.0.0.1:{free_port()}"}
+    if daemon != "nsqadmin":
+        addresses["tcp_address"] = f"127.0.0.1:{free_port()}"
+    flags = ["--log-level=error"]
     if daemon == "nsqd":
-        return [f"--tcp-address=127.0.0.1:{free_port()}", f"--data-path={data_path}"]
+        return Daemon(data_path, flags, **addresses)
     if daemon == "nsqlookupd":
-        return [f"--tcp-address=127.0.0.1:{free_port()}"]
-    return ["--nsqd-http-address=127.0.0.1:4151"]   # nsqadmin
+        return nsqlookupd_daemon(None, flags, **addresses)
+    return nsqadmin_daemon([*flags, "--nsqd-http-address=127.0.0.1:4151"], **addresses)
 
 
 def with_bytecode():
-    """The environment for the daemon, and greensq's modules compiled beforehand: as an
-    installed package starts (pip compiles it). With PYTHONDONTWRITEBYTECODE set, as in
-    some development shells, every start would compile every module of a checkout."""
-    import compileall
-    import importlib
-
+    """greensq's modules compiled beforehand, and kept: as an installed package starts
+    (pip compiles it). With PYTHONDONTWRITEBYTECODE set, as in some development shells,
+    every start would compile every module of a checkout."""
     for name in ("actors", "services", "http", "client"):
         for path in importlib.import_module(f"greensq.{name}").__path__:
             if os.path.isdir(path):   # not an editable install's finder entry
                 compileall.compile_dir(path, quiet=1)
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 FLOOR_STEPS = (
@@ -103,14 +84,13 @@ FLOOR_STEPS = (
 )
 
 
-def floor_cpu(env):
+def floor_cpu():
     """CPU seconds of one process per step of FLOOR_STEPS, each doing the steps before it."""
     code, cpus = [], []
     for _, step in FLOOR_STEPS:
         code.append(step)
         proc = subprocess.Popen([sys.executable, "-c", "; ".join(code + ["import os",
-                                                                          "os._exit(0)"])],
-                                env=env)
+                                                                          "os._exit(0)"])])
         _, status, usage = os.wait4(proc.pid, 0)
         if status:
             raise RuntimeError(f"floor step failed: {'; '.join(code)}")
@@ -118,38 +98,22 @@ def floor_cpu(env):
     return cpus
 
 
-def one_run(daemon, env, timeout=30.0, memory=False):
+def one_run(daemon, timeout=30.0, memory=False):
     """``(wall seconds, CPU seconds)`` from start to the first /ping answer; with
     ``memory``, and ``(PSS, each page once)`` in bytes a second later."""
-    http_port = free_port()
     with tempfile.TemporaryDirectory(prefix="greensq-bench-") as data_path:
+        daemon = unstarted(daemon, data_path)
         started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"greensq.http.{daemon}_launcher",
-             f"--http-address=127.0.0.1:{http_port}", "--log-level=error",
-             *daemon_flags(daemon, data_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=env)
+        daemon.start(wait=False)
         try:
-            while not ping(http_port):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{daemon} exited with {proc.returncode} before /ping")
-                if time.monotonic() - started > timeout:
-                    raise RuntimeError(f"{daemon} did not answer /ping in time")
-                time.sleep(0.002)
-            result = time.monotonic() - started, cpu_seconds(process_tree(proc.pid))
+            daemon.wait_until_answering(timeout, interval=0.002)
+            result = time.monotonic() - started, cpu_seconds(daemon.pids().values())
             if not memory:
                 return result
             time.sleep(1.0)
-            pids = process_tree(proc.pid)
-            return result + ((sum(pss_bytes(pid) for pid in pids), resident_once_bytes(pids)),)
+            return result + ((sum(daemon_pss(daemon).values()), daemon_resident_once(daemon)),)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            daemon.stop()
 
 
 def main():
@@ -164,11 +128,11 @@ def main():
                         help="also measure the CPU of the imports the process model needs")
     args = parser.parse_args()
     walls, cpus, floors = [], [], []
-    env = with_bytecode()
+    with_bytecode()
     for index in range(args.runs):
         if args.floor:
-            floors.append(floor_cpu(env))
-        wall, cpu, *memory = one_run(args.daemon, env, memory=args.memory)
+            floors.append(floor_cpu())
+        wall, cpu, *memory = one_run(args.daemon, memory=args.memory)
         walls.append(wall)
         cpus.append(cpu)
         line = f"run {index + 1}: {wall * 1000:.0f} ms to first /ping, {cpu * 1000:.0f} ms CPU"

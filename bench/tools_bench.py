@@ -25,10 +25,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nsqbench import NsqdProcess, report, run_writer  # noqa: E402
+from nsqbench import cpu_seconds, report, run_writer  # noqa: E402
+
+from greensq.http.testing import Daemon, ToolProcess, wait_until  # noqa: E402
 
 SIZE = 200
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # TCP_NODELAY on the listener (accepted sockets inherit it): pywsgi writes headers and
 # body apart, which Nagle's algorithm and delayed ACKs would turn into 40 ms a request.
@@ -53,47 +54,35 @@ HTTP_SERVER = textwrap.dedent("""
 """)
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def channel(nsqd, topic, name):
-    for entry in nsqd.stats()["topics"]:
-        if entry["topic_name"] == topic:
-            for ch in entry["channels"]:
-                if ch["channel_name"] == name:
-                    return ch
-    return None
-
-
 def prefill(nsqd, topic, channel_name, count):
-    import urllib.request
-
     for path in (f"/topic/create?topic={topic}",
                  f"/channel/create?topic={topic}&channel={channel_name}"):
-        urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{nsqd.http_port}{path}", method="POST"), timeout=30).read()
+        status, _, body = nsqd.http("POST", path)
+        assert status == 200, body
     run_writer(nsqd.tcp_address, topic, SIZE, 200, runfor=3600, count=count)
 
 
-def drain(nsqd, topic, channel_name, count, command, label):
-    """Run ``command`` until ``count`` messages of the channel are FINished; report."""
-    tool = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def drain(nsqd, topic, channel_name, count, name, args, label):
+    """Run the utility ``name`` until ``count`` messages of the channel are FINished;
+    report."""
+    def subscribed():
+        ch = nsqd.channel_stats(topic, channel_name)
+        return ch and ch["client_count"]
+
+    def finished():
+        ch = nsqd.channel_stats(topic, channel_name)
+        return not (ch["depth"] or ch["in_flight_count"] or ch["message_count"] < count)
+
+    tool = ToolProcess(name, args).start()
     try:
-        while not (ch := channel(nsqd, topic, channel_name)) or ch["client_count"] == 0:
-            time.sleep(0.01)
-        start, cpu = time.perf_counter(), cpu_seconds(tool.pid)
+        wait_until(subscribed, timeout=60, interval=0.01, message=f"{name} to subscribe")
+        start, cpu = time.perf_counter(), cpu_seconds(tool.proc.pid)
         nsqd_cpu = cpu_seconds(nsqd.worker_pid)
-        while ch["depth"] or ch["in_flight_count"] or ch["message_count"] < count:
-            time.sleep(0.02)
-            ch = channel(nsqd, topic, channel_name)
-        seconds, cpu = time.perf_counter() - start, cpu_seconds(tool.pid) - cpu
+        wait_until(finished, timeout=3600, interval=0.02, message=f"{name} to drain")
+        seconds, cpu = time.perf_counter() - start, cpu_seconds(tool.proc.pid) - cpu
         nsqd_cpu = cpu_seconds(nsqd.worker_pid) - nsqd_cpu
     finally:
-        tool.terminate()
-        tool.wait(60)
+        tool.stop(timeout=60)
     rate = report(label, count, seconds, SIZE)
     print(f"    tool CPU {cpu:.2f}s ({count / cpu:,.0f} msgs per tool CPU-second), "
           f"nsqd CPU {nsqd_cpu:.2f}s", flush=True)
@@ -107,14 +96,13 @@ def bench_nsq_to_file(nsqd, count, tmp):
             topic = f"archive_{int(gzip)}_{max_in_flight}"
             prefill(nsqd, topic, "nsq_to_file", count)
             out = os.path.join(tmp, topic)
-            command = [sys.executable, "-m", "greensq.services.tools.nsq_to_file",
-                       f"--topic={topic}", f"--nsqd-tcp-address={nsqd.tcp_address}",
-                       f"--output-dir={out}", f"--max-in-flight={max_in_flight}",
-                       "--sync-interval=100ms", "--log-level=warn"] + (["--gzip"] if gzip else [])
+            args = [f"--topic={topic}", f"--nsqd-tcp-address={nsqd.tcp_address}",
+                    f"--output-dir={out}", f"--max-in-flight={max_in_flight}",
+                    "--sync-interval=100ms", "--log-level=warn"] + (["--gzip"] if gzip else [])
             label = (f"nsq_to_file {'gzip' if gzip else 'plain'}, "
                      f"--max-in-flight={max_in_flight}")
-            rates[gzip, max_in_flight] = drain(nsqd, topic, "nsq_to_file", count, command,
-                                               label)
+            rates[gzip, max_in_flight] = drain(nsqd, topic, "nsq_to_file", count,
+                                               "nsq_to_file", args, label)
     return rates
 
 
@@ -123,10 +111,9 @@ def bench_nsq_to_http(nsqd, count):
     try:
         port = int(server.stdout.readline())
         prefill(nsqd, "deliver", "nsq_to_http", count)
-        command = [sys.executable, "-m", "greensq.services.tools.nsq_to_http",
-                   "--topic=deliver", f"--nsqd-tcp-address={nsqd.tcp_address}",
-                   f"--post=http://127.0.0.1:{port}/", "--status-every=0"]
-        return drain(nsqd, "deliver", "nsq_to_http", count, command,
+        args = ["--topic=deliver", f"--nsqd-tcp-address={nsqd.tcp_address}",
+                f"--post=http://127.0.0.1:{port}/", "--status-every=0"]
+        return drain(nsqd, "deliver", "nsq_to_http", count, "nsq_to_http", args,
                      "nsq_to_http POST, --n 100")
     finally:
         server.terminate()
@@ -140,7 +127,7 @@ def main():
     parser.add_argument("--only", choices=("nsq_to_file", "nsq_to_http"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        nsqd = NsqdProcess(os.path.join(tmp, "nsqd"), f"--mem-queue-size={args.messages}")
+        nsqd = Daemon(os.path.join(tmp, "nsqd"), [f"--mem-queue-size={args.messages}"]).start()
         try:
             if args.only != "nsq_to_http":
                 files = bench_nsq_to_file(nsqd, args.messages, tmp)

@@ -10,7 +10,7 @@ import http.client
 import threading
 import time
 
-from support import FRAME_RESPONSE, V2Client, children
+from support import FRAME_RESPONSE, V2Client
 
 PROBE_TOPIC = "stall_probe"
 
@@ -88,13 +88,6 @@ class StallMonitor:
         assert max(self.worst.values()) < bound, (
             f"other clients stalled: worst /ping {self.worst['ping']:.2f} s, "
             f"worst PUB {self.worst['pub']:.2f} s (bound {bound} s)")
-
-
-def worker_pid(daemon):
-    """The PID of the daemon's (single) worker process."""
-    pids = children(daemon.proc.pid)
-    assert len(pids) == 1, pids
-    return pids[0]
 
 
 def worker_rss(daemon):

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from inprocess import InProcessNsqd, InProcessNsqlookupd
-from support import (
-    Daemon, GoDaemon, NetNamespace, ToolProcess, go_nsqd_binary, nsqlookupd_daemon)
+from support import Daemon, NetNamespace, ToolProcess, go_nsqd_binary, nsqlookupd_daemon
 
 # Modules whose tests share one expensive module fixture (the deploy tests: one cluster of
 # hosts; the container tests: one image and its compose cluster) and so must run on one
@@ -128,7 +127,7 @@ def go_nsqd_factory(tmp_path):
     binary = go_nsqd_binary()
     if binary is None:
         pytest.skip("no Go nsqd: set GREENSQ_GO_NSQD to the path of a Go nsqd 1.3.0")
-    yield from _daemon_factory(lambda path, args, **kw: GoDaemon(binary, path, args, **kw),
+    yield from _daemon_factory(lambda path, args, **kw: Daemon(path, args, binary=binary, **kw),
                                "go-data", tmp_path)
 
 

@@ -16,7 +16,7 @@ import zlib
 
 import pytest
 
-from abuse import StallMonitor, worker_peak_rss, worker_pid, worker_rss
+from abuse import StallMonitor, worker_peak_rss, worker_rss
 from support import FRAME_ERROR, FRAME_RESPONSE, V2Client, ping, wait_until
 from test_compression import upgrade
 
@@ -41,7 +41,7 @@ def abuse(nsqd, run, memory_bound=48 * MiB, peak_bound=None):
     worker (the same process, answering) and its memory: resident ``memory_bound`` at
     most above where it was before, and its peak ``peak_bound`` at most above it. The
     figures are printed (``-s``)."""
-    pid = worker_pid(nsqd)
+    pid = nsqd.worker_pid
     rss_before, peak_before = worker_rss(nsqd), worker_peak_rss(pid)
     with StallMonitor(nsqd) as monitor:
         run()
@@ -50,7 +50,7 @@ def abuse(nsqd, run, memory_bound=48 * MiB, peak_bound=None):
           f"RSS {rss_before / MiB:.0f} -> {rss_after / MiB:.0f} MiB, "
           f"peak +{peak_grown / MiB:.0f} MiB")
     monitor.check(STALL_BOUND)
-    assert ping(nsqd.http_port) and worker_pid(nsqd) == pid
+    assert ping(nsqd.http_port) and nsqd.worker_pid == pid
     if peak_bound is not None:
         assert peak_grown < peak_bound, f"the worker's peak RSS grew {peak_grown / MiB:.0f} MiB"
     assert rss_after - rss_before < memory_bound, (

@@ -38,8 +38,6 @@ def nsqd(tmp_path):
                     tcp_address=f"127.0.0.1:{free_port()}",
                     http_address=f"127.0.0.1:{free_port()}")
     daemon.start(wait=False)
-    daemon.tcp_port = int(daemon.tcp_address.rpartition(":")[2])
-    daemon.http_port = int(daemon.http_address.rpartition(":")[2])
     try:
         wait_until(lambda: ping(daemon.http_port), message="/ping")
         yield daemon

@@ -19,7 +19,7 @@ import pytest
 
 from certs import Certs
 from support import Daemon, V1Client, children, nsqlookupd_daemon, wait_until
-from test_process import REPO, free_port, ping, stop_process
+from test_process import REPO, free_port, ping
 
 pytestmark = pytest.mark.slow   # starts daemon processes
 
@@ -115,7 +115,8 @@ def test_gunicorn_command_killed_ends_its_worker(tmp_path):
         # kernel's parent-death signal can end it.
         os.kill(workers[0], signal.SIGSTOP)
     finally:
-        stop_process(proc, signal.SIGKILL)
+        proc.kill()   # the arbiter alone: its worker must go by itself
+        proc.wait()
     try:
         wait_until(lambda: not alive(workers[0]), timeout=5,
                    message="the gunicorn worker to be gone with its arbiter")

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import sysconfig
 import termios
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from greensq.services.shared.version import __version__
-from support import FRAME_RESPONSE, Daemon, V2Client, children, free_port, ping, wait_until
+from support import (FRAME_RESPONSE, CommandProcess, Daemon, V2Client, children, free_port,
+                     kill_with_children, ping, wait_until)
 
 pytestmark = pytest.mark.slow   # starts daemon processes
 
@@ -74,43 +74,6 @@ def send_bad_magic(port):
             data += chunk
 
 
-class Streams:
-    """Reads a process's stdout and stderr apart, each into its own list of lines."""
-
-    def __init__(self, proc):
-        self.out, self.err = [], []
-        self.threads = [threading.Thread(target=self._pump, args=(pipe, lines), daemon=True)
-                        for pipe, lines in ((proc.stdout, self.out), (proc.stderr, self.err))]
-        for thread in self.threads:
-            thread.start()
-
-    @staticmethod
-    def _pump(pipe, lines):
-        for raw in pipe:
-            lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def find(self, lines, pattern):
-        regex = re.compile(pattern)
-        return next((m for m in map(regex.search, list(lines)) if m), None)
-
-
-def stop_process(proc, sig=signal.SIGTERM, timeout=30):
-    """Signal a process we started and reap it (SIGKILL if it does not exit in time)."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            for pid in children(proc.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 # -- command line -------------------------------------------------------------------------
 
 def test_version_prints_the_nsq_banner_and_exits_zero():
@@ -139,18 +102,14 @@ def test_flag_without_value_exits_2(tmp_path):
 # -- logging ------------------------------------------------------------------------------
 
 def test_port_zero_listening_lines_on_stderr_in_nsq_format(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", LAUNCHER, "--tcp-address=127.0.0.1:0",
-         "--http-address=127.0.0.1:0", f"--data-path={tmp_path}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    streams = Streams(proc)
+    # The log is stderr alone; stdout is kept apart.
+    nsqd = CommandProcess([sys.executable, "-m", LAUNCHER, "--tcp-address=127.0.0.1:0",
+                           "--http-address=127.0.0.1:0", f"--data-path={tmp_path}"]).start()
     try:
-        tcp = wait_until(lambda: streams.find(
-            streams.err, rf"^\[nsqd\] {LOG_LINE}INFO: TCP: listening on 127\.0\.0\.1:(\d+)$"),
-            message="TCP listening line on stderr")
-        http = wait_until(lambda: streams.find(
-            streams.err, rf"^\[nsqd\] {LOG_LINE}INFO: HTTP: listening on 127\.0\.0\.1:(\d+)$"),
-            message="HTTP listening line on stderr")
+        tcp = nsqd.wait_for_log(
+            rf"^\[nsqd\] {LOG_LINE}INFO: TCP: listening on 127\.0\.0\.1:(\d+)$")
+        http = nsqd.wait_for_log(
+            rf"^\[nsqd\] {LOG_LINE}INFO: HTTP: listening on 127\.0\.0\.1:(\d+)$")
         tcp_port, http_port = int(tcp.group(1)), int(http.group(1))
         assert tcp_port != 0 and http_port != 0 and tcp_port != http_port
         # The logged ports are the real ones.
@@ -158,10 +117,10 @@ def test_port_zero_listening_lines_on_stderr_in_nsq_format(tmp_path):
         client = V2Client(tcp_port)
         assert client.pub("logged_port", b"x") == (FRAME_RESPONSE, b"OK")
         client.close()
-        assert streams.find(streams.err, rf"^\[nsqd\] {LOG_LINE}INFO: nsqd v1\.3\.0 ")
-        assert not any("listening on" in line for line in streams.out)
+        assert nsqd.wait_for_log(rf"^\[nsqd\] {LOG_LINE}INFO: nsqd v1\.3\.0 ")
+        assert not any("listening on" in line for line in nsqd.stdout_lines())
     finally:
-        assert stop_process(proc) == 0
+        assert nsqd.stop() == 0
 
 
 def test_log_prefix_flag_changes_the_prefix(nsqd_factory):
@@ -177,8 +136,6 @@ def test_log_level_error_hides_info_lines(tmp_path):
                     http_address=f"127.0.0.1:{free_port()}")
     daemon.start(wait=False)
     try:
-        daemon.tcp_port = int(daemon.tcp_address.rpartition(":")[2])
-        daemon.http_port = int(daemon.http_address.rpartition(":")[2])
         wait_until(lambda: ping(daemon.http_port), message="/ping")
         # An ERROR line is still logged; it comes after anything logged at startup.
         assert b"E_BAD_PROTOCOL" in send_bad_magic(daemon.tcp_port)
@@ -195,16 +152,15 @@ def test_log_level_error_hides_info_lines(tmp_path):
 def test_ping_answers_after_start(tmp_path, record_property):
     http_port = free_port()
     started = time.monotonic()
-    proc = subprocess.Popen(
+    nsqd = CommandProcess(
         [sys.executable, "-m", LAUNCHER, f"--tcp-address=127.0.0.1:{free_port()}",
-         f"--http-address=127.0.0.1:{http_port}", f"--data-path={tmp_path}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         f"--http-address=127.0.0.1:{http_port}", f"--data-path={tmp_path}"]).start()
     try:
         wait_until(lambda: ping(http_port, timeout=1.0), interval=0.005, message="/ping")
         # Recorded, not asserted: bench/startup.py tracks the startup time.
         record_property("seconds_to_first_ping", round(time.monotonic() - started, 3))
     finally:
-        assert stop_process(proc) == 0
+        assert nsqd.stop() == 0
 
 
 # -- signals, shutdown, restart -----------------------------------------------------------
@@ -397,7 +353,7 @@ def test_unread_stderr_pipe_does_not_freeze_the_broker(tmp_path):
         try:
             proc.communicate(timeout=30)   # drains the pipes so shutdown can finish
         except subprocess.TimeoutExpired:
-            stop_process(proc, signal.SIGKILL)
+            kill_with_children(proc)
 
 
 # -- gunicorn directly --------------------------------------------------------------------
@@ -407,23 +363,21 @@ def test_plain_gunicorn_serves_the_nsqd_app(tmp_path, monkeypatch):
     tcp_port, http_port = free_port(), free_port()
     data_path = tmp_path / "gdata"
     data_path.mkdir()
-    proc = subprocess.Popen(
+    gunicorn = CommandProcess(
         [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
          "-b", f"127.0.0.1:{http_port}", "greensq.http.nsqd_app:app"],
-        env=dict(os.environ,
-                 NSQD_OPTS=f"--tcp-address=127.0.0.1:{tcp_port} --data-path={data_path}"),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    streams = Streams(proc)
+        env={"NSQD_OPTS": f"--tcp-address=127.0.0.1:{tcp_port} --data-path={data_path}"})
+    gunicorn.start()
     try:
-        wait_until(lambda: ping(http_port) or proc.poll() is not None, message="/ping")
-        assert proc.poll() is None, "\n".join(streams.err)
+        wait_until(lambda: ping(http_port) or gunicorn.proc.poll() is not None, message="/ping")
+        assert gunicorn.proc.poll() is None, gunicorn.log_text()
         client = V2Client(tcp_port)
         assert client.pub("gunicorn_topic", b"hello") == (FRAME_RESPONSE, b"OK")
         topic = next(t for t in stats(http_port)["topics"] if t["topic_name"] == "gunicorn_topic")
         assert topic["message_count"] == 1
         assert topic["depth"] == 1
     finally:
-        assert stop_process(proc) == 0, "\n".join(streams.err)
+        assert gunicorn.stop() == 0, gunicorn.log_text()
     # The worker flushed its state on the way out.
     assert metadata(data_path) == {"gunicorn_topic": []}
 

@@ -31,6 +31,7 @@ READMES = ("README.md", "client/README.md")
 EXAMPLES = {
     "client": ("README.md", 'Producer(["127.0.0.1:4150"]).publish("events", b"hello")'),
     "on_asyncio": ("README.md", "aio.run(main())"),   # not asyncio.py: it would shadow asyncio
+    "testing": ("README.md", "from greensq.http.testing import Daemon"),   # a pytest module
     "imports": ("client/README.md", "from greensq.client import Producer, Consumer\n"),
     "publishing": ("client/README.md", "producer.deferred_publish("),
     "metrics": ("client/README.md", "WSGIServer("),
@@ -133,6 +134,16 @@ def test_readme_client_example(cluster, tmp_path):
 def test_readme_asyncio_example(cluster, tmp_path):
     assert run_to_the_end(cluster.script(tmp_path, "on_asyncio")) == ["b'hello'"]
     assert cluster.finished("events", "archive", 1)
+
+
+@pytest.mark.slow
+def test_readme_testing_example_passes_under_pytest(tmp_path):
+    path = tmp_path / "test_example.py"
+    path.write_text(example("testing"))
+    pytest_run = CommandProcess([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 str(path)], cwd=tmp_path).start()
+    lines = run_to_the_end(pytest_run, timeout=120)
+    assert lines and lines[-1].startswith("1 passed"), lines
 
 
 def test_imports(cluster, tmp_path):
