@@ -30,6 +30,8 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.queue import Empty, Full, Queue
 
+from greensq.services.shared.wire import INTERNAL_ERROR_IN
+
 log = logging.getLogger("greensq")
 
 
@@ -214,7 +216,7 @@ class Actor:
             failed = args[1] if handler == self._answer else handler
             log.exception("%s: unexpected error in %s", self.label,
                           getattr(failed, "__name__", failed))
-            exc = HandlerFailed(f"internal error in {self.label}")
+            exc = HandlerFailed(f"{INTERNAL_ERROR_IN} {self.label}")
         for arg in args:
             if isinstance(arg, Receipt):
                 arg.abort(exc)

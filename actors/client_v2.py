@@ -26,7 +26,7 @@ from greensq.services.shared.tls import tls_required_mode
 from greensq.services.shared.transport import (
     DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError)
 from greensq.services.shared.wire import (
-    HEARTBEAT_FRAME, OK_FRAME, FatalClientError, StreamReader, go_quote,
+    HEARTBEAT_FRAME, OK_FRAME, ClientError, FatalClientError, StreamReader, go_quote,
     message_frames)
 
 log = logging.getLogger("greensq")
@@ -49,9 +49,11 @@ class ClientV2:
     next_heartbeat = None  # monotonic time of the next heartbeat (see heartbeat)
     command_start = None   # when the reader began waiting for the current command
 
-    def __init__(self, nsqd, sock, address, on_idle):
-        """``on_idle``: the protocol's hook, called by the reader (see StreamReader)."""
+    def __init__(self, nsqd, sock, address, on_idle, internal=False):
+        """``on_idle``: the protocol's hook, called by the reader (see StreamReader);
+        ``internal``: one of nsqd's own HTTP workers (see protocol_v2.serve_v2)."""
         self.nsqd = nsqd
+        self.internal = internal
         self.opts = opts = nsqd.opts
         self.sock = sock
         self.remote_address = f"{address[0]}:{address[1]}" if address else "unknown"
@@ -85,7 +87,7 @@ class ClientV2:
         self.snappy = False
         self.deflate = False
         self.write_lock = Semaphore()
-        self.tls_required = tls_required_mode(opts) != "false"
+        self.tls_required = not internal and tls_required_mode(opts) != "false"
         self.reader = StreamReader(self.transport, on_idle=on_idle)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -204,15 +206,23 @@ class ClientV2:
             elif receipt.error is None:
                 frame = OK_FRAME
             else:
-                err = FatalClientError(f"E_{item}_FAILED", f"{item} failed {receipt.error}")
+                err = self.publish_failure(item, receipt.error)
                 log.error("[%s] - %s", self.remote_address, err)
                 frame = err.frame()
-                self._close_when_sent = True
-                awaited.clear()
+                if err.fatal:
+                    self._close_when_sent = True
+                    awaited.clear()
             if awaited:
                 awaited.popleft()
             self.queue(frame)
         self.wake.set()
+
+    def publish_failure(self, verb, error):
+        """NSQ's ``E_<VERB>_FAILED`` for a publish nsqd refused or could not store: fatal,
+        as in NSQ, except on an internal connection, which carries other publishers'
+        messages too."""
+        kind = ClientError if self.internal else FatalClientError
+        return kind(f"E_{verb}_FAILED", f"{verb} failed {error}")
 
     def queue(self, data):
         self.out.append(data)
@@ -404,7 +414,7 @@ class ClientV2:
     def check_auth(self, verb, topic_name, channel_name=""):
         """NSQ's CheckAuth: with auth enabled, the client must have AUTHed and the
         (re-queried once expired) grants must cover this topic/channel."""
-        if not self.opts.auth_http_address:
+        if not self.opts.auth_http_address or self.internal:
             return
         if not self.has_authorizations:
             raise FatalClientError("E_AUTH_FIRST", f"AUTH required before {verb}")

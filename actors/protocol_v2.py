@@ -38,12 +38,23 @@ MAX_LINE = 16 * 1024            # NSQ's read buffer: a longer command line drops
 COMMANDS_PER_TURN = 64          # commands a reader handles before the other greenlets run
 
 
-def serve_v2(nsqd, sock, address):
+def serve_v2(nsqd, sock, address, internal=False):
     """Serve one V2 connection (its magic read) as a client of ``nsqd`` until it ends; one
-    that starts while nsqd is exiting is closed at once."""
+    that starts while nsqd is exiting is closed at once.
+
+    An ``internal`` connection is one of nsqd's own HTTP workers publishing what they
+    were POSTed (http/gateway.py), over a Unix socket only nsqd's user can reach: it is
+    no client of nsqd's (not in ``/stats`` or the client count, no heartbeats), needs no
+    AUTH or TLS (HTTP publishing has neither), and a failed publish is answered with
+    its error frame without closing it, so the other publishes it carries are answered
+    on their own.
+    """
     if nsqd.exiting:
         return
-    protocol = ProtocolV2(nsqd, sock, address)
+    protocol = ProtocolV2(nsqd, sock, address, internal)
+    if internal:
+        protocol.serve()
+        return
     nsqd.clients.add(protocol.client)
     try:
         protocol.serve()
@@ -56,10 +67,10 @@ class ProtocolV2:
 
     _reads_since_yield = 0
 
-    def __init__(self, nsqd, sock, address):
+    def __init__(self, nsqd, sock, address, internal=False):
         self.nsqd = nsqd
         self.opts = nsqd.opts
-        self.client = ClientV2(nsqd, sock, address, on_idle=self._on_idle)
+        self.client = ClientV2(nsqd, sock, address, on_idle=self._on_idle, internal=internal)
 
     def serve(self):
         """Serve the connection until it closes (called after the magic was read)."""
@@ -359,11 +370,11 @@ class ProtocolV2:
     def _publish(self, verb, topic_name, bodies, defer_ms=0):
         """Publish; OK once the messages are stored (see NSQD.publish): at once when they
         are, else in command order when they are. A refusal (nsqd exiting) or a failed
-        disk write is NSQ's fatal ``E_<VERB>_FAILED``."""
+        disk write is NSQ's ``E_<VERB>_FAILED`` (``ClientV2.publish_failure``)."""
         try:
             receipt = self.nsqd.start_publish(topic_name, bodies, defer_ms)
         except Refused as err:
-            raise FatalClientError(f"E_{verb}_FAILED", f"{verb} failed {err}") from None
+            raise self.client.publish_failure(verb, err) from None
         pub_counts = self.client.pub_counts
         pub_counts[topic_name] = pub_counts.get(topic_name, 0) + len(bodies)
         if receipt is None:
@@ -372,7 +383,7 @@ class ProtocolV2:
             self.client.await_stored(receipt, verb)
             return None
         if receipt.error is not None:
-            raise FatalClientError(f"E_{verb}_FAILED", f"{verb} failed {receipt.error}")
+            raise self.client.publish_failure(verb, receipt.error)
         return OK_FRAME
 
     def cmd_pub(self, params):

@@ -18,6 +18,7 @@ from greensq.actors.actor import MessageHolder, Receipt, StoreFailed, in_turn
 from greensq.actors.channel import Channel
 from greensq.services.shared.message import Message
 from greensq.services.shared.names import is_ephemeral
+from greensq.services.shared.wire import NO_ROOM_ON_DISK
 
 DRAIN_BATCH = 512
 
@@ -205,7 +206,7 @@ class Topic(MessageHolder):
         if not full:
             return False
         self.refused_count += count
-        receipt.fail(QueueFull(f"{self.name}: no room on disk for {full[0]}"))
+        receipt.fail(QueueFull(f"{self.name}: {NO_ROOM_ON_DISK} for {full[0]}"))
         return True
 
     def _remove_channel(self, name):

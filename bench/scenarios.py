@@ -19,15 +19,19 @@
 Every scenario starts a fresh nsqd in a temporary data directory ((b) drains the one (a)
 filled). With ``--nsqd-binary`` (e.g. Go's nsqd) each scenario runs against that binary
 right after greensq, so both see the same machine, and the last column is greensq's figure
-over the other's. ``--durable`` instead runs each scenario on greensq in durable mode and
-then in the default mode (the last column: durable over default); it picks (a), (b), (c),
-(d) and (i) unless ``--only`` says otherwise. The load generators (nsqbench.py) run in their own processes; the
-lock-step ones ((f), (h), (i)) spread their connections over ``--client-processes``
-processes that multiplex them with epoll, so the client is not the bottleneck. "CPU/op"
+over the other's. ``--http-workers 0,2`` runs greensq once with each of these numbers of
+HTTP workers (nsqd's ``--http-workers``), each with its ratio over the last column.
+``--durable`` instead runs each scenario on greensq in durable mode and then in the
+default mode (the last column: durable over default); it picks (a), (b), (c), (d) and (i)
+unless ``--only`` says otherwise. The load generators (nsqbench.py) run in their own
+processes; the lock-step ones ((f), (h), (i)) spread their connections over
+``--client-processes`` processes that multiplex them with epoll, so the client is not the
+bottleneck. "CPU/op"
 is the user + system time the daemon's processes used during the scenario, divided by
 its operations (messages published or drained, requests).
 
     python bench/scenarios.py [--runfor 10] [--only a,b,...] [--nsqd-binary PATH | --durable]
+                              [--http-workers N[,N...]]
 """
 
 import argparse
@@ -324,13 +328,13 @@ def binary_label(binary):
 
 
 def print_table(letters, columns):
-    """``columns``: [(server name, {letter: Result})]; the ratio is the first over the
-    second."""
+    """``columns``: [(server name, {letter: Result})]; with more than one, a ratio for
+    each but the last: its figure over the last's."""
     header = ["scenario"]
     for name, _ in columns:
         header += [name, "CPU/op"]
-    if len(columns) == 2:
-        header.append(f"{columns[0][0]} / {columns[1][0]}")
+    reference = columns[-1][0] if len(columns) > 1 else None
+    header += [f"{name} / {reference}" for name, _ in columns[:-1]]
     rows = [header]
     for letter in letters:
         if letter == "b" and "a" not in letters:
@@ -340,8 +344,9 @@ def print_table(letters, columns):
         for result in results:
             row += [result.text if result else "-",
                     f"{result.cpu_us:.1f} µs" if result and result.cpu_us else ""]
-        if len(results) == 2 and all(r and r.rate for r in results):
-            row.append(f"{results[0].rate / results[1].rate:.2f}")
+        for result in results[:-1]:
+            both = result and result.rate and results[-1] and results[-1].rate
+            row.append(f"{result.rate / results[-1].rate:.2f}" if both else "")
         rows.append(row)
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
     for row in rows:
@@ -359,6 +364,8 @@ def main():
                       help="greensq --durable beside greensq's default mode")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="processes of the lock-step load generators (f, h, i)")
+    parser.add_argument("--http-workers", metavar="N[,N...]",
+                        help="run greensq with each of these --http-workers counts")
     args = parser.parse_args()
     only = args.only or ("a,b,c,d,i" if args.durable else ",".join(NAMES))
     letters = [letter for letter in NAMES if letter in only.split(",")]
@@ -370,7 +377,11 @@ def main():
             return name, Scenarios(tempfile.mkdtemp(dir=tmp), binary,
                                    args.runfor, args.client_processes, flags)
 
-        servers = [scenarios("greensq")]
+        if args.http_workers:
+            servers = [scenarios(f"greensq -w{count}", flags=(f"--http-workers={count}",))
+                       for count in args.http_workers.split(",")]
+        else:
+            servers = [scenarios("greensq")]
         if args.durable:
             servers.insert(0, scenarios("greensq --durable", flags=("--durable",)))
         elif args.nsqd_binary:

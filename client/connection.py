@@ -1,4 +1,5 @@
-"""One TCP connection to an nsqd on gevent: the I/O around :mod:`.protocol`.
+"""One connection to an nsqd (TCP, or a Unix socket) on gevent: the I/O around
+:mod:`.protocol`.
 
 The protocol (:class:`~.protocol.ClientProtocol`) decides everything about the bytes:
 the handshake (IDENTIFY, then TLS, snappy or deflate and AUTH as nsqd agrees), the
@@ -67,8 +68,18 @@ class Connection(ConnectionCore):
         Raises ``OSError`` if nsqd cannot be reached, a typed error if it rejects
         IDENTIFY or AUTH, :class:`ConnectionClosedError` if it hangs up.
         """
-        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-        sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        if self.port is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.connect_timeout)
+            try:
+                sock.connect(self.host)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((self.host, self.port),
+                                            timeout=self.connect_timeout)
+            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
         # nsqd sends a heartbeat every interval; twice that in silence means it is gone.
         sock.settimeout(self.heartbeat_interval * 2 + 1 if self.heartbeat_interval else None)
         self.sock = sock

@@ -9,7 +9,8 @@ import ssl
 
 from greensq.services.shared.wire import MAGIC_V2
 
-from .protocol import ClientProtocol, encode_command, identify_options, parse_address
+from .protocol import (
+    ClientProtocol, encode_command, format_address, identify_options, parse_address)
 from .protocol import tls_client_context
 
 log = logging.getLogger("greensq.client")
@@ -47,8 +48,8 @@ class ConnectionCore:
                  on_messages=None, on_error=None, on_close=None, on_command=None,
                  responder=None, auth_secret=None, tls_context=None, tls_ca_file=None,
                  tls_verify=True, tls_cert=None, tls_key=None, **identify):
-        self.host, self.port = parse_address(address)
-        self.address = f"{self.host}:{self.port}"
+        self.host, self.port = parse_address(address)   # port None: a Unix socket's path
+        self.address = format_address(address)
         self.heartbeat_interval = heartbeat_interval
         self.identify_options = identify_options(heartbeat_interval=heartbeat_interval,
                                                  **identify)

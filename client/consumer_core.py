@@ -29,7 +29,7 @@ import random
 import time
 
 from .http_answers import HTTPError
-from .protocol import parse_address
+from .protocol import format_address
 
 log = logging.getLogger("greensq.client")
 
@@ -174,7 +174,7 @@ class ConsumerCore:
         self.topic = topic
         self.channel = channel
         self.handler = handler
-        self.nsqd_tcp_addresses = ["%s:%d" % parse_address(a) for a in nsqd_tcp_addresses]
+        self.nsqd_tcp_addresses = [format_address(a) for a in nsqd_tcp_addresses]
         self.lookupd_http_addresses = list(lookupd_http_addresses)
         self.max_in_flight = max_in_flight
         self.max_attempts = max_attempts

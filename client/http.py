@@ -15,7 +15,7 @@ import urllib.parse
 from gevent import socket
 
 from .http_answers import HTTPError, Lookup, Node, checked
-from .protocol import parse_address
+from .protocol import format_address, parse_address
 
 __all__ = ["HTTPError", "Lookup", "LookupdHTTPClient", "Node", "NsqdHTTPClient", "request"]
 
@@ -27,12 +27,39 @@ class _GeventHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.create_connection((self.host, self.port), self.timeout)
 
 
-def request(address, method, path, params=None, body=None, timeout=5.0):
-    """``(status, body bytes)`` of one HTTP request to ``address`` (``host:port``)."""
+class _GeventUnixHTTPConnection(http.client.HTTPConnection):
+    """The same over a Unix socket (``Host: localhost`` unless the request says)."""
+
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def http_connection(address, timeout=5.0):
+    """An ``http.client`` connection on gevent's sockets to ``address``: ``host:port``,
+    or a Unix socket's path."""
     host, port = parse_address(address)
+    if port is None:
+        return _GeventUnixHTTPConnection(host, timeout)
+    return _GeventHTTPConnection(host, port, timeout=timeout)
+
+
+def request(address, method, path, params=None, body=None, timeout=5.0):
+    """``(status, body bytes)`` of one HTTP request to ``address`` (``host:port``, or a
+    Unix socket's path)."""
     if params:
         path = f"{path}?{urllib.parse.urlencode(params)}"
-    conn = _GeventHTTPConnection(host, port, timeout=timeout)
+    conn = http_connection(address, timeout)
     try:
         conn.request(method, path, body=body)
         resp = conn.getresponse()
@@ -43,7 +70,7 @@ def request(address, method, path, params=None, body=None, timeout=5.0):
 
 class _Client:
     def __init__(self, address, timeout=5.0):
-        self.address = "%s:%d" % parse_address(address)
+        self.address = format_address(address)
         self.timeout = timeout
 
     def _call(self, method, path, params=None, body=None):

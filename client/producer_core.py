@@ -8,7 +8,7 @@ import logging
 from greensq.services.shared.wire import SIZE
 
 from .errors import NoConnectionsError
-from .protocol import encode_command, encode_mpub_body, parse_address
+from .protocol import encode_command, encode_mpub_body, format_address
 
 log = logging.getLogger("greensq.client")
 
@@ -49,7 +49,7 @@ class ProducerCore:
                  on_command=None, **connection_options):
         if isinstance(nsqd_tcp_addresses, (str, tuple)):
             nsqd_tcp_addresses = [nsqd_tcp_addresses]
-        self.addresses = ["%s:%d" % parse_address(a) for a in nsqd_tcp_addresses]
+        self.addresses = [format_address(a) for a in nsqd_tcp_addresses]
         if not self.addresses:
             raise ValueError("a Producer needs at least one nsqd address")
         self.timeout = timeout

@@ -40,12 +40,22 @@ START_TLS = "start TLS"    # receive_handshake's word for: wrap the socket in TL
 
 
 def parse_address(address):
-    """``"host:port"`` or ``(host, port)`` → ``(host, port)``."""
+    """``"host:port"`` or ``(host, port)`` → ``(host, port)``; a Unix socket's path (a
+    string starting with ``/``, as NSQ 1.3 takes one for ``--tcp-address``) →
+    ``(path, None)``."""
     if isinstance(address, str):
+        if address.startswith("/"):
+            return address, None
         host, _, port = address.rpartition(":")
         return host or "127.0.0.1", int(port)
     host, port = address
     return host, int(port)
+
+
+def format_address(address):
+    """An address as the client names it: ``"host:port"``, or a Unix socket's path."""
+    host, port = parse_address(address)
+    return host if port is None else f"{host}:{port}"
 
 
 def encode_command(name, *params, body=None):

@@ -1,12 +1,19 @@
-"""Run a greensq daemon under Gunicorn: an arbiter and exactly one gevent worker.
+"""Run a greensq daemon under Gunicorn: an arbiter, one gevent core worker, and the HTTP
+workers the spec asks for (nsqd's ``--http-workers``; none for the others).
 
 The arbiter (this process) binds every listening socket (HTTP and the daemon's TCP
 protocol port) and takes the data-directory lock before it forks, so a restarted worker
 keeps the same ports (port 0 included), connections wait in the backlog during a restart,
-and a second daemon on the same data directory fails at once. The worker builds the
+and a second daemon on the same data directory fails at once. The core worker builds the
 daemon's core, serves the Falcon app over the inherited HTTP socket and the TCP protocol
 over the inherited TCP socket on the same gevent hub, and on SIGTERM, SIGINT or SIGQUIT
 stops accepting, lets the core flush to disk, and exits.
+
+With HTTP workers, the arbiter also binds the internal sockets the core serves them on
+(Unix sockets in a directory only the daemon's user may enter, removed at exit), and the
+HTTP workers serve the HTTP port. A worker that dies is replaced in its role: the core as
+the core (it reloads from disk), an HTTP worker as an HTTP worker. A stop ends the HTTP
+workers first, as what they have in hand needs the core, then the core.
 
 Binding and locking are listeners.py, the worker is worker.py, and a daemon plugs in
 through a small object (daemon_spec.py); the launcher knows nothing about NSQ.
@@ -23,7 +30,9 @@ worker stay shared instead of being copied the first time either process collect
 
 import gc
 import os
+import signal
 import sys
+import time
 
 from greensq.http.unused_modules import defer_unused_modules
 
@@ -34,8 +43,9 @@ from gunicorn.arbiter import Arbiter  # noqa: E402
 from gunicorn.errors import HaltServer  # noqa: E402
 
 from greensq.http.listeners import (  # noqa: E402
-    StartupError, bind_listener, format_sockname, lock_directory)
-from greensq.http.worker import DaemonWorker  # noqa: E402
+    StartupError, bind_listener, bind_private_listeners, format_sockname, lock_directory,
+    remove_private_listeners)
+from greensq.http.worker import DaemonWorker, HttpWorker  # noqa: E402
 from greensq.services.shared.goflags import parse_or_exit  # noqa: E402
 from greensq.services.shared.golog import daemon_line, exit_fatal  # noqa: E402
 from greensq.services.shared.version import version_banner  # noqa: E402
@@ -60,12 +70,21 @@ class DaemonApplication(BaseApplication):
         spec.bound = {label: format_sockname(sock) for label, sock in self.sockets.items()}
         lock_path = spec.lock_path()
         self.lock_fd = lock_directory(lock_path, spec.name) if lock_path else None
+        self.private_directory = None
+        if spec.http_workers:
+            self.private_directory, internal = bind_private_listeners(
+                {f"internal {label}": name
+                 for label, name in spec.internal_listeners().items()},
+                prefix=f"greensq-{spec.name}-")
+            self.sockets.update(internal)
+            spec.internal = {label.partition(" ")[2]: sock.getsockname()
+                             for label, sock in internal.items()}
         super().__init__()
 
     def load_config(self):
         settings = {
             "bind": [f"fd://{self.sockets['HTTP'].fileno()}"],
-            "workers": 1,
+            "workers": 1 + self.spec.http_workers,
             "worker_class": f"{DaemonWorker.__module__}.{DaemonWorker.__qualname__}",
             "worker_connections": 10000,
             "graceful_timeout": self.spec.graceful_timeout,
@@ -92,11 +111,32 @@ class DaemonApplication(BaseApplication):
 
 
 class DaemonArbiter(Arbiter):
-    """Gunicorn's arbiter with a daemon's exit status: 1 once a worker failed to boot,
-    or ended badly (non-zero status, or killed) while the arbiter was shutting down."""
+    """Gunicorn's arbiter with a daemon's roles and exit status: one core worker and
+    ``http_workers`` HTTP workers, each replaced in its role; the HTTP workers stopped
+    before the core; exit status 1 once a worker failed to boot, or ended badly (non-zero
+    status, or killed) while the arbiter was shutting down."""
 
     halting = False
     failed = False
+
+    def spawn_worker(self):
+        """The core first; then HTTP workers."""
+        has_core = any(worker.role == DaemonWorker.role for worker in self.WORKERS.values())
+        self.worker_class = HttpWorker if has_core else DaemonWorker
+        return super().spawn_worker()
+
+    def spawn_workers(self):
+        """Gunicorn's, without its random pause between forks (which spreads the start of
+        identical workers): the HTTP workers need the core, started first."""
+        for _ in range(self.num_workers - len(self.WORKERS)):
+            self.spawn_worker()
+
+    def handle_ttin(self):
+        """The workers are the core and --http-workers: not to be added or removed
+        (Gunicorn's SIGTTIN would fork a second core, its SIGTTOU stop the oldest)."""
+        self.log.info("SIGTTIN and SIGTTOU are ignored: the workers are fixed")
+
+    handle_ttou = handle_ttin
 
     def reap_workers(self):
         """Take the failures this arbiter handles itself before Gunicorn's reaping:
@@ -123,7 +163,24 @@ class DaemonArbiter(Arbiter):
 
     def stop(self, graceful=True):
         self.halting = True     # SIGTERM's halt, and SIGINT's and SIGQUIT's stop
+        self.stop_http_workers(graceful)
         super().stop(graceful)
+        if self.app.private_directory is not None:
+            remove_private_listeners(self.app.private_directory)
+
+    def stop_http_workers(self, graceful):
+        """Stop the HTTP workers and wait for them (the graceful timeout at most): they
+        answer the requests they have, which need the core."""
+        pids = [pid for pid, worker in self.WORKERS.items() if worker.role == HttpWorker.role]
+        for pid in pids:
+            self.kill_worker(pid, signal.SIGTERM if graceful else signal.SIGQUIT)
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while any(pid in self.WORKERS for pid in pids) and time.monotonic() < deadline:
+            self.reap_workers()
+            time.sleep(0.05)
+        for pid in pids:
+            if pid in self.WORKERS:
+                self.kill_worker(pid, signal.SIGKILL)
 
     def halt(self, reason=None, exit_status=0):
         try:

@@ -1,13 +1,16 @@
-"""What the arbiter does before it forks: bind every listening socket and lock the data
-directory, so a restarted worker keeps the same ports (port 0 included), connections wait
-in the backlog during a restart, and a second daemon on the same data directory fails at
-once. A killed daemon's dying worker is waited for (services/shared/holders.py).
+"""What the arbiter does before it forks: bind every listening socket (the internal ones
+between a daemon's own processes too) and lock the data directory, so a restarted worker
+keeps the same ports (port 0 included), connections wait in the backlog during a restart,
+and a second daemon on the same data directory fails at once. A killed daemon's dying
+worker is waited for (services/shared/holders.py).
 """
 
 import errno
 import fcntl
 import os
+import shutil
 import socket
+import tempfile
 
 from greensq.services.shared.holders import lock_holders, port_holders, retry_while_holders_die
 
@@ -61,8 +64,38 @@ def bind_listener(address, backlog=1024):
     return sock
 
 
+def bind_private_listeners(names, prefix, backlog=1024):
+    """Unix sockets (``{label: file name}``) in a new directory that only this user may
+    enter (0700), for connections between a daemon's own processes: no other local user
+    can reach them, as they could a loopback port or an abstract socket. Returns the
+    directory (remove it with ``remove_private_listeners``) and ``{label: socket}``."""
+    directory = tempfile.mkdtemp(prefix=prefix)
+    sockets = {}
+    try:
+        for label, name in names.items():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets[label] = sock
+            sock.bind(os.path.join(directory, name))
+            sock.listen(backlog)
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in sockets.values():
+            sock.close()
+        remove_private_listeners(directory)
+        raise StartupError(f"listen ({directory}) failed - {exc}") from None
+    return directory, sockets
+
+
+def remove_private_listeners(directory):
+    """Remove the directory of ``bind_private_listeners`` and its sockets."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def format_sockname(sock):
-    host, port = sock.getsockname()[:2]
+    name = sock.getsockname()
+    if isinstance(name, str):      # a Unix socket's path
+        return name
+    host, port = name[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -11,6 +11,7 @@
 """
 
 import logging
+import re
 
 import falcon
 import ujson
@@ -21,6 +22,7 @@ from greensq.services.shared.names import is_valid_name
 log = logging.getLogger("greensq")
 
 NSQ_CONTENT_TYPE = "nsq; version=1.0"
+GO_INT = re.compile(r"[+-]?[0-9]+")     # what Go's ParseInt takes: no "_", no spaces
 JSON_TYPE = "application/json; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"
 

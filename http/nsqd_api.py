@@ -9,28 +9,24 @@ import base64
 import logging
 import re
 
-import gevent
-
 from greensq.actors.actor import HandlerFailed, Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
-    NsqHTTPError, bool_param, create_api, query_params, read_body, required_param, respond_json,
-    respond_ping, respond_text, topic_channel_params, topic_param)
+    GO_INT, NsqHTTPError, bool_param, create_api, query_params, read_body, required_param,
+    respond_json, respond_ping, respond_text, topic_channel_params, topic_param)
+from greensq.http.publish_api import add_publish_routes
 from greensq.services.nsqd.metrics import nsqd_metrics
 from greensq.services.nsqd.options import NSQD_FLAGSET
 from greensq.services.nsqd.stats import format_text, nsqd_stats
 from greensq.services.shared import json_input
-from greensq.services.shared.batches import LineTooBig, split_lines, split_mpub_body
 from greensq.services.shared.logs import LEVELS
 from greensq.services.shared.message import MAX_ATTEMPTS_LIMIT
 from greensq.services.shared.metrics import content_type
 from greensq.services.shared.version import NSQ_VERSION
-from greensq.services.shared.wire import FatalClientError
 
 log = logging.getLogger("greensq")
 
 NS = 1_000_000_000
-_DECIMAL = re.compile(r"[+-]?[0-9]+")
 _DIGITS = re.compile(r"[0-9]+")
 _LOG_LEVEL_NUMBERS = {"debug": 1, "info": 2, "warn": 3, "error": 4, "fatal": 5}
 
@@ -39,26 +35,6 @@ class Resource:
     def __init__(self, nsqd):
         self.nsqd = nsqd
         self.opts = nsqd.opts
-
-    def topic_to_publish(self, params):
-        """The ``topic`` parameter of a publish, checked (a topic that exists has a valid
-        name: publishing to it skips the check)."""
-        name = params.get("topic")
-        if name is not None and name in self.nsqd.topics:
-            return name
-        return topic_param(params, "INVALID_TOPIC")
-
-    def publish(self, topic_name, bodies, defer_ms=0):
-        """Publish; answered once stored. A full bounded queue is 503 ``QUEUE_FULL``,
-        any other failure NSQ's 503 ``EXITING``."""
-        try:
-            self.nsqd.publish(topic_name, bodies, defer_ms)
-        except QueueFull:
-            raise NsqHTTPError(503, "QUEUE_FULL") from None
-        except (Refused, StoreFailed):
-            raise NsqHTTPError(503, "EXITING") from None
-        except HandlerFailed:
-            raise NsqHTTPError(500, "INTERNAL_ERROR") from None
 
     def existing_channel(self, params):
         """The channel named by ``topic`` and ``channel``, or NSQ's 404s."""
@@ -70,6 +46,41 @@ class Resource:
         if channel is None:
             raise NsqHTTPError(404, "CHANNEL_NOT_FOUND")
         return channel
+
+
+class CorePublisher:
+    """``/pub`` and ``/mpub`` publishing straight into the core (see publish_api.py)."""
+
+    def __init__(self, nsqd):
+        self.nsqd = nsqd
+        self.limits = nsqd.opts
+
+    def topic(self, params):
+        """The ``topic`` parameter of a publish, checked (a topic that exists has a valid
+        name: publishing to it skips the check)."""
+        name = params.get("topic")
+        if name is not None and name in self.nsqd.topics:
+            return name
+        return topic_param(params, "INVALID_TOPIC")
+
+    def create_topic(self, name):
+        if not self.nsqd.exiting:
+            self.nsqd.get_topic(name)
+
+    def publish(self, topic_name, body, defer_ms=0):
+        self.publish_batch(topic_name, [body], defer_ms)
+
+    def publish_batch(self, topic_name, bodies, defer_ms=0):
+        """Publish; answered once stored. A full bounded queue is 503 ``QUEUE_FULL``,
+        any other failure NSQ's 503 ``EXITING``."""
+        try:
+            self.nsqd.publish(topic_name, bodies, defer_ms)
+        except QueueFull:
+            raise NsqHTTPError(503, "QUEUE_FULL") from None
+        except (Refused, StoreFailed):
+            raise NsqHTTPError(503, "EXITING") from None
+        except HandlerFailed:
+            raise NsqHTTPError(500, "INTERNAL_ERROR") from None
 
 
 class Ping(Resource):
@@ -95,60 +106,6 @@ class Info(Resource):
             "max_output_buffer_timeout": int(opts.max_output_buffer_timeout * NS),
             "max_deflate_level": opts.max_deflate_level,
         })
-
-
-class Pub(Resource):
-    def on_post(self, req, resp):
-        limit = self.opts.max_msg_size
-        if (req.content_length or 0) > limit:
-            raise NsqHTTPError(413, "MSG_TOO_BIG")
-        body = read_body(req, limit)
-        if len(body) > limit:
-            raise NsqHTTPError(413, "MSG_TOO_BIG")
-        if not body:
-            raise NsqHTTPError(400, "MSG_EMPTY")
-        params = query_params(req)
-        topic_name = self.topic_to_publish(params)
-        if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
-            self.nsqd.get_topic(topic_name)
-        defer_ms = 0
-        if "defer" in params:
-            if not _DECIMAL.fullmatch(params["defer"]):    # Go's ParseInt: no "_", no spaces
-                raise NsqHTTPError(400, "INVALID_DEFER")
-            defer_ms = int(params["defer"])
-            if not 0 <= defer_ms <= self.opts.max_req_timeout * 1000:
-                raise NsqHTTPError(400, "INVALID_DEFER")
-        self.publish(topic_name, [body], defer_ms)
-        respond_text(resp, "OK")
-
-
-class Mpub(Resource):
-    def on_post(self, req, resp):
-        limit = self.opts.max_body_size
-        if (req.content_length or 0) > limit:
-            raise NsqHTTPError(413, "BODY_TOO_BIG")
-        body = read_body(req, limit)     # first: a form content type must not eat it
-        params = query_params(req)
-        topic_name = self.topic_to_publish(params)
-        if not self.nsqd.exiting:        # NSQ creates the topic before the other checks
-            self.nsqd.get_topic(topic_name)
-        if len(body) > limit:
-            raise NsqHTTPError(413, "BODY_TOO_BIG")
-        # A big batch is checked (and later stored) in slices, the hub visiting the other
-        # greenlets in between (services/shared/batches.py).
-        binary = params.get("binary")
-        if binary is not None and binary not in ("false", "0"):
-            try:
-                bodies = split_mpub_body(body, self.opts, pause=gevent.sleep)
-            except FatalClientError as err:
-                raise NsqHTTPError(413, err.code[2:]) from None
-        else:
-            try:
-                bodies = split_lines(body, self.opts.max_msg_size, pause=gevent.sleep)
-            except LineTooBig:
-                raise NsqHTTPError(413, "MSG_TOO_BIG") from None
-        self.publish(topic_name, bodies)
-        respond_text(resp, "OK")
 
 
 class Stats(Resource):
@@ -181,7 +138,7 @@ class ChannelPeek(Resource):
         params = query_params(req)
         channel = self.existing_channel(params)
         raw = params.get("n", "1")
-        if not _DECIMAL.fullmatch(raw) or not 1 <= int(raw) <= self.MAX_N:
+        if not GO_INT.fullmatch(raw) or not 1 <= int(raw) <= self.MAX_N:
             raise NsqHTTPError(400, "INVALID_ARG_N")
         msgs = []
         try:
@@ -333,10 +290,7 @@ def create_app(nsqd):
     app = create_api()
     app.add_route("/ping", Ping(nsqd))
     app.add_route("/info", Info(nsqd))
-    for path in ("/pub", "/put"):
-        app.add_route(path, Pub(nsqd))
-    for path in ("/mpub", "/mput"):
-        app.add_route(path, Mpub(nsqd))
+    add_publish_routes(app, CorePublisher(nsqd))
     app.add_route("/stats", Stats(nsqd))
     app.add_route("/topic/{action}", TopicAction(nsqd))
     app.add_route("/channel/peek", ChannelPeek(nsqd))

@@ -21,11 +21,17 @@ from greensq.services.shared.goflags import parse_or_exit
 from greensq.services.shared.tls import server_context, tls_required_mode
 
 # The worker's (launcher.py says why), loaded after the fork.
+gateway = deferred_import("greensq.http.gateway")
 nsqd_api = deferred_import("greensq.http.nsqd_api")
 nsqd_core = deferred_import("greensq.services.nsqd.nsqd")
 wsgi_server = deferred_import("greensq.http.wsgi_server")
 
 log = logging.getLogger("greensq")
+
+# How long an HTTP worker's publish waits for the core to answer, and for a core that is
+# (re)starting to take its connection: then it is answered 503.
+CORE_ANSWER_TIMEOUT = 60.0
+CORE_START_TIMEOUT = 30.0
 
 
 class NsqdSpec(ProtocolDaemonSpec):
@@ -33,6 +39,11 @@ class NsqdSpec(ProtocolDaemonSpec):
 
     https_server = None
     https_app = None
+    gateway = None            # in an HTTP worker: its app
+
+    def __init__(self, opts):
+        super().__init__(opts)
+        self.http_workers = opts.http_workers
 
     def lock_path(self):
         return os.path.abspath(self.opts.data_path or os.getcwd())
@@ -91,6 +102,23 @@ class NsqdSpec(ProtocolDaemonSpec):
 
     def close_core(self):
         return self.core.close()
+
+    def create_http_worker_app(self):
+        """An HTTP worker's app: nsqd's HTTP API served by http/gateway.py, publishing to
+        the core over the internal TCP socket (an internal V2 connection: no AUTH, no
+        TLS, a failed publish answered without closing it) and forwarding the rest to
+        the core's own app. The core may be (re)starting: a publish waits for it."""
+        if tls_required_mode(self.opts) == "true":
+            return tls_required_app(int(self.bound["HTTPS"].rpartition(":")[2]))
+        self.gateway = gateway.Gateway(
+            self.internal["TCP"], self.internal["HTTP"], self.opts,
+            heartbeat_interval=0, timeout=CORE_ANSWER_TIMEOUT,
+            connect_timeout=CORE_START_TIMEOUT)
+        return self.gateway
+
+    def close_http_worker(self):
+        if self.gateway is not None:
+            self.gateway.close()
 
 
 def tls_required_app(https_port):

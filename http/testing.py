@@ -78,6 +78,16 @@ def children(pid):
         return []
 
 
+def process_name(pid):
+    """A process's name (``/proc/<pid>/comm``; greensq's workers name their role:
+    ``nsqd-core``, ``nsqd-http``), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def kill_with_children(proc):
     """SIGKILL a ``subprocess.Popen`` and its children (a daemon's arbiter and worker),
     and reap it."""
@@ -298,19 +308,29 @@ class Daemon(StatsQueries, WatchedProcess):
         return self.start()
 
     def pids(self):
-        """Its processes by role: ``{"arbiter": pid, "worker": pid}`` for greensq's, or
+        """Its processes by role: ``{"arbiter": pid, "worker": pid}`` for greensq's, and
+        ``"http1"``, ``"http2"``... for nsqd's HTTP workers (``--http-workers``); or
         ``{name: pid}`` for a program of one process (Go's nsqd: ``{"nsqd": pid}``)."""
         workers = children(self.proc.pid)
         if not workers and self.binary:
             return {os.path.basename(self.binary): self.proc.pid}
-        assert len(workers) == 1, f"{self.proc.pid} has workers {workers}, not one"
-        return {"arbiter": self.proc.pid, "worker": workers[0]}
+        cores = [pid for pid in workers if not process_name(pid).endswith("-http")]
+        assert len(cores) == 1, f"{self.proc.pid} has workers {workers}, not one core"
+        pids = {"arbiter": self.proc.pid, "worker": cores[0]}
+        http_workers = sorted(pid for pid in workers if pid != cores[0])
+        pids.update((f"http{index}", pid) for index, pid in enumerate(http_workers, 1))
+        return pids
 
     @property
     def worker_pid(self):
-        """The process that serves: greensq's (one) worker, or a one-process program."""
+        """The process that serves: greensq's core worker, or a one-process program."""
         pids = self.pids()
         return pids.get("worker") or next(iter(pids.values()))
+
+    @property
+    def http_worker_pids(self):
+        """The PIDs of nsqd's HTTP workers (none without ``--http-workers``)."""
+        return [pid for role, pid in self.pids().items() if role.startswith("http")]
 
     def http(self, method, path, body=None, headers=None):
         """``(status, headers, body bytes)`` of one request."""

@@ -1,5 +1,8 @@
-"""The daemon's one worker process: a Gunicorn worker that runs a gevent hub with the
-Falcon app on the HTTP server of wsgi_server.py and the spec's protocol servers beside it.
+"""The daemon's worker processes: Gunicorn workers that each run a gevent hub. The core
+worker (``DaemonWorker``) holds the daemon's core: the Falcon app on the HTTP server of
+wsgi_server.py and the spec's protocol servers beside it. An HTTP worker (``HttpWorker``,
+nsqd's ``--http-workers``) serves the spec's HTTP-worker app on the HTTP port and reaches
+the core through the internal sockets the arbiter bound.
 
 Gunicorn loads the worker class in the arbiter, so gevent and what needs it are
 worker_hub.py, which this module names deferred: the worker loads it after the fork. The
@@ -37,6 +40,10 @@ worker_hub = deferred_import("greensq.http.worker_hub")
 # The worker's exit status when its shutdown could not persist everything.
 UNPERSISTED_EXIT = 1
 
+# The label of the internal socket the core serves its HTTP app on for the HTTP workers
+# (bound by the arbiter with the others the spec names: see launcher.py).
+INTERNAL_HTTP = "internal HTTP"
+
 
 def raise_fd_limit():
     """Raise the soft open-files limit to the hard limit: every client connection is a
@@ -50,6 +57,7 @@ def raise_fd_limit():
 
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
 def die_with_parent(parent_pid):
@@ -68,6 +76,13 @@ def die_with_parent(parent_pid):
         os._exit(1)
 
 
+def name_process(name):
+    """The process's name as ``top`` and ``/proc/<pid>/comm`` show it (Linux; at most 15
+    bytes): which worker is the core, which an HTTP worker."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 def release_free_heap():
     """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
 
@@ -81,8 +96,9 @@ def release_free_heap():
 
 
 class DaemonWorker(Worker):
-    """The single gevent worker: the Falcon app on the HTTP server in wsgi_server.py, and
-    the spec's protocol servers beside it.
+    """The core worker: the Falcon app on the HTTP server in wsgi_server.py (on the HTTP
+    port, or with HTTP workers on the internal HTTP socket they forward to), and the
+    spec's protocol servers beside it.
 
     Gunicorn loads the worker class in the arbiter, so gevent is worker_hub's, loaded once
     the worker runs, after the fork. Its run loop wakes as soon as a stop signal arrives
@@ -90,6 +106,7 @@ class DaemonWorker(Worker):
     moment, and lets the spec flush.
     """
 
+    role = "core"
     drain_timeout = 2.0
     _stop = None   # wakes the run loop, once it runs
 
@@ -103,6 +120,7 @@ class DaemonWorker(Worker):
         # of the worker's 95 and finds a few hundred objects. run() enables it again.
         gc.disable()
         die_with_parent(self.ppid)
+        name_process(f"{self.app.spec.name}-{self.role}")
         worker_hub.monkey_patch()
         # Sockets bound in the arbiter predate monkey-patching: re-wrap them for the hub.
         self.sockets = [socket.socket(listener.FAMILY, socket.SOCK_STREAM,
@@ -127,6 +145,17 @@ class DaemonWorker(Worker):
             self.log.info("Parent changed, shutting down: %s", self)
             sys.exit(0)
 
+    def start_serving(self, sockets):
+        """Start the spec's servers on its ``sockets`` (the arbiter's, but the HTTP port);
+        the listeners the WSGI app is to be served on."""
+        internal_http = sockets.pop(INTERNAL_HTTP, None)
+        self.app.spec.start(sockets)
+        return [internal_http] if internal_http is not None else self.sockets
+
+    def stop_serving(self):
+        """The spec's graceful stop; False if something could not be persisted."""
+        return self.app.spec.stop()
+
     def run(self):
         spec = self.app.spec
         raise_fd_limit()
@@ -135,8 +164,7 @@ class DaemonWorker(Worker):
                    for label, sock in self.app.sockets.items() if label != "HTTP"}
         servers = []
         try:
-            spec.start(sockets)
-            for listener in self.sockets:
+            for listener in self.start_serving(sockets):
                 listener.setblocking(1)
                 server = worker_hub.http_server(listener, self.wsgi,
                                                 self.cfg.worker_connections,
@@ -166,7 +194,7 @@ class DaemonWorker(Worker):
             while time.monotonic() < deadline and any(server.active for server in servers):
                 worker_hub.sleep(0.05)
         finally:
-            persisted = spec.stop()
+            persisted = self.stop_serving()
         if persisted is False:
             sys.exit(UNPERSISTED_EXIT)
 
@@ -181,3 +209,27 @@ class DaemonWorker(Worker):
     def handle_usr1(self, sig, frame):
         # Reopening log files may block: not in a signal handler on the hub.
         worker_hub.spawn(super().handle_usr1, sig, frame)
+
+
+class HttpWorker(DaemonWorker):
+    """An HTTP worker: the spec's HTTP-worker app (nsqd's: http/gateway.py) on the HTTP
+    port, reaching the core through the internal sockets; no state of its own to flush.
+    On a stop it answers what it has in hand, while the core (stopped after it) still
+    serves."""
+
+    role = "http"
+
+    def load_wsgi(self):
+        try:
+            self.wsgi = self.app.spec.build_http_worker_app()
+        except StartupError as exc:
+            self.app.spec.fatal(str(exc))
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    def start_serving(self, sockets):
+        for sock in sockets.values():     # the core's to serve
+            sock.close()
+        return self.sockets
+
+    def stop_serving(self):
+        return self.app.spec.stop_http_worker()

@@ -1,4 +1,5 @@
-"""One TCP connection to an nsqd on asyncio: the I/O around :mod:`..protocol`.
+"""One connection to an nsqd (TCP, or a Unix socket) on asyncio: the I/O around
+:mod:`..protocol`.
 
 The connection is an :class:`asyncio.Protocol`, so bytes reach the protocol core straight
 from the event loop's ``data_received`` (no stream reader in between), and the messages it
@@ -63,7 +64,10 @@ class Connection(ConnectionCore, asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await self._loop.create_connection(lambda: self, self.host, self.port)
+                if self.port is None:
+                    await self._loop.create_unix_connection(lambda: self, self.host)
+                else:
+                    await self._loop.create_connection(lambda: self, self.host, self.port)
                 await self._handshake()
         except TimeoutError:
             self._closed("handshake timed out")

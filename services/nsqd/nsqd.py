@@ -178,6 +178,11 @@ class NSQD:
         """What nsqd's TCP port speaks: NSQ's V2 protocol (protocol magic -> serve)."""
         return {MAGIC_V2: partial(serve_v2, self)}
 
+    def internal_protocols(self):
+        """What the internal socket of nsqd's HTTP workers speaks: V2, as an internal
+        connection (see ``serve_v2``)."""
+        return {MAGIC_V2: partial(serve_v2, self, internal=True)}
+
     # -- topics ---------------------------------------------------------------------------
 
     def get_topic(self, name):

@@ -22,6 +22,7 @@ TLS_REQUIRED = ("true", "false", "tcp-https")
 TLS_CLIENT_AUTH_POLICIES = ("", "require", "require-verify")
 MAX_BYTES_POLICIES = ("refuse", "drop-oldest")
 TLS_VERSIONS = ("ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3")
+MAX_HTTP_WORKERS = 64
 
 
 def default_node_id(hostname=None):
@@ -39,6 +40,9 @@ NSQD_FLAGS = [
     Flag("https-address", "str", "0.0.0.0:4152", "<addr>:<port> to listen on for HTTPS clients"),
     Flag("http-address", "str", "0.0.0.0:4151", "<addr>:<port> to listen on for HTTP clients"),
     Flag("tcp-address", "str", "0.0.0.0:4150", "<addr>:<port> to listen on for TCP clients"),
+    Flag("http-workers", "int", 0, "(greensq) processes serving the HTTP port beside the one "
+         "that holds the topics and channels, publishing to it over TCP (0: it serves HTTP "
+         "itself)"),
     Flag("broadcast-address", "str", socket.gethostname(), "address that will be registered "
          "with lookupd (defaults to the OS hostname)"),
     Flag("broadcast-tcp-port", "int", 0, "TCP port that will be registered with lookupd "
@@ -166,6 +170,8 @@ def parse_nsqd_options(argv):
         if not 0 < value <= 1:
             raise InvalidOptions(
                 f"invalid E2E processing latency percentile: {format_float(value)}")
+    if not 0 <= opts.http_workers <= MAX_HTTP_WORKERS:
+        raise InvalidOptions(f"--http-workers must be in range [0, {MAX_HTTP_WORKERS}]")
     if not 0 <= opts.max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise InvalidOptions(f"--max-attempts must be in range [0, {MAX_ATTEMPTS_LIMIT}]")
     if not valid_suffix(opts.dead_letter_topic_suffix):

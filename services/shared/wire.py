@@ -58,6 +58,14 @@ def message_frames(msgs):
     return pieces, size + MESSAGE_FRAME_HEADER.size * len(msgs)
 
 
+# What nsqd's E_PUB_FAILED, E_MPUB_FAILED and E_DPUB_FAILED texts say when a bounded disk
+# queue has no room for the messages (--max-bytes-policy=refuse) and when a handler failed
+# unexpectedly: an HTTP gateway publishing over TCP answers them as nsqd's own /pub
+# does (503 QUEUE_FULL, 500 INTERNAL_ERROR).
+NO_ROOM_ON_DISK = "no room on disk"
+INTERNAL_ERROR_IN = "internal error in"
+
+
 class ClientError(Exception):
     """An error reported to the client in an error frame; the connection stays open."""
 
