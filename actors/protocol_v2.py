@@ -240,7 +240,7 @@ class ProtocolV2:
             "max_deflate_level": opts.max_deflate_level,
             "snappy": snappy,
             "sample_rate": client.sample_rate,
-            "auth_required": bool(opts.auth_http_address),
+            "auth_required": bool(opts.auth_http_address) and not client.internal,
             "output_buffer_size": client.output_buffer_size,
             "output_buffer_timeout": int(client.output_buffer_timeout * 1000),
         }).encode())

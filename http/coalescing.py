@@ -33,16 +33,17 @@ class _Batch:
 class Coalescer:
     """``publish(topic, body)`` batched per topic and turn of the hub; ``send(topic,
     bodies)`` publishes a batch and returns once it is stored (or raises, for every
-    request of the batch)."""
+    request of the batch). ``limits.max_body_size`` is the nsqd's."""
 
-    def __init__(self, send, max_body_size):
+    def __init__(self, send, limits):
         self.send = send
-        self.max_body_size = max_body_size
+        self.limits = limits
         self.gathering = {}     # topic -> the batch this turn's requests join
 
     def publish(self, topic, body):
         batch = self.gathering.get(topic)
-        if batch is not None and batch.size + SIZE.size + len(body) <= self.max_body_size:
+        if (batch is not None
+                and batch.size + SIZE.size + len(body) <= self.limits.max_body_size):
             batch.bodies.append(body)
             batch.size += SIZE.size + len(body)
             return batch.done.get()

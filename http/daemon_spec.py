@@ -140,6 +140,7 @@ class ProtocolDaemonSpec(DaemonSpec):
             self.internal_server = tcp_server.ProtocolServer(
                 sockets["internal TCP"], self.core.internal_protocols(), name="INTERNAL")
             self.internal_server.start()
+            log.info("INTERNAL: listening on %s", format_sockname(sockets["internal TCP"]))
         log.info("TCP: listening on %s", format_sockname(tcp))
         if "HTTP" in bound:
             log.info("HTTP: listening on %s", bound["HTTP"])

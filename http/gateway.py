@@ -22,7 +22,7 @@ from greensq.client.producer import Producer
 from greensq.http.coalescing import Coalescer
 from greensq.http.forwarding import Forwarder
 from greensq.http.nsq_http import NsqHTTPError, create_api, topic_param
-from greensq.http.publish_api import add_publish_routes
+from greensq.http.publish_api import publishing_app
 from greensq.services.shared.batches import SlicedBodies
 from greensq.services.shared.wire import INTERNAL_ERROR_IN, NO_ROOM_ON_DISK, SIZE
 
@@ -81,7 +81,7 @@ class UpstreamPublisher:
         self.producer = producer
         self.forwarder = forwarder
         self.limits = limits
-        self.coalescer = Coalescer(self._send_batch, limits.max_body_size)
+        self.coalescer = Coalescer(self._send_batch, limits)
         self._valid_topics = set()
 
     def topic(self, params):
@@ -139,8 +139,7 @@ class Gateway:
         self.forwarder = Forwarder(http_address)
         self.producer = Producer([tcp_address], **producer_options)
         self.publisher = UpstreamPublisher(self.producer, self.forwarder, limits)
-        self.publish_api = create_api()
-        add_publish_routes(self.publish_api, self.publisher)
+        self.publish_api = publishing_app(create_api(), self.publisher)
 
     def __call__(self, environ, start_response):
         if environ["PATH_INFO"] in PUBLISH_PATHS:

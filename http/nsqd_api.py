@@ -14,7 +14,7 @@ from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
     GO_INT, NsqHTTPError, bool_param, create_api, query_params, read_body, required_param,
     respond_json, respond_ping, respond_text, topic_channel_params, topic_param)
-from greensq.http.publish_api import add_publish_routes
+from greensq.http.publish_api import publishing_app
 from greensq.services.nsqd.metrics import nsqd_metrics
 from greensq.services.nsqd.options import NSQD_FLAGSET
 from greensq.services.nsqd.stats import format_text, nsqd_stats
@@ -290,7 +290,6 @@ def create_app(nsqd):
     app = create_api()
     app.add_route("/ping", Ping(nsqd))
     app.add_route("/info", Info(nsqd))
-    add_publish_routes(app, CorePublisher(nsqd))
     app.add_route("/stats", Stats(nsqd))
     app.add_route("/topic/{action}", TopicAction(nsqd))
     app.add_route("/channel/peek", ChannelPeek(nsqd))
@@ -298,5 +297,5 @@ def create_app(nsqd):
     app.add_route("/channel/{action}", ChannelAction(nsqd))
     app.add_route("/metrics", Metrics(nsqd))
     app.add_route("/config/{opt}", Config(nsqd))
-    return app
+    return publishing_app(app, CorePublisher(nsqd))
 

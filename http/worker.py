@@ -107,6 +107,7 @@ class DaemonWorker(Worker):
     """
 
     role = "core"
+    max_accept = None    # connections accepted per wake-up: gevent's default
     drain_timeout = 2.0
     _stop = None   # wakes the run loop, once it runs
 
@@ -168,7 +169,7 @@ class DaemonWorker(Worker):
                 listener.setblocking(1)
                 server = worker_hub.http_server(listener, self.wsgi,
                                                 self.cfg.worker_connections,
-                                                spec.http_max_body())
+                                                spec.http_max_body(), self.max_accept)
                 server.start()
                 servers.append(server)
         except Exception:
@@ -218,6 +219,10 @@ class HttpWorker(DaemonWorker):
     serves."""
 
     role = "http"
+    # The HTTP workers share the HTTP port, and the kernel wakes them all when
+    # connections arrive: each takes one at a time, so that a burst of new connections
+    # is spread over them instead of all going to the first one awake.
+    max_accept = 1
 
     def load_wsgi(self):
         try:
