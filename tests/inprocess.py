@@ -87,12 +87,14 @@ class InProcessDaemon:
         self.core = None
         self.http_client = None
 
-    def connect(self, magic=None, timeout=10.0):
+    def connect(self, magic=None, timeout=10.0, internal=False):
         """A client (``client_class``) on a new connection; ``magic`` overrides the
-        protocol magic it sends first (b"" sends none)."""
+        protocol magic it sends first (b"" sends none); ``internal``: one of the core's
+        internal connections (its HTTP workers')."""
         ours, theirs = gsocket.socketpair()
         address = ("127.0.0.1", next(_peer_ports))
-        self.connections.spawn(serve_connection, theirs, address, self.core.tcp_protocols())
+        protocols = self.core.internal_protocols() if internal else self.core.tcp_protocols()
+        self.connections.spawn(serve_connection, theirs, address, protocols)
         client = self.client_class(sock=ours, timeout=timeout, magic=magic)
         client.remote_address = "%s:%d" % address    # as the daemon names the connection
         self.clients.append(client)

@@ -4,7 +4,8 @@ admin routes, ``/config/:opt``), with effects checked through ``/stats`` and rea
 consumers.
 
 Most tests share one module-scoped daemon with small limits (each test uses its own
-topic names); tests that change daemon-wide settings start their own.
+topic names), once without and once with HTTP workers; tests that change daemon-wide
+settings start their own.
 """
 
 import http.client
@@ -29,9 +30,12 @@ pytestmark = pytest.mark.slow   # starts daemon processes
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    daemon = Daemon(tmp_path_factory.mktemp("http_api"), HTTP_LIMIT_FLAGS)
+@pytest.fixture(scope="module", params=[0, 2], ids=lambda count: f"http-workers={count}")
+def shared(tmp_path_factory, request):
+    """The daemon the tests share: its core serving HTTP itself, and again with HTTP
+    workers in front of it (--http-workers), which must answer alike."""
+    daemon = Daemon(tmp_path_factory.mktemp("http_api"),
+                    [*HTTP_LIMIT_FLAGS, f"--http-workers={request.param}"])
     daemon.start()
     yield daemon
     daemon.stop()
