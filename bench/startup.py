@@ -1,11 +1,13 @@
 """Time from starting a daemon to its first answer to ``GET /ping``, wall clock and CPU.
 
     python bench/startup.py [--daemon nsqd] [--runs 10] [--target 0.1] [--memory] [--floor]
+                            [--http-workers N]
 
 Each run starts ``python -m greensq.http.<daemon>_launcher`` (the interpreter running this
 script) on free loopback ports (nsqd with a fresh temporary data directory), polls /ping
 until it answers, and records the time since ``Popen`` and the CPU time the daemon's
-processes (arbiter and worker) have used by then; then it stops the daemon with SIGTERM.
+processes (arbiter and workers; nsqd's HTTP workers with ``--http-workers``) have used
+by then; then it stops the daemon with SIGTERM.
 Prints every run, then the median and max of both. greensq's modules are compiled to
 bytecode first, as in an installed package. On a loaded machine the wall time
 mostly measures the wait for a CPU; the CPU time is the cost of starting. With
@@ -49,7 +51,7 @@ def cpu_seconds(pids):
     return total / 1e9
 
 
-def unstarted(daemon, data_path):
+def unstarted(daemon, data_path, http_workers=0):
     """The daemon on free ports (fixed before it starts: it logs errors only, not which
     ports it listens on)."""
     addresses = {"http_address": f"127.0.0.1:{free_port()}"}
@@ -57,7 +59,7 @@ def unstarted(daemon, data_path):
         addresses["tcp_address"] = f"127.0.0.1:{free_port()}"
     flags = ["--log-level=error"]
     if daemon == "nsqd":
-        return Daemon(data_path, flags, **addresses)
+        return Daemon(data_path, [*flags, f"--http-workers={http_workers}"], **addresses)
     if daemon == "nsqlookupd":
         return nsqlookupd_daemon(None, flags, **addresses)
     return nsqadmin_daemon([*flags, "--nsqd-http-address=127.0.0.1:4151"], **addresses)
@@ -98,11 +100,11 @@ def floor_cpu():
     return cpus
 
 
-def one_run(daemon, timeout=30.0, memory=False):
+def one_run(daemon, timeout=30.0, memory=False, http_workers=0):
     """``(wall seconds, CPU seconds)`` from start to the first /ping answer; with
     ``memory``, and ``(PSS, each page once)`` in bytes a second later."""
     with tempfile.TemporaryDirectory(prefix="greensq-bench-") as data_path:
-        daemon = unstarted(daemon, data_path)
+        daemon = unstarted(daemon, data_path, http_workers)
         started = time.monotonic()
         daemon.start(wait=False)
         try:
@@ -126,13 +128,16 @@ def main():
                         help="also print the daemon's memory at rest after each start")
     parser.add_argument("--floor", action="store_true",
                         help="also measure the CPU of the imports the process model needs")
+    parser.add_argument("--http-workers", type=int, default=0,
+                        help="nsqd's --http-workers")
     args = parser.parse_args()
     walls, cpus, floors = [], [], []
     with_bytecode()
     for index in range(args.runs):
         if args.floor:
             floors.append(floor_cpu())
-        wall, cpu, *memory = one_run(args.daemon, memory=args.memory)
+        wall, cpu, *memory = one_run(args.daemon, memory=args.memory,
+                                     http_workers=args.http_workers)
         walls.append(wall)
         cpus.append(cpu)
         line = f"run {index + 1}: {wall * 1000:.0f} ms to first /ping, {cpu * 1000:.0f} ms CPU"
