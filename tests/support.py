@@ -392,6 +392,18 @@ class RawClient:
             return False
 
 
+def receive_identify(conn):
+    """As a stand-in server, read what a client sends first: its magic, ``IDENTIFY``
+    and the sized body (V1 and V2 alike); returns those bytes."""
+    data = b""
+    while len(data) < 17 or len(data) < 17 + struct.unpack(">i", data[13:17])[0]:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before IDENTIFY")
+        data += chunk
+    return data
+
+
 class V2Client(RawClient):
     """A minimal raw NSQ V2 client for protocol tests."""
 

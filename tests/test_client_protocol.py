@@ -11,6 +11,8 @@ import threading
 
 import pytest
 
+from support import receive_identify
+
 from greensq.client import aio
 from greensq.client.errors import FrameError
 from greensq.client.protocol import START_TLS, ClientProtocol, identify_options
@@ -177,9 +179,7 @@ class GarbagePeer:
     def serve(self):
         conn, _ = self.listener.accept()
         with conn:
-            data = b""
-            while len(data) < 17 or len(data) < 17 + struct.unpack(">i", data[13:17])[0]:
-                data += conn.recv(65536)       # the magic, IDENTIFY and its body
+            receive_identify(conn)
             conn.sendall(OK_FRAME + struct.pack(">ii", -4, FRAME_RESPONSE))
             conn.settimeout(30)
             while conn.recv(65536):            # until the client closes

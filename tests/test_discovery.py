@@ -6,7 +6,7 @@ import socket
 import struct
 from pathlib import Path
 
-from support import run_client_script, wait_until
+from support import receive_identify, run_client_script, wait_until
 
 SCRIPT = Path(__file__).with_name("discovery_clients.py")
 FAST_RECONNECT = {"GREENSQ_LOOKUPD_MAX_BACKOFF": "0.2"}
@@ -214,10 +214,7 @@ def test_a_reply_longer_than_max_body_size_is_refused_as_go_refuses_it(nsqd_fact
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(30)
-            data = b""      # the magic, IDENTIFY and its body
-            while len(data) < 17 or len(data) < 17 + struct.unpack(">i", data[13:17])[0]:
-                data += conn.recv(65536)
-            assert data.startswith(b"  V1IDENTIFY\n")
+            assert receive_identify(conn).startswith(b"  V1IDENTIFY\n")
             conn.sendall(struct.pack(">i", len(reply)) + reply)
             assert conn.recv(65536) == b""      # nsqd hung up
     listener.close()
