@@ -21,13 +21,14 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from greensq.services.shared.auth import AuthError, query_any_auth_server
+from greensq.services.shared.compression import DeflateCodec, SnappyCodec
 from greensq.services.shared.json_input import decodes_as
 from greensq.services.shared.tls import tls_required_mode
 from greensq.services.shared.transport import (
-    DeflateTransport, PlainTransport, SnappyTransport, TLSTransport, TransportError)
+    CompressedTransport, PlainTransport, TLSTransport, TransportError)
 from greensq.services.shared.wire import (
-    HEARTBEAT_FRAME, OK_FRAME, ClientError, FatalClientError, StreamReader, go_quote,
-    message_frames)
+    HEARTBEAT_FRAME, OK_FRAME, ClientError, FatalClientError, StreamError, StreamReader,
+    go_quote, message_frames)
 
 log = logging.getLogger("greensq")
 
@@ -367,14 +368,15 @@ class ClientV2:
                     self.tls = True
                     self.transport.sendall(OK_FRAME)
                 if snappy:
-                    self.transport = SnappyTransport(self.transport, leftover)
+                    self.transport = CompressedTransport(self.transport, SnappyCodec(), leftover)
                     self.snappy, leftover = True, b""
                     self.transport.sendall(OK_FRAME)
                 if deflate_level:
-                    self.transport = DeflateTransport(self.transport, deflate_level, leftover)
+                    self.transport = CompressedTransport(
+                        self.transport, DeflateCodec(deflate_level), leftover)
                     self.deflate, leftover = True, b""
                     self.transport.sendall(OK_FRAME)
-        except (OSError, ValueError, TransportError) as err:
+        except (OSError, ValueError, StreamError) as err:
             raise FatalClientError("E_IDENTIFY_FAILED", f"IDENTIFY failed {err}") from None
         finally:
             self.reader.switch_source(self.transport)

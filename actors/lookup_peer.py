@@ -13,7 +13,6 @@ Mailbox messages: ``("command", line)``, ``("disconnected", sock)``, ``("stop",)
 import logging
 import os
 import socket
-import struct
 import time
 
 import gevent
@@ -22,15 +21,15 @@ from gevent.queue import Empty, Queue
 
 from greensq.actors.actor import Actor
 from greensq.services.shared import json_input
+from greensq.services.shared.frames import FrameDecoder
 from greensq.services.shared.version import NSQ_VERSION
+from greensq.services.shared.wire import SIZE, StreamError
 
 log = logging.getLogger("greensq")
 
-SIZE = struct.Struct(">i")
 PING_INTERVAL = 15.0
 CONNECT_TIMEOUT = 1.0
 RESPONSE_TIMEOUT = 5.0
-MAX_RESPONSE = 1024 * 1024
 
 
 def _env_float(name, default):
@@ -188,35 +187,32 @@ class LookupPeer(Actor):
             response = self.responses.get(timeout=RESPONSE_TIMEOUT)
         except Empty:
             response = None
-        if response is None:
-            log.error("LOOKUPD(%s): %s - no response", self, line)
+        if not isinstance(response, bytes):
+            log.error("LOOKUPD(%s): %s - %s", self, line, response or "no response")
             self._drop()
             return None
         self.next_ping = time.monotonic() + self.ping_interval
         return response
 
     def _read_loop(self, sock, responses):
-        buf = b""
+        """Put each reply nsqlookupd sends (``[size][data]``, as long as nsqd's
+        --max-body-size at most, as in Go) in ``responses``; when the connection ends,
+        None, or the StreamError of a reply no nsqlookupd sends."""
+        replies = FrameDecoder(max_size=self.nsqd.opts.max_body_size)
+        end = None
         try:
             while True:
-                while len(buf) < 4:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise EOFError
-                    buf += chunk
-                (size,) = SIZE.unpack(buf[:4])
-                if size < 0 or size > MAX_RESPONSE:
-                    raise EOFError
-                while len(buf) < 4 + size:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise EOFError
-                    buf += chunk
-                responses.put(buf[4:4 + size])
-                buf = buf[4 + size:]
-        except (EOFError, OSError):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                replies.feed(data)
+                while (reply := replies.next_sized()) is not None:
+                    responses.put(reply)
+        except OSError:
             pass
-        responses.put(None)
+        except StreamError as exc:
+            end = exc
+        responses.put(end)
         self.send(self.on_disconnected, sock)
 
     def _close(self):

@@ -26,11 +26,10 @@ from greensq.services.shared import json_input
 from greensq.services.shared.batches import split_mpub_body
 from greensq.services.shared.message import ID_LENGTH
 from greensq.services.shared.names import is_valid_name
-from greensq.services.shared.transport import TransportError
 from greensq.services.shared.version import NSQ_VERSION
 from greensq.services.shared.wire import (
     CLOSE_WAIT_FRAME, OK_FRAME, ClientError, ConnectionClosed, FatalClientError, LineTooLong,
-    go_quote, parse_digits, raw_text, response_frame)
+    StreamError, go_quote, parse_digits, raw_text, response_frame)
 
 log = logging.getLogger("greensq")
 
@@ -80,7 +79,7 @@ class ProtocolV2:
             self._read_loop()
         except ConnectionClosed:
             pass
-        except (OSError, TransportError) as err:
+        except (OSError, StreamError) as err:
             if not client.closed:
                 log.error("client(%s) - failed to read command - %s", client.remote_address, err)
         except LineTooLong:

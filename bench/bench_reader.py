@@ -11,6 +11,6 @@ if __name__ == "__main__":
     parser.add_argument("--rdy", type=int, default=2500)
     parser.add_argument("--count", type=int, default=None, help="stop after this many")
     args = parser.parse_args()
-    messages, _, seconds = run_reader(args.nsqd_tcp_address, args.topic, args.channel,
-                                      args.rdy, args.runfor, args.count)
+    messages, seconds = run_reader(args.nsqd_tcp_address, args.topic, args.channel,
+                                   args.rdy, args.runfor, args.count)
     report("reader", messages, seconds, args.size)

@@ -1,14 +1,16 @@
 """Load generators that drive any NSQ-compatible nsqd over TCP, like NSQ's bench tools.
 
 They are built not to be the bottleneck: the writer sends one pre-encoded MPUB frame over
-and over with a window of unanswered batches, and the reader parses frames straight out of
-its receive buffer and answers each burst with one write of FINs. Both print msgs/s and
-MB/s. Run them as separate processes from the server (see bench_writer.py, bench_reader.py).
+and over with a window of unanswered batches, and the reader splits each read into frames
+with one pass of the shared frame decoder and answers each burst with one write of FINs.
+Both print msgs/s and MB/s. Run them as separate processes from the server (see
+bench_writer.py, bench_reader.py).
 
 Beside them: what the bench scripts measure of a process (CPU time, RSS, PSS, resident
 pages), and of a daemon they run with greensq.http.testing's ``Daemon``, through its
-processes. The module imports only what its load generators need and the rest where it is
-used: floors.py measures the memory of an interpreter that has imported it.
+processes. The module imports only what its load generators need (the frame decoder
+among them) and the rest where it is used: floors.py measures the memory of an
+interpreter that has imported it.
 """
 
 import argparse
@@ -18,8 +20,8 @@ import socket
 import struct
 import time
 
-OK_FRAME = struct.pack(">ii", 6, 0) + b"OK"
-HEARTBEAT = b"_heartbeat_"
+from greensq.services.shared.frames import FrameDecoder
+from greensq.services.shared.wire import HEARTBEAT, OK_FRAME
 
 
 def connect(address):
@@ -30,26 +32,27 @@ def connect(address):
     return sock
 
 
-def identify(sock, **fields):
-    body = json.dumps(fields).encode()
+def subscribe(sock, frames, topic, channel, rdy):
+    """IDENTIFY (no output buffering), SUB and RDY on a connection whose frames
+    ``frames`` (a FrameDecoder) reads."""
+    body = json.dumps({"feature_negotiation": True, "output_buffer_timeout": -1}).encode()
     sock.sendall(b"IDENTIFY\n" + struct.pack(">i", len(body)) + body)
-    read_frame(sock)
+    read_frame(sock, frames)
+    sock.sendall(f"SUB {topic} {channel}\n".encode())
+    kind, data = read_frame(sock, frames)
+    assert data == b"OK", data
+    sock.sendall(f"RDY {rdy}\n".encode())
 
 
-def read_frame(sock):
-    header = recv_exactly(sock, 8)
-    size, kind = struct.unpack(">ii", header)
-    return kind, recv_exactly(sock, size - 4)
-
-
-def recv_exactly(sock, size):
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
+def read_frame(sock, frames):
+    """The next ``(frame_type, data)`` from ``sock``, through the FrameDecoder ``frames``
+    (which keeps what arrived after it)."""
+    while (frame := frames.next_frame()) is None:
+        data = sock.recv(65536)
+        if not data:
             raise ConnectionError("closed")
-        data += chunk
-    return data
+        frames.feed(data)
+    return frame
 
 
 def mpub_frame(topic, size, batch):
@@ -112,19 +115,25 @@ def run_writer(address, topic, size, batch, runfor, count=None, window=8, busy_p
     return acked, elapsed
 
 
+def message_id(msg_id, body, timestamp, attempts, responder, address):
+    """What the reader's FrameDecoder keeps of each message: its ID."""
+    return msg_id
+
+
+def fin_commands(ids):
+    """FIN for each message ID, in one bytes (one join for the burst: cheaper than a
+    line each)."""
+    return b"FIN " + b"\nFIN ".join(ids) + b"\n"
+
+
 def run_reader(address, topic, channel, rdy, runfor, count=None):
     """Consume (and FIN) for ``runfor`` seconds or until ``count`` messages; returns
-    ``(messages, bytes, seconds)``."""
+    ``(messages, seconds)``."""
     sock = connect(address)
-    identify(sock, feature_negotiation=True, output_buffer_timeout=-1)
-    sock.sendall(f"SUB {topic} {channel}\n".encode())
-    kind, data = read_frame(sock)
-    assert data == b"OK", data
-    sock.sendall(f"RDY {rdy}\n".encode())
+    frames = FrameDecoder(message_id)
+    subscribe(sock, frames, topic, channel, rdy)
     sock.settimeout(1.0)
-    unpack = struct.Struct(">ii").unpack_from
-    received = received_bytes = 0
-    buf = b""
+    received = 0
     start = time.monotonic()
     deadline = start + runfor
     limit = count if count is not None else float("inf")
@@ -135,25 +144,17 @@ def run_reader(address, topic, channel, rdy, runfor, count=None):
             continue
         if not data:
             break
-        buf += data
-        pos, end, fins = 0, len(buf), []
-        while end - pos >= 8:
-            size, kind = unpack(buf, pos)
-            if end - pos < size + 4:
-                break
-            if kind == 2:
-                fins.append(b"FIN " + buf[pos + 18:pos + 34] + b"\n")
-                received_bytes += size - 30
-            elif buf[pos + 8:pos + 4 + size] == HEARTBEAT:
-                fins.append(b"NOP\n")
-            pos += size + 4
-        buf = buf[pos:]
-        received += sum(1 for f in fins if f[0:1] == b"F")
-        if fins:
-            sock.sendall(b"".join(fins))
+        frames.feed(data)
+        ids, responses, _ = frames.decode()
+        received += len(ids)
+        replies = fin_commands(ids) if ids else b""
+        if HEARTBEAT in responses:
+            replies += b"NOP\n"
+        if replies:
+            sock.sendall(replies)
     elapsed = time.monotonic() - start
     sock.close()
-    return received, received_bytes, elapsed
+    return received, elapsed
 
 
 def report(label, messages, seconds, size):

@@ -46,11 +46,13 @@ import time
 from dataclasses import dataclass
 
 from nsqbench import (
-    MIB, connect, daemon_cpu_seconds, daemon_pss, daemon_resident_once, http_pub_request,
-    http_reply_end, identify, lockstep_load, nsq_reply_end, pub_frame, read_frame, run_reader,
-    run_writer)
+    MIB, connect, daemon_cpu_seconds, daemon_pss, daemon_resident_once, fin_commands,
+    http_pub_request, http_reply_end, lockstep_load, nsq_reply_end, pub_frame, run_reader,
+    run_writer, subscribe)
 
 from greensq.http.testing import Daemon, wait_until
+from greensq.services.shared.frames import FrameDecoder
+from greensq.services.shared.wire import HEARTBEAT, OK_FRAME
 
 SIZE = 200
 BATCH = 200
@@ -104,8 +106,8 @@ class Scenarios:
             results["a"] = rate_result(messages, seconds, "msgs/s", nsqd, cpu)
             if "b" in only:
                 cpu = daemon_cpu_seconds(nsqd)
-                drained, _, seconds = in_process(run_reader, nsqd.tcp_address, "bench_a",
-                                                 "ch", 2500, self.runfor * 3, messages)
+                drained, seconds = in_process(run_reader, nsqd.tcp_address, "bench_a",
+                                              "ch", 2500, self.runfor * 3, messages)
                 results["b"] = rate_result(drained, seconds, "msgs/s", nsqd, cpu)
         return results
 
@@ -223,8 +225,7 @@ def _writer(address, runfor):
 
 
 def _reader(address, runfor):
-    messages, _, seconds = run_reader(address, "bench_c", "ch", 2500, runfor)
-    return messages, seconds
+    return run_reader(address, "bench_c", "ch", 2500, runfor)
 
 
 def together(address, runfor):
@@ -242,7 +243,6 @@ def _latency_publisher(address, rate, runfor):
     interval = 1.0 / rate
     start = time.monotonic()
     sent = 0
-    ok = struct.pack(">ii", 6, 0) + b"OK"
     pending = b""
     while True:
         now = time.monotonic()
@@ -262,21 +262,24 @@ def _latency_publisher(address, rate, runfor):
         except BlockingIOError:
             pass
         sock.setblocking(True)
-        pending = pending[len(pending) - len(pending) % len(ok):] if pending.count(ok) else pending
+        if pending.count(OK_FRAME):
+            pending = pending[len(pending) - len(pending) % len(OK_FRAME):]
         time.sleep(max(0.0, start + sent * interval - time.monotonic()))
     sock.close()
     return sent
 
 
+def _id_and_sent_at(msg_id, body, timestamp, attempts, responder, address):
+    """What the latency reader keeps of a message: its ID, and when it was published."""
+    return msg_id, struct.unpack_from(">d", body)[0]
+
+
 def _latency_reader(address, runfor):
     sock = connect(address)
-    identify(sock, feature_negotiation=True, output_buffer_timeout=-1)
-    sock.sendall(b"SUB bench_g ch\n")
-    read_frame(sock)
-    sock.sendall(b"RDY 2500\n")
+    frames = FrameDecoder(_id_and_sent_at)
+    subscribe(sock, frames, "bench_g", "ch", 2500)
     sock.settimeout(1.0)
     latencies = []
-    buf = b""
     deadline = time.monotonic() + runfor
     while time.monotonic() < deadline:
         try:
@@ -284,22 +287,14 @@ def _latency_reader(address, runfor):
         except socket.timeout:
             continue
         now = time.time()
-        buf += data
-        pos, fins = 0, []
-        while len(buf) - pos >= 8:
-            size, kind = struct.unpack_from(">ii", buf, pos)
-            if len(buf) - pos < size + 4:
-                break
-            if kind == 2:
-                sent_at = struct.unpack_from(">d", buf, pos + 34)[0]
-                latencies.append(now - sent_at)
-                fins.append(b"FIN " + buf[pos + 18:pos + 34] + b"\n")
-            else:
-                fins.append(b"NOP\n")
-            pos += size + 4
-        buf = buf[pos:]
-        if fins:
-            sock.sendall(b"".join(fins))
+        frames.feed(data)
+        messages, responses, _ = frames.decode()
+        latencies += [now - sent_at for _, sent_at in messages]
+        replies = fin_commands([msg_id for msg_id, _ in messages]) if messages else b""
+        if HEARTBEAT in responses:
+            replies += b"NOP\n"
+        if replies:
+            sock.sendall(replies)
     return latencies
 
 

@@ -20,9 +20,10 @@ See ``client/README.md`` for the classic NSQ patterns (metrics through a local n
 workers, pub/sub, archiving) as runnable examples.
 
 Modules: the protocol without I/O, shared with the asyncio client :mod:`.aio`:
-:mod:`.frames` (the frame decoder), :mod:`.protocol` (handshake, commands, answers),
-:mod:`.compression`, :mod:`.producer_core` and :mod:`.consumer_core` (failover, RDY,
-backoff), :mod:`.errors` (one exception per NSQ error code), :mod:`.message`; on gevent:
+:mod:`.protocol` (handshake, commands, answers; its frame decoder and compression
+codecs are nsqd's, in ``greensq.services.shared.frames`` and ``.compression``),
+:mod:`.producer_core` and :mod:`.consumer_core` (failover, RDY, backoff),
+:mod:`.errors` (one exception per NSQ error code), :mod:`.message`; on gevent:
 :mod:`.connection` (one nsqd connection), :mod:`.producer`, :mod:`.consumer`,
 :mod:`.http` (nsqd and nsqlookupd HTTP APIs).
 """

@@ -27,12 +27,14 @@ import json
 import socket
 import ssl
 
+from greensq.services.shared.compression import DeflateCodec, SnappyCodec
+from greensq.services.shared.frames import FrameDecoder
 from greensq.services.shared.version import __version__
-from greensq.services.shared.wire import FRAME_ERROR, FRAME_MESSAGE, HEARTBEAT, MAGIC_V2, OK, SIZE
+from greensq.services.shared.wire import (
+    FRAME_ERROR, FRAME_MESSAGE, HEARTBEAT, MAGIC_V2, OK, SIZE, StreamError)
 
-from .compression import codec_for
 from .errors import AuthFirstError, FrameError, error_from_frame
-from .frames import FrameDecoder
+from .message import Message
 
 USER_AGENT = f"greensq/{__version__}"
 NOP = b"NOP\n"
@@ -155,7 +157,6 @@ class ClientProtocol:
                  responder=None, address=None):
         self.identify = identify
         self.auth_secret = auth_secret
-        self.responder = responder
         self.address = address
         self.settings = {}           # nsqd's IDENTIFY answer (feature negotiation)
         self.auth_info = None        # nsqd's AUTH answer: identity, identity_url, ...
@@ -164,7 +165,7 @@ class ClientProtocol:
         self._resolve = resolve
         self._reject = reject
         self._on_error = on_error
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(Message, responder, address)
         self._pending = collections.deque()   # tokens of the requests sent, oldest first
         # A request is being sent: its answer goes to ``token`` (a bound method: this
         # runs for every publish).
@@ -183,21 +184,24 @@ class ClientProtocol:
         to send (through :meth:`outgoing`), or :data:`START_TLS`. Raises nsqd's typed
         error if it refuses a step, and :class:`FrameError` if it answers out of place.
         Bytes past the handshake stay for :meth:`receive`."""
-        self._feed(data)
-        actions = []
-        while not self.ready and self._steps[0] != _TLS:   # TLS: the owner's turn
-            frame = self._decoder.next_frame()
-            if frame is None:
-                break
-            frame_type, payload = frame
-            if frame_type == FRAME_ERROR:
-                raise error_from_frame(payload)
-            if frame_type == FRAME_MESSAGE:
-                raise FrameError(f"{self.address}: a message before SUB")
-            if payload == HEARTBEAT:
-                actions.append(NOP)
-            else:
-                self._answered(self._steps.pop(0), payload, actions)
+        try:
+            self._feed(data)
+            actions = []
+            while not self.ready and self._steps[0] != _TLS:   # TLS: the owner's turn
+                frame = self._decoder.next_frame()
+                if frame is None:
+                    break
+                frame_type, payload = frame
+                if frame_type == FRAME_ERROR:
+                    raise error_from_frame(payload)
+                if frame_type == FRAME_MESSAGE:
+                    raise FrameError(f"{self.address}: a message before SUB")
+                if payload == HEARTBEAT:
+                    actions.append(NOP)
+                else:
+                    self._answered(self._steps.pop(0), payload, actions)
+        except StreamError as exc:   # not NSQ's frames, or a corrupt compressed stream
+            raise FrameError(f"{self.address}: {exc}") from None
         return actions
 
     def tls_started(self):
@@ -238,7 +242,7 @@ class ClientProtocol:
             actions.append(START_TLS)
         elif step == _COMPRESSION_OK:
             # From here on both directions are compressed, the bytes already read too.
-            self.codec = codec_for(self.settings)
+            self.codec = _codec_for(self.settings)
             self._decoder.feed(self.codec.decompress(self._decoder.take_buffered()))
         elif step == _AUTH:
             if self.auth_secret is None:
@@ -266,8 +270,11 @@ class ClientProtocol:
     def receive(self, data):
         """Feed bytes from nsqd. Returns ``(messages, reply)``: the messages delivered, and
         the commands to send back now (a NOP for each heartbeat), or ``b""``."""
-        self._feed(data)
-        messages, responses, errors = self._decoder.decode(self.responder, self.address)
+        try:
+            self._feed(data)
+            messages, responses, errors = self._decoder.decode()
+        except StreamError as exc:
+            raise FrameError(f"{self.address}: {exc}") from None
         reply = b""
         if responses:
             pending = self._pending
@@ -300,6 +307,13 @@ class ClientProtocol:
         tokens = list(self._pending)
         self._pending.clear()
         return tokens
+
+
+def _codec_for(settings):
+    """The compression nsqd's IDENTIFY answer switched on."""
+    if settings.get("snappy"):
+        return SnappyCodec()
+    return DeflateCodec(settings.get("deflate_level") or 6)
 
 
 def _json_object(payload, step, address):

@@ -12,7 +12,7 @@ import re
 from greensq.actors.actor import HandlerFailed, Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
-    GO_INT, NsqHTTPError, bool_param, create_api, query_params, read_body, required_param,
+    GO_INT, NsqHTTPError, bool_param, config_body, create_api, query_params, required_param,
     respond_json, respond_ping, respond_text, topic_channel_params, topic_param)
 from greensq.http.publish_api import publishing_app
 from greensq.services.nsqd.metrics import nsqd_metrics
@@ -262,10 +262,7 @@ class Config(Resource):
         respond_json(resp, self._value(self._flag(opt)))
 
     def on_put(self, req, resp, opt):
-        limit = self.opts.max_msg_size
-        body = read_body(req, limit)
-        if not body or len(body) > limit:
-            raise NsqHTTPError(413, "INVALID_VALUE")
+        body = config_body(req, self.opts.max_msg_size)
         if opt == "nsqlookupd_tcp_addresses":
             try:
                 addresses = json_input.loads(body)

@@ -20,6 +20,8 @@ from greensq.http.testing import (  # noqa: F401 (the tests import them from her
     CommandProcess, Daemon, StatsQueries, ToolProcess, children, free_port,
     kill_with_children, nsqadmin_daemon, nsqlookupd_daemon, ping, wait_until)
 
+from greensq.services.shared.frames import FrameDecoder
+
 FRAME_RESPONSE, FRAME_ERROR, FRAME_MESSAGE = 0, 1, 2
 
 
@@ -80,7 +82,9 @@ class NetNamespace:
 
 class RawClient:
     """A raw TCP connection to a daemon's protocol port (or, with ``sock``, an already
-    connected socket: the fast tier's socket pairs): the magic, buffered reads."""
+    connected socket: the fast tier's socket pairs): the magic, and what arrives split
+    into frames by the project's one frame decoder (``frames``: it checks every size and
+    type, and holds what was received and not read yet)."""
 
     magic = b""
 
@@ -90,7 +94,7 @@ class RawClient:
         else:
             sock.settimeout(timeout)
         self.sock = sock
-        self.buf = b""
+        self.frames = FrameDecoder()
         magic = self.magic if magic is None else magic
         if magic:
             self.sock.sendall(magic)
@@ -105,16 +109,17 @@ class RawClient:
         data = self.sock.recv(65536)
         if not data:
             raise ConnectionError("closed by server")
-        self.buf += data
+        self.frames.feed(data)
+
+    @property
+    def unread(self):
+        """How many bytes arrived that no read took yet."""
+        return self.frames.buffered
 
     def read_sized(self):
-        """One ``[4-byte size][data]`` unit from the stream."""
-        while len(self.buf) < 4:
+        """One ``[4-byte size][data]`` unit from the stream (an nsqlookupd reply)."""
+        while (data := self.frames.next_sized()) is None:
             self._fill()
-        size = struct.unpack(">i", self.buf[:4])[0]
-        while len(self.buf) < 4 + size:
-            self._fill()
-        data, self.buf = self.buf[4:4 + size], self.buf[4 + size:]
         return data
 
     def is_closed(self, timeout=5.0):
@@ -125,11 +130,23 @@ class RawClient:
                 data = self.sock.recv(65536)
                 if not data:
                     return True
-                self.buf += data
+                self.frames.feed(data)
         except ConnectionResetError:
             return True
         except socket.timeout:
             return False
+
+
+def receive_identify(conn):
+    """As a stand-in server, read what a client sends first: its magic, ``IDENTIFY``
+    and the sized body (V1 and V2 alike); returns those bytes."""
+    data = b""
+    while len(data) < 17 or len(data) < 17 + struct.unpack(">i", data[13:17])[0]:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before IDENTIFY")
+        data += chunk
+    return data
 
 
 class V2Client(RawClient):
@@ -169,12 +186,20 @@ class V2Client(RawClient):
     def read_frame(self, skip_heartbeats=True):
         """``(frame_type, data)``; heartbeats are answered and skipped."""
         while True:
-            unit = self.read_sized()
-            kind, data = struct.unpack(">i", unit[:4])[0], unit[4:]
-            if skip_heartbeats and kind == FRAME_RESPONSE and data == b"_heartbeat_":
+            frame = self.received_frame(skip_heartbeats)
+            if frame is not None:
+                return frame
+            self._fill()
+
+    def received_frame(self, skip_heartbeats=True):
+        """The next frame among those already received, or None; heartbeats are
+        answered and skipped."""
+        while (frame := self.frames.next_frame()) is not None:
+            if skip_heartbeats and frame == (FRAME_RESPONSE, b"_heartbeat_"):
                 self.command("NOP")
                 continue
-            return kind, data
+            return frame
+        return None
 
     def read_message(self):
         kind, data = self.read_frame()

@@ -1,6 +1,7 @@
-"""greensq.client's protocol core without I/O (the frame decoder, the handshake's steps,
-answers matched to requests), and what both clients do when nsqd's bytes are not NSQ
-frames: the connection closes with FrameError instead of hanging."""
+"""greensq.client's protocol core without I/O (the frame decoder it shares with nsqd,
+the handshake's steps, answers matched to requests), and what both clients do when
+nsqd's bytes are not NSQ frames: the connection closes with FrameError instead of
+hanging."""
 
 import asyncio
 import json
@@ -10,14 +11,16 @@ import threading
 
 import pytest
 
+from support import receive_identify
+
 from greensq.client import aio
-from greensq.client.compression import DeflateCodec
 from greensq.client.errors import FrameError
-from greensq.client.frames import FrameDecoder
 from greensq.client.protocol import START_TLS, ClientProtocol, identify_options
+from greensq.services.shared.compression import DeflateCodec
+from greensq.services.shared.frames import FrameDecoder
 from greensq.services.shared.wire import (
-    FRAME_MESSAGE, FRAME_RESPONSE, HEARTBEAT_FRAME, OK_FRAME, error_frame, frame,
-    response_frame)
+    FRAME_MESSAGE, FRAME_RESPONSE, HEARTBEAT_FRAME, OK_FRAME, StreamError, error_frame,
+    frame, response_frame)
 
 MESSAGE = frame(FRAME_MESSAGE, struct.pack(">qH16s", 7, 1, b"0123456789abcdef") + b"body")
 STREAM = (OK_FRAME + MESSAGE + HEARTBEAT_FRAME + error_frame(b"E_FIN_FAILED nope")
@@ -30,7 +33,7 @@ def decode_in_pieces(data, cut):
     for start in range(0, len(data), cut):
         decoder.feed(data[start:start + cut])
         more = decoder.decode()
-        messages += [(m.id, m.body, m.timestamp, m.attempts) for m in more[0]]
+        messages += more[0]
         responses += more[1]
         errors += more[2]
     assert decoder.buffered == 0
@@ -45,18 +48,65 @@ def test_frames_decode_the_same_whatever_the_cuts_in_the_stream():
         assert decode_in_pieces(STREAM, cut) == whole
 
 
-@pytest.mark.parametrize("bad", [
+NOT_FRAMES = [
     struct.pack(">ii", -5, FRAME_RESPONSE),                     # negative size
     struct.pack(">ii", 3, FRAME_RESPONSE),                      # no room for the type
     struct.pack(">ii", 1 << 30, FRAME_MESSAGE),                 # over the bound
     struct.pack(">ii", 10, FRAME_MESSAGE) + b"x" * 6,           # a message without header
     struct.pack(">ii", 6, 7) + b"OK",                           # an unknown frame type
-])
-def test_bytes_that_are_not_frames_raise_frame_error(bad):
+]
+
+
+@pytest.mark.parametrize("bad", NOT_FRAMES)
+def test_bytes_that_are_not_frames_raise_stream_error(bad):
     decoder = FrameDecoder()
     decoder.feed(OK_FRAME + bad)
-    with pytest.raises(FrameError):
+    with pytest.raises(StreamError):
         decoder.decode()
+    decoder = FrameDecoder()
+    decoder.feed(bad)
+    with pytest.raises(StreamError):
+        decoder.next_frame()
+
+
+@pytest.mark.parametrize("bad", NOT_FRAMES)
+def test_the_client_protocol_raises_frame_error_naming_nsqd(bad):
+    protocol, _ = new_protocol()
+    protocol.initiate()
+    with pytest.raises(FrameError, match="^nsqd:4150: not an NSQ frame"):
+        protocol.receive_handshake(bad)
+    protocol, _ = new_protocol()
+    protocol.initiate()
+    protocol.receive_handshake(response_frame(b"OK"))
+    with pytest.raises(FrameError, match="^nsqd:4150: not an NSQ frame"):
+        protocol.receive(OK_FRAME + bad)
+
+
+def test_messages_are_made_by_the_class_given_with_its_responder_and_address():
+    made = []
+    decoder = FrameDecoder(lambda *fields: made.append(fields) or len(made),
+                           responder="conn", address="nsqd:4150")
+    decoder.feed(MESSAGE * 2)
+    assert decoder.decode() == ([1, 2], [], [])
+    assert made == [(b"0123456789abcdef", b"body", 7, 1, "conn", "nsqd:4150")] * 2
+
+
+def test_v1_replies_are_size_prefixed_and_bounded():
+    decoder = FrameDecoder(max_size=10)
+    stream = struct.pack(">i", 2) + b"OK" + struct.pack(">i", 0) + struct.pack(">i", 10)
+    for byte in range(len(stream)):
+        decoder.feed(stream[byte:byte + 1])
+    assert [decoder.next_sized(), decoder.next_sized(), decoder.next_sized()] == [
+        b"OK", b"", None]
+    decoder.feed(b"0123456789" + struct.pack(">i", 11))
+    assert decoder.next_sized() == b"0123456789"
+    with pytest.raises(StreamError, match=r"response body size \(11\) is greater than limit "
+                                          r"\(10\)"):
+        decoder.next_sized()
+    negative = FrameDecoder()
+    negative.feed(struct.pack(">i", -1))
+    with pytest.raises(StreamError):
+        negative.next_sized()
 
 
 def new_protocol(**options):
@@ -129,9 +179,7 @@ class GarbagePeer:
     def serve(self):
         conn, _ = self.listener.accept()
         with conn:
-            data = b""
-            while len(data) < 17 or len(data) < 17 + struct.unpack(">i", data[13:17])[0]:
-                data += conn.recv(65536)       # the magic, IDENTIFY and its body
+            receive_identify(conn)
             conn.sendall(OK_FRAME + struct.pack(">ii", -4, FRAME_RESPONSE))
             conn.settimeout(30)
             while conn.recv(65536):            # until the client closes

@@ -1,6 +1,6 @@
-"""snappy and deflate: the IDENTIFY upgrades, NSQ's stream formats (snappy framing, raw
-deflate), negotiation rules, pipelined bytes after IDENTIFY, and round trips with
-greensq.client, pynsq and gnsq.
+"""snappy and deflate: the codecs nsqd and the clients share, the IDENTIFY upgrades,
+NSQ's stream formats (snappy framing, raw deflate), negotiation rules, pipelined bytes
+after IDENTIFY, and round trips with greensq.client, pynsq and gnsq.
 
 The raw-protocol tests encode with python-snappy and zlib, not with greensq's own codecs.
 """
@@ -13,6 +13,10 @@ import pytest
 
 from support import FRAME_ERROR, FRAME_RESPONSE, V2Client, gevent_wait_until
 from test_tls import run_transport_client
+
+from greensq.services.shared.compression import (
+    SNAPPY_MAX_CHUNK_LENGTH, SNAPPY_STREAM_ID, DeflateCodec, SnappyCodec)
+from greensq.services.shared.wire import StreamError
 
 snappy = pytest.importorskip("snappy")
 
@@ -60,10 +64,82 @@ class DeflateSock(SnappySock):
         return self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
+# -- the codecs, without I/O ---------------------------------------------------------
+
+def python_snappy_stream(data):
+    return snappy.StreamCompressor().add_chunk(data)
+
+
+def zlib_raw_stream(data):
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+CODECS = {"snappy": (SnappyCodec, python_snappy_stream),
+          "deflate": (DeflateCodec, zlib_raw_stream)}
+
+
+@pytest.mark.parametrize("kind", CODECS)
+def test_a_bounded_decompress_gives_about_its_limit_and_keeps_the_rest(kind):
+    """nsqd's reads: however well the input compresses, one call gives at most its limit
+    (snappy: plus the rest of the last whole chunk, at most 64 KiB); the rest waits,
+    compressed, and comes out whole in later calls."""
+    codec_class, encode = CODECS[kind]
+    plain = b"".join(b"line %d of a well compressed stream\n" % i for i in range(200_000))
+    wire = encode(plain)
+    assert len(wire) < len(plain) // 4
+    codec, limit, out = codec_class(), 10_000, []
+    for start in range(0, len(wire), 4096):
+        out.append(codec.decompress(wire[start:start + 4096], limit))
+        while codec.pending and (more := codec.decompress(b"", limit)):
+            out.append(more)
+    assert b"".join(out) == plain
+    assert max(map(len, out)) < limit + (65536 if kind == "snappy" else 1)
+
+
+@pytest.mark.parametrize("kind", CODECS)
+def test_an_unbounded_decompress_gives_everything_the_input_completes(kind):
+    codec_class, encode = CODECS[kind]
+    plain = b"x" * 300_000 + b"the end"
+    wire = encode(plain)
+    codec = codec_class()
+    assert codec.decompress(wire[:-3]) + codec.decompress(wire[-3:]) == plain
+
+
+@pytest.mark.parametrize("kind", CODECS)
+def test_what_one_codec_compresses_the_other_side_decompresses(kind):
+    codec_class, _ = CODECS[kind]
+    ours, theirs = codec_class(), codec_class()
+    for data in (b"IDENTIFY\n", b"x" * 200_000, b"", b"NOP\n"):
+        assert theirs.decompress(ours.compress(data)) == data
+    if kind == "snappy":
+        assert snappy.StreamDecompressor().decompress(SnappyCodec().compress(b"hi")) == b"hi"
+    else:
+        assert zlib.decompressobj(-15).decompress(DeflateCodec().compress(b"hi")) == b"hi"
+
+
+@pytest.mark.parametrize("wire", [
+    SNAPPY_STREAM_ID + b"\x80" + (SNAPPY_MAX_CHUNK_LENGTH + 1).to_bytes(3, "little"),
+    python_snappy_stream(b"data")[10:],                      # no stream identifier
+    SNAPPY_STREAM_ID + b"\x02\x01\x00\x00x",                # an unskippable chunk type
+    python_snappy_stream(b"data")[:-1] + b"?",               # a wrong CRC
+], ids=["chunk too long", "no stream id", "unskippable", "crc"])
+def test_a_snappy_stream_no_peer_sends_raises_stream_error(wire):
+    with pytest.raises(StreamError, match="^snappy: "):
+        SnappyCodec().decompress(wire)
+
+
+def test_a_corrupt_deflate_stream_raises_stream_error():
+    with pytest.raises(StreamError, match="^deflate: "):
+        DeflateCodec().decompress(b"\xff" * 20)
+
+
+# -- nsqd ---------------------------------------------------------------------------------
+
 def upgrade(client, kind, **fields):
     reply = client.identify(feature_negotiation=True, **{kind: True}, **fields)
     assert reply[kind] is True
-    pending, client.buf = client.buf, b""
+    pending = client.frames.take_buffered()
     client.sock = (SnappySock if kind == "snappy" else DeflateSock)(client.sock, pending=pending)
     assert client.read_frame() == OK
     return reply
@@ -94,7 +170,7 @@ def test_commands_pipelined_behind_identify_are_decoded_after_the_upgrade(nsqd, 
     client.sock.sendall(b"IDENTIFY\n" + struct.pack(">i", len(body)) + body + compressed)
     kind_, data = client.read_frame()
     assert kind_ == FRAME_RESPONSE and json.loads(data)[kind] is True
-    codec.pending, client.buf = client.buf, b""
+    codec.pending = client.frames.take_buffered()
     client.sock = codec
     assert client.read_frame() == OK            # the upgrade's OK
     assert client.read_frame() == OK            # the pipelined PUB's answer

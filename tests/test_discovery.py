@@ -3,9 +3,10 @@ processes, and third-party consumers (gnsq, pynsq) finding nsqd through nsqlooku
 
 import json
 import socket
+import struct
 from pathlib import Path
 
-from support import run_client_script, wait_until
+from support import receive_identify, run_client_script, wait_until
 
 SCRIPT = Path(__file__).with_name("discovery_clients.py")
 FAST_RECONNECT = {"GREENSQ_LOOKUPD_MAX_BACKOFF": "0.2"}
@@ -195,3 +196,27 @@ def test_broadcast_ports_are_announced(lookupd_factory, nsqd_factory):
     wait_until(lambda: len(nodes(lookupd)) == 1, message="nsqd identified")
     (node,) = nodes(lookupd)
     assert (node["tcp_port"], node["http_port"]) == (5999, 5998)
+
+
+def test_a_reply_longer_than_max_body_size_is_refused_as_go_refuses_it(nsqd_factory):
+    """nsqd reads each nsqlookupd reply (``[size][data]``) as Go does, up to its
+    --max-body-size: a longer one drops the connection with Go's message, and nsqd
+    connects again."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    port = listener.getsockname()[1]
+    nsqd = nsqd_factory("--broadcast-address=127.0.0.1",
+                        f"--lookupd-tcp-address=127.0.0.1:{port}", "--max-body-size=1000",
+                        env=FAST_RECONNECT)
+    reply = json.dumps({"tcp_port": 4160, "http_port": 4161, "version": "1.3.0",
+                        "broadcast_address": "lookupd", "padding": "x" * 1000}).encode()
+    for _ in range(2):      # refused, then connected again
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(30)
+            assert receive_identify(conn).startswith(b"  V1IDENTIFY\n")
+            conn.sendall(struct.pack(">i", len(reply)) + reply)
+            assert conn.recv(65536) == b""      # nsqd hung up
+    listener.close()
+    nsqd.wait_for_log(rf"LOOKUPD\(127\.0\.0\.1:{port}\): IDENTIFY - response body size "
+                      rf"\({len(reply)}\) is greater than limit \(1000\)")

@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from support import (FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, Daemon, V1Client, V2Client,
                      children, nsqlookupd_daemon)
 
+from greensq.services.shared.frames import FrameDecoder
+
 pytestmark = pytest.mark.slow   # starts daemon processes
 
 EXAMPLES = int(os.environ.get("GREENSQ_FUZZ_EXAMPLES", "150"))
@@ -188,18 +190,14 @@ def exchange(port, data, half_close=True):
 
 
 def split_frames(data):
-    """``[(type, payload)]`` and the unparsed rest; a malformed header is a failure."""
-    frames, pos = [], 0
-    while len(data) - pos >= 4:
-        (size,) = struct.unpack(">i", data[pos:pos + 4])
-        assert size >= 4, f"frame size {size} at {pos}: {data[max(0, pos - 40):pos + 40]!r}"
-        if len(data) - pos - 4 < size:
-            break
-        (kind,) = struct.unpack(">i", data[pos + 4:pos + 8])
-        assert kind in (FRAME_RESPONSE, FRAME_ERROR, FRAME_MESSAGE), (kind, data[pos:pos + 40])
-        frames.append((kind, data[pos + 8:pos + 4 + size]))
-        pos += 4 + size
-    return frames, data[pos:]
+    """``[(type, payload)]`` and the unparsed rest; a malformed header is a failure (the
+    shared frame decoder's StreamError)."""
+    decoder = FrameDecoder()
+    decoder.feed(data)
+    frames = []
+    while (frame := decoder.next_frame()) is not None:
+        frames.append(frame)
+    return frames, decoder.take_buffered()
 
 
 # -- V2 grammar --------------------------------------------------------------------------
@@ -445,14 +443,9 @@ def check_v1_reply(magic, data, ended, reset):
     if magic != b"  V1":
         assert data in (b"", struct.pack(">ii", 18, FRAME_ERROR) + b"E_BAD_PROTOCOL"), data
         return
-    pos, error = 0, None
-    while len(data) - pos >= 4:
-        (size,) = struct.unpack(">i", data[pos:pos + 4])
-        assert 0 <= size <= 1 << 20, (size, data[pos:pos + 40])
-        if len(data) - pos - 4 < size:
-            break
-        reply = data[pos + 4:pos + 4 + size]
-        pos += 4 + size
+    replies, error = FrameDecoder(max_size=1 << 20), None
+    replies.feed(data)
+    while (reply := replies.next_sized()) is not None:
         assert error is None, f"reply after fatal error {error!r}: {reply!r}"
         if reply == b"OK":
             continue
@@ -462,7 +455,7 @@ def check_v1_reply(magic, data, ended, reset):
         code = reply.split(b" ", 1)[0].decode("latin-1")
         assert code in V1_CODES, reply
         error = reply
-    assert pos == len(data) or reset, f"trailing partial reply {data[pos:]!r}"
+    assert not replies.buffered or reset, f"trailing partial reply {replies.take_buffered()!r}"
 
 
 def test_v1_parser_fuzz(lookupd, lookupd_health, record_property):

@@ -54,7 +54,7 @@ def test_rdy_bounds_what_is_in_flight(inproc_nsqd):
     client.command(b"FIN " + first[0].id)
     assert client.read_message().body == b"r2"   # a FIN frees one slot: one more comes
     settled(channel, 2, 2)
-    assert not client.buf
+    assert not client.unread
 
 
 def test_rdy_0_stops_delivery(inproc_nsqd):

@@ -64,7 +64,7 @@ def test_replies_are_sized_without_a_frame_type(inproc_server):
     client = inproc_server.connect()
     client.send(b"PING\n")
     assert client.read_sized() == b"OK"
-    assert client.buf == b""
+    assert not client.unread
     client.send(b"PING\n")
     raw = b""
     while len(raw) < 6:

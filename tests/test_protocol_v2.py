@@ -64,26 +64,15 @@ def expect_no_frame(client, seconds):
     """Fail if any frame other than a heartbeat arrives within ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
+        frame = client.received_frame()
+        if frame is not None:
+            raise AssertionError(f"unexpected frame {frame!r}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        if len(client.buf) >= 8:
-            size_, kind = struct.unpack(">ii", client.buf[:8])
-            if len(client.buf) >= 4 + size_:
-                frame = client.read_frame()
-                raise AssertionError(f"unexpected frame {frame!r}")
         ready, _, _ = select.select([client.sock], [], [], remaining)
         if ready:
             client._fill()
-
-
-def _try_frame(client):
-    if len(client.buf) < 4:
-        return None
-    size_ = struct.unpack(">i", client.buf[:4])[0]
-    if len(client.buf) < 4 + size_:
-        return None
-    return client.read_frame()
 
 
 def collect_messages(clients, count, timeout=10.0, fin=True):
@@ -94,7 +83,7 @@ def collect_messages(clients, count, timeout=10.0, fin=True):
     while sum(map(len, got)) < count:
         progressed = False
         for index, client in enumerate(clients):
-            frame = _try_frame(client)
+            frame = client.received_frame()
             if frame is None:
                 continue
             progressed = True
@@ -561,11 +550,11 @@ def test_rdy_bounds_in_flight(server):
         return ch["in_flight_count"] == in_flight and ch["depth"] == depth
 
     wait_until(lambda: settled(2, 3))
-    assert not client.buf, "more than RDY messages were sent"
+    assert not client.unread, "more than RDY messages were sent"
     client.command(b"FIN " + first[0].id)
     third = client.read_message()
     wait_until(lambda: settled(2, 2))
-    assert not client.buf
+    assert not client.unread
     assert third.body == b"r2"
     # RDY 0 stops new deliveries even when in-flight drains.
     client.command("RDY 0")
@@ -583,7 +572,7 @@ def test_rdy_without_count_means_one(server):
     assert connect(server).mpub(topic, [b"a", b"b"]) == OK
     client.read_message()
     wait_until(lambda: server.channel_stats(topic, "ch")["depth"] == 1)
-    assert not client.buf
+    assert not client.unread
 
 
 def test_ephemeral_channel_goes_with_its_last_consumer(server):
@@ -642,7 +631,7 @@ def test_silent_client_is_disconnected(server):
     assert client.pub(unique(), b"x") == OK
     assert client.identify(heartbeat_interval=1000) == b"OK"
     assert client.is_closed(timeout=8.0), "a client that never answers must be dropped"
-    assert b"_heartbeat_" in client.buf
+    assert client.received_frame(skip_heartbeats=False) == (FRAME_RESPONSE, b"_heartbeat_")
 
 
 # -- hostile input --------------------------------------------------------------------------
@@ -675,7 +664,7 @@ def test_command_line_over_16k_closes_the_connection(server, with_newline):
     client = connect(server)
     client.send(b"PUB " + b"a" * 20000 + (b"\n" + sized(b"x") if with_newline else b""))
     assert client.is_closed()
-    assert client.buf == b"", "no frame is sent for an over-long line"
+    assert not client.unread, "no frame is sent for an over-long line"
     assert ping_ok(server)
 
 
@@ -687,7 +676,7 @@ def test_command_line_limit_boundary(server, length, closed):
     client.send(b"PUB " + name + b"\n" + sized(b"x"))
     if closed:
         assert client.is_closed()
-        assert client.buf == b""
+        assert not client.unread
     else:
         assert_fatal(client, f'E_BAD_TOPIC PUB topic name "{name.decode()}" is not valid')
 

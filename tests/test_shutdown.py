@@ -35,32 +35,27 @@ class Outcomes:
                 self.refusals.append(reply)
 
 
-def read_reply(sock):
+def read_reply(client):
     """The frame answering a publish, as text; "closed" if the connection ended first."""
-    data = b""
     try:
-        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return "closed"
-            data += chunk
+        kind, data = client.read_frame()
     except OSError:
         return "closed"
-    kind = struct.unpack(">i", data[4:8])[0]
-    text = data[8:].decode()
+    text = data.decode()
     return text if kind == FRAME_RESPONSE else f"error {text}"
 
 
 def late_publisher(sock, body, go, outcomes):
     """Accepted before the signal; sends its magic and a PUB only after it."""
+    client = V2Client(sock=sock, magic=b"", timeout=None)
     go.wait()
     try:
-        sock.sendall(b"  V2" + b"PUB racing\n" + struct.pack(">i", len(body)) + body)
+        client.send(b"  V2" + b"PUB racing\n" + struct.pack(">i", len(body)) + body)
     except OSError:
         outcomes.record(body, "closed")
         return
-    outcomes.record(body, read_reply(sock))
-    sock.close()
+    outcomes.record(body, read_reply(client))
+    client.close()
 
 
 def steady_tcp_publisher(port, tag, outcomes):
@@ -72,7 +67,7 @@ def steady_tcp_publisher(port, tag, outcomes):
         body = f"{tag}-{i}".encode()
         try:
             client.command("PUB racing", body)
-            reply = read_reply(client.sock)
+            reply = read_reply(client)
         except OSError:
             reply = "closed"
         outcomes.record(body, reply)

@@ -44,7 +44,7 @@ def upgrade(client, certs, client_cert=None, **fields):
     """IDENTIFY with tls_v1, the TLS handshake on the same socket, then nsqd's OK."""
     reply = client.identify(feature_negotiation=True, tls_v1=True, **fields)
     assert reply["tls_v1"] is True
-    assert client.buf == b""
+    assert not client.unread
     client.sock = client_context(certs, client_cert).wrap_socket(
         client.sock, server_hostname="127.0.0.1")
     assert client.read_frame() == OK

@@ -94,6 +94,11 @@ class ConnectionClosed(Exception):
     """The peer closed the connection."""
 
 
+class StreamError(Exception):
+    """The peer sent bytes that are not NSQ's protocol: a frame of impossible size or
+    type, a corrupt or oversized compressed stream. The connection cannot go on."""
+
+
 class LineTooLong(Exception):
     """A command line longer than the reader allows."""
 
