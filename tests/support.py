@@ -6,6 +6,7 @@ use too); its names are imported here so that a test finds everything in one mod
 ``wait_until`` polls a condition against a deadline (nothing sleeps to synchronise).
 """
 
+import http.client
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -232,6 +234,40 @@ def consume_expected(port, topic, channel, expected, timeout=60):
                              f"came, e.g. {sorted(missing)[:5]}") from None
     finally:
         client.close()
+
+
+class HttpPublisher(threading.Thread):
+    """POSTs unique bodies to /pub on one keep-alive connection until a request fails;
+    ``acked`` holds every body answered 200, ``sent`` counts the requests sent."""
+
+    def __init__(self, port, topic, tag):
+        super().__init__(daemon=True)
+        self.port, self.topic, self.tag = port, topic, tag
+        self.acked = []
+        self.sent = 0
+        self.stopping = False
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            for sequence in range(1_000_000):
+                if self.stopping:
+                    return
+                body = f"{self.tag}-{sequence}".encode()
+                conn.request("POST", f"/pub?topic={self.topic}", body=body)
+                self.sent += 1
+                response = conn.getresponse()
+                if (response.status, response.read()) != (200, b"OK"):
+                    return
+                self.acked.append(body)
+        except (OSError, http.client.HTTPException):
+            return
+        finally:
+            conn.close()
+
+    def stop(self):
+        """Send no more requests (the one in flight is still answered)."""
+        self.stopping = True
 
 
 class Message:

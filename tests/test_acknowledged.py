@@ -1,10 +1,10 @@
 """An OK means the message is stored: with ``--mem-queue-size=0`` every acknowledged
 message is on disk before its OK, so it survives a SIGKILL of the whole daemon or of only
-its worker, killed while publishers are mid-stream.
+its (core) worker, killed while publishers are mid-stream, with and without HTTP workers.
 
-Publishers record every body whose PUB or MPUB was answered OK; after the kill and the
-restart a consumer reads the channel (and the channel-less topic, through a channel made
-afterwards) and every acknowledged body must be there. Duplicates are allowed (reads are
+Publishers record every body whose PUB, MPUB or HTTP ``/pub`` was answered OK; after the
+kill and the restart a consumer reads the channel (and the channel-less topic, through a
+channel made afterwards) and every acknowledged body must be there. Duplicates are allowed (reads are
 at least once across a crash); losses are not.
 """
 
@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from support import (
-    FRAME_RESPONSE, V2Client, children, consume_expected, wait_until)
+    FRAME_RESPONSE, HttpPublisher, V2Client, children, consume_expected, wait_until)
 
 ROUNDS = 4
 PUBLISHERS = 3
@@ -48,6 +48,9 @@ class Publisher(threading.Thread):
         except (OSError, ConnectionError):
             return
 
+    def stop(self):
+        self.client.close()
+
 
 def kill_process_group(daemon):
     os.killpg(daemon.proc.pid, signal.SIGKILL)
@@ -55,15 +58,17 @@ def kill_process_group(daemon):
 
 
 def kill_worker(daemon):
-    (worker,) = children(daemon.proc.pid)
-    os.kill(worker, signal.SIGKILL)
-    wait_until(lambda: [p for p in children(daemon.proc.pid) if p != worker],
+    """SIGKILL the (core) worker, the one with the topics and channels."""
+    before = set(children(daemon.proc.pid))
+    os.kill(daemon.worker_pid, signal.SIGKILL)
+    wait_until(lambda: set(children(daemon.proc.pid)) - before,
                message="the arbiter to start a new worker")
 
 
+@pytest.mark.parametrize("http_workers", [0, 2], ids=lambda count: f"http-workers={count}")
 @pytest.mark.parametrize("kill", [kill_process_group, kill_worker])
-def test_every_acknowledged_message_survives_sigkill(nsqd_factory, kill):
-    daemon = nsqd_factory(*FLAGS, new_session=True)
+def test_every_acknowledged_message_survives_sigkill(nsqd_factory, kill, http_workers):
+    daemon = nsqd_factory(*FLAGS, f"--http-workers={http_workers}", new_session=True)
     assert daemon.http("POST", "/topic/create?topic=acked")[0] == 200
     assert daemon.http("POST", "/channel/create?topic=acked&channel=ch")[0] == 200
     assert daemon.http("POST", "/topic/create?topic=held")[0] == 200   # no channel
@@ -71,6 +76,8 @@ def test_every_acknowledged_message_survives_sigkill(nsqd_factory, kill):
     for round_number in range(ROUNDS):
         publishers = [Publisher(daemon.tcp_port, topic, f"r{round_number}p{i}{topic}")
                       for i in range(PUBLISHERS) for topic in acked]
+        publishers += [HttpPublisher(daemon.http_port, topic, f"r{round_number}h{topic}")
+                       for topic in acked]
         for publisher in publishers:
             publisher.start()
         wait_until(lambda: all(len(p.acked) >= 200 for p in publishers),
@@ -79,7 +86,7 @@ def test_every_acknowledged_message_survives_sigkill(nsqd_factory, kill):
         if daemon.proc.poll() is not None:
             daemon.start()
         for publisher in publishers:
-            publisher.client.close()
+            publisher.stop()
             publisher.join(10)
             acked[publisher.topic].extend(publisher.acked)
         wait_until(lambda: daemon.http("GET", "/ping")[0] == 200, message="/ping")

@@ -13,7 +13,6 @@ import signal
 import socket
 import stat
 import sys
-import threading
 
 import pytest
 
@@ -21,39 +20,13 @@ from certs import Certs
 from greensq.client import Producer, aio
 from greensq.http.testing import process_name
 from nsq_cases import HTTP_LIMIT_FLAGS, MPUB_ERRORS, PUB_ERRORS, call
-from support import CommandProcess, V2Client, consume_expected, free_port, ping, wait_until
+from support import (
+    CommandProcess, HttpPublisher, V2Client, children, consume_expected, free_port, ping,
+    wait_until)
 
 pytestmark = pytest.mark.slow   # starts daemon processes
 
 WORKERS = 2
-
-
-class HttpPublisher(threading.Thread):
-    """POSTs unique bodies to /pub on one keep-alive connection until a request fails;
-    ``acked`` holds every body answered 200."""
-
-    def __init__(self, port, topic, tag):
-        super().__init__(daemon=True)
-        self.port, self.topic, self.tag = port, topic, tag
-        self.acked = []
-        self.stopping = False
-
-    def run(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            for sequence in range(1_000_000):
-                if self.stopping:
-                    return
-                body = f"{self.tag}-{sequence}".encode()
-                conn.request("POST", f"/pub?topic={self.topic}", body=body)
-                response = conn.getresponse()
-                if (response.status, response.read()) != (200, b"OK"):
-                    return
-                self.acked.append(body)
-        except (OSError, http.client.HTTPException):
-            return
-        finally:
-            conn.close()
 
 
 def publishers(port, topic, count, tag):
@@ -68,7 +41,7 @@ def publishers(port, topic, count, tag):
 def finish(started):
     acked = []
     for publisher in started:
-        publisher.stopping = True
+        publisher.stop()
         publisher.join(30)
         acked.extend(publisher.acked)
     return acked
@@ -160,25 +133,37 @@ def test_a_full_bounded_queue_refuses_its_topic_only(nsqd_factory):
 
 def test_a_killed_http_worker_is_replaced_and_nothing_acknowledged_is_lost(workers):
     started = publishers(workers.http_port, "kill_http", 8, "k")
-    victim = workers.http_worker_pids[0]
-    os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: len(workers.http_worker_pids) == WORKERS
-               and victim not in workers.http_worker_pids, message="a new HTTP worker")
+    before = set(children(workers.proc.pid))
+    os.kill(workers.http_worker_pids[0], signal.SIGKILL)
+    (new,) = wait_until(lambda: set(children(workers.proc.pid)) - before,
+                        message="a new worker")
+    wait_until(lambda: process_name(new) == "nsqd-http", message="a new HTTP worker")
     more = publishers(workers.http_port, "kill_http", 4, "after")
     acked = finish(started) + finish(more)
     consume_expected(workers.tcp_port, "kill_http", "ch", acked)
 
 
 def test_a_killed_core_is_replaced_and_the_http_workers_publish_to_the_new_one(nsqd_factory):
+    """The core is stopped (SIGSTOP), more publishers each send a request, and the core
+    is killed: what it never read is published again to the new core before its 200,
+    and what it acknowledged is on disk."""
     daemon = nsqd_factory(f"--http-workers={WORKERS}", "--mem-queue-size=0",
                           "--sync-every=1")
     started = publishers(daemon.http_port, "kill_core", 6, "k")
-    core = daemon.worker_pid
+    core, http_workers = daemon.worker_pid, daemon.http_worker_pids
+    before = set(children(daemon.proc.pid))
+    os.kill(core, signal.SIGSTOP)
+    late = [HttpPublisher(daemon.http_port, "kill_core", f"late{index}") for index in range(4)]
+    for publisher in late:
+        publisher.start()
+    wait_until(lambda: all(publisher.sent for publisher in late),
+               message="a request from each publisher while the core is stopped")
     os.kill(core, signal.SIGKILL)
-    wait_until(lambda: daemon.worker_pid != core, message="a new core")
-    http_workers = daemon.http_worker_pids
+    (new,) = wait_until(lambda: set(children(daemon.proc.pid)) - before,
+                        message="a new core")
+    wait_until(lambda: process_name(new) == "nsqd-core", message="the new core named")
     assert call(daemon, "POST", "/pub?topic=kill_core", b"after")[::2] == (200, b"OK")
-    acked = finish(started) + [b"after"]
+    acked = finish(started) + finish(late) + [b"after"]
     assert daemon.http_worker_pids == http_workers       # they outlived the core
     consume_expected(daemon.tcp_port, "kill_core", "ch", acked)
 

@@ -53,7 +53,9 @@ def kill_started_pid(daemon):
     return workers
 
 
-def test_nsqd_killed_then_restarted_on_the_same_ports_with_new_flags(tmp_path, certs):
+@pytest.mark.parametrize("http_workers", [0, 2], ids=lambda count: f"http-workers={count}")
+def test_nsqd_killed_then_restarted_on_the_same_ports_with_new_flags(tmp_path, certs,
+                                                                     http_workers):
     tcp, http, https = free_port(), free_port(), free_port()
     data_path = tmp_path / "data"
     previous_workers = []
@@ -61,14 +63,15 @@ def test_nsqd_killed_then_restarted_on_the_same_ports_with_new_flags(tmp_path, c
         max_msg_size = 1000 + round_number
         daemon = Daemon(
             data_path, [f"--tls-cert={certs.server_cert}", f"--tls-key={certs.server_key}",
-                        f"--https-address=127.0.0.1:{https}", f"--max-msg-size={max_msg_size}"],
+                        f"--https-address=127.0.0.1:{https}", f"--max-msg-size={max_msg_size}",
+                        f"--http-workers={http_workers}"],
             tcp_address=f"127.0.0.1:{tcp}", http_address=f"127.0.0.1:{http}")
         daemon.start()
         try:
             assert get_json(http, "/config/max_msg_size") == max_msg_size, daemon.log_text()
         finally:
             previous_workers = kill_started_pid(daemon)
-        assert previous_workers, "the daemon had a worker"
+        assert len(previous_workers) == 1 + http_workers, previous_workers
     # The last round's worker went with its arbiter too.
     wait_until(lambda: not any(alive(pid) for pid in previous_workers), timeout=5,
                message="the killed daemon's worker to be gone")

@@ -3,7 +3,9 @@
 Each check acts on one keep-alive connection and reads ``/stats`` (or nsqlookupd's
 ``/lookup``, or ``nsqd.dat``) on another right after the answer, many times over:
 publishes, topic and channel create / delete / empty / pause / unpause, a channel
-emptied while it holds in-flight and deferred messages, tombstones, config.
+emptied while it holds in-flight and deferred messages, tombstones, config. nsqd's
+checks run with and without HTTP workers (``--http-workers``), where the two
+connections may reach different processes.
 """
 
 import http.client
@@ -53,6 +55,12 @@ def metadata(data_path):
         doc = json.load(fh)
     return {t["name"]: ({c["name"]: c["paused"] for c in t["channels"]}, t["paused"])
             for t in doc["topics"]}
+
+
+@pytest.fixture(params=[0, 2], ids=lambda count: f"http-workers={count}")
+def nsqd(nsqd_factory, request):
+    """nsqd serving HTTP itself, and with HTTP workers in front of its core."""
+    return nsqd_factory(f"--http-workers={request.param}")
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ import socket
 import struct
 import threading
 
+import pytest
+
 from support import FRAME_RESPONSE, V2Client, consume_expected, wait_until
 
 LATE_CONNECTIONS = 80
@@ -90,8 +92,9 @@ def steady_http_publisher(port, tag, outcomes):
             return
 
 
-def test_publishes_racing_sigterm_are_flushed_or_refused(nsqd_factory):
-    daemon = nsqd_factory("--mem-queue-size=100")
+@pytest.mark.parametrize("http_workers", [0, 2], ids=lambda count: f"http-workers={count}")
+def test_publishes_racing_sigterm_are_flushed_or_refused(nsqd_factory, http_workers):
+    daemon = nsqd_factory("--mem-queue-size=100", f"--http-workers={http_workers}")
     assert daemon.http("POST", "/topic/create?topic=racing")[0] == 200
     assert daemon.http("POST", "/channel/create?topic=racing&channel=ch")[0] == 200
     outcomes = Outcomes()
