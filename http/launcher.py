@@ -45,7 +45,7 @@ from gunicorn.errors import HaltServer  # noqa: E402
 from greensq.http.listeners import (  # noqa: E402
     StartupError, bind_listener, bind_private_listeners, format_sockname, lock_directory,
     remove_private_listeners)
-from greensq.http.worker import DaemonWorker, HttpWorker  # noqa: E402
+from greensq.http.worker import STOP_SIGNALS, DaemonWorker, HttpWorker  # noqa: E402
 from greensq.services.shared.goflags import parse_or_exit  # noqa: E402
 from greensq.services.shared.golog import daemon_line, exit_fatal  # noqa: E402
 from greensq.services.shared.version import version_banner  # noqa: E402
@@ -120,10 +120,16 @@ class DaemonArbiter(Arbiter):
     failed = False
 
     def spawn_worker(self):
-        """The core first; then HTTP workers."""
+        """The core first; then HTTP workers. The fork happens with the stop signals
+        blocked, until the worker has its own handlers for them (worker.py): a stop the
+        arbiter passes on at once is not lost in between."""
         has_core = any(worker.role == DaemonWorker.role for worker in self.WORKERS.values())
         self.worker_class = HttpWorker if has_core else DaemonWorker
-        return super().spawn_worker()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().spawn_worker()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def spawn_workers(self):
         """Gunicorn's, without its random pause between forks (which spreads the start of

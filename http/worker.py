@@ -40,6 +40,9 @@ worker_hub = deferred_import("greensq.http.worker_hub")
 # The worker's exit status when its shutdown could not persist everything.
 UNPERSISTED_EXIT = 1
 
+# The signals that stop a daemon gracefully (SIGQUIT: at once, still persisting).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
 # The label of the internal socket the core serves its HTTP app on for the HTTP workers
 # (bound by the arbiter with the others the spec names: see launcher.py).
 INTERNAL_HTTP = "internal HTTP"
@@ -107,16 +110,19 @@ class DaemonWorker(Worker):
     """
 
     role = "core"
-    max_accept = None    # connections accepted per wake-up: gevent's default
+    shared_listener = False   # other workers accept on the HTTP port too
     drain_timeout = 2.0
     _stop = None   # wakes the run loop, once it runs
 
     def init_process(self):
         # A stop may be asked for while the worker boots (a daemon stopped as it starts).
         # Until Gunicorn's init_signals, this process has the arbiter's handlers, which
-        # would lose it: note it from the first moment, for run() to act on.
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        # would lose it: note it from the first moment, for run() to act on. The arbiter
+        # forks with the stop signals blocked (launcher.py), so one sent before this
+        # point waits for these handlers.
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self.handle_exit)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         # Startup allocates much and frees little: collecting during it costs about 8 ms
         # of the worker's 95 and finds a few hundred objects. run() enables it again.
         gc.disable()
@@ -169,7 +175,7 @@ class DaemonWorker(Worker):
                 listener.setblocking(1)
                 server = worker_hub.http_server(listener, self.wsgi,
                                                 self.cfg.worker_connections,
-                                                spec.http_max_body(), self.max_accept)
+                                                spec.http_max_body(), self.shared_listener)
                 server.start()
                 servers.append(server)
         except Exception:
@@ -219,10 +225,9 @@ class HttpWorker(DaemonWorker):
     serves."""
 
     role = "http"
-    # The HTTP workers share the HTTP port, and the kernel wakes them all when
-    # connections arrive: each takes one at a time, so that a burst of new connections
-    # is spread over them instead of all going to the first one awake.
-    max_accept = 1
+    # The HTTP workers share the HTTP port: a burst of new connections is spread over
+    # them instead of all going to the first one awake (see wsgi_server.ApiServer).
+    shared_listener = True
 
     def load_wsgi(self):
         try:

@@ -51,10 +51,8 @@ def stop_event():
     return Event()
 
 
-def http_server(listener, app, connections, max_body, max_accept=None):
-    """The HTTP server over ``listener``, at most ``connections`` requests at a time and
-    ``max_accept`` connections accepted per wake-up (gevent's default: 100)."""
-    server = wsgi_server.ApiServer(listener, app, spawn=Pool(connections), max_body=max_body)
-    if max_accept is not None:
-        server.max_accept = max_accept
-    return server
+def http_server(listener, app, connections, max_body, shared_listener=False):
+    """The HTTP server over ``listener``, at most ``connections`` requests at a time;
+    ``shared_listener``: other processes accept on it too (see wsgi_server.ApiServer)."""
+    return wsgi_server.ApiServer(listener, app, spawn=Pool(connections), max_body=max_body,
+                                 shared_listener=shared_listener)

@@ -347,11 +347,29 @@ class Connection:
         return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "unknown"
 
 
-class ApiServer(StreamServer):
-    """The HTTP server for one listener (HTTP, or HTTPS with ``ssl_context``)."""
+# With a listener shared by several processes: how long a process leaves the listener to
+# the others after an accept, per connection it serves (see ApiServer.shared_listener).
+ACCEPT_PAUSE_PER_CONNECTION = 0.00005
+MAX_ACCEPT_PAUSE = 0.002
 
-    def __init__(self, listener, application, spawn, max_body=1 << 20, ssl_context=None):
+
+class ApiServer(StreamServer):
+    """The HTTP server for one listener (HTTP, or HTTPS with ``ssl_context``).
+
+    ``shared_listener``: other processes accept on the same listener (nsqd's HTTP
+    workers). The kernel wakes all of them when connections arrive, and the one already
+    awake would take a burst of new connections (a client's pool of keep-alive
+    connections) alone. So each accepts one connection at a time and then leaves the
+    listener to the others for a moment that grows with the connections it serves:
+    the least busy accepts most.
+    """
+
+    def __init__(self, listener, application, spawn, max_body=1 << 20, ssl_context=None,
+                 shared_listener=False):
         super().__init__(listener, self.handle_connection, spawn=spawn)
+        self.shared_listener = shared_listener
+        if shared_listener:
+            self.max_accept = 1
         self.application = application
         self.max_body = max_body
         self.ssl_context = ssl_context
@@ -370,6 +388,15 @@ class ApiServer(StreamServer):
         if self._sweeper is not None:
             self._sweeper.kill()
         super().stop(timeout)
+
+    def do_handle(self, *args):
+        super().do_handle(*args)
+        if self.shared_listener and not self.closing:
+            serving = len(self.connections) + 1     # the new one is not in it yet
+            self.stop_accepting()
+            self._timer = self.loop.timer(min(MAX_ACCEPT_PAUSE,
+                                              ACCEPT_PAUSE_PER_CONNECTION * serving))
+            self._timer.start(self._start_accepting_if_started)
 
     def handle_connection(self, sock, address):
         try:

@@ -245,3 +245,38 @@ def test_both_clients_publish_over_a_unix_socket(workers):
 
     assert aio.run(publish()) == b"OK"
     assert workers.topic_stats("unix")["message_count"] == 2
+
+
+def connections_on(port, pids):
+    """``{pid: how many established connections to the local ``port`` it holds}``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in list(fh)[1:]:
+                fields = line.split()
+                if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "01":
+                    inodes.add(f"socket:[{fields[9]}]")
+    counts = {}
+    for pid in pids:
+        fds = f"/proc/{pid}/fd"
+        counts[pid] = sum(1 for fd in os.listdir(fds)
+                          if os.readlink(os.path.join(fds, fd)) in inodes)
+    return counts
+
+
+def test_a_burst_of_new_connections_is_spread_over_the_http_workers(workers):
+    """A client's pool of keep-alive connections, opened at once: each HTTP worker
+    serves a fair share, not the first one awake all of them."""
+    connections = [http.client.HTTPConnection("127.0.0.1", workers.http_port, timeout=10)
+                   for _ in range(16)]
+    for conn in connections:
+        conn.connect()
+    for conn in connections:
+        conn.request("POST", "/pub?topic=spread", body=b"m")
+    for conn in connections:
+        assert conn.getresponse().read() == b"OK"
+    served = connections_on(workers.http_port, workers.http_worker_pids)
+    for conn in connections:
+        conn.close()
+    assert sum(served.values()) == 16, served
+    assert min(served.values()) >= 4, served
