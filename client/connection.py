@@ -35,6 +35,19 @@ from .protocol import (  # noqa: F401 - part of this module's API since before p
 log = logging.getLogger("greensq.client")
 
 
+def connect_unix(path, timeout):
+    """A gevent socket connected to the Unix socket at ``path`` (``OSError`` if it
+    cannot be)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Connection(ConnectionCore):
     __doc__ = ConnectionCore.__doc__ + """
     On gevent: callbacks run in the reader greenlet; ``tls_context`` is a
@@ -69,13 +82,7 @@ class Connection(ConnectionCore):
         IDENTIFY or AUTH, :class:`ConnectionClosedError` if it hangs up.
         """
         if self.port is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.connect_timeout)
-            try:
-                sock.connect(self.host)
-            except BaseException:
-                sock.close()
-                raise
+            sock = connect_unix(self.host, self.connect_timeout)
         else:
             sock = socket.create_connection((self.host, self.port),
                                             timeout=self.connect_timeout)

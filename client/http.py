@@ -14,6 +14,7 @@ import urllib.parse
 
 from gevent import socket
 
+from .connection import connect_unix
 from .http_answers import HTTPError, Lookup, Node, checked
 from .protocol import format_address, parse_address
 
@@ -35,14 +36,7 @@ class _GeventUnixHTTPConnection(http.client.HTTPConnection):
         self.path = path
 
     def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = connect_unix(self.path, self.timeout)
 
 
 def http_connection(address, timeout=5.0):

@@ -18,6 +18,7 @@ import pytest
 
 from certs import Certs
 from greensq.client import Producer, aio
+from greensq.client.http import request
 from greensq.http.testing import process_name
 from nsq_cases import HTTP_LIMIT_FLAGS, MPUB_ERRORS, PUB_ERRORS, call
 from support import (
@@ -201,6 +202,7 @@ def gateway_in_front_of(nsqd):
     """``/pub``, ``/mpub``, ``/pub?defer=`` and errors answered by the gateway, ``/stats``
     by the nsqd behind it, which has every message."""
     port = free_port()
+    gateway = f"127.0.0.1:{port}"
     gunicorn = CommandProcess(
         [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2",
          "-k", "gevent", "-b", f"127.0.0.1:{port}", "greensq.http.gateway_app:app"],
@@ -209,29 +211,18 @@ def gateway_in_front_of(nsqd):
     try:
         wait_until(lambda: gunicorn.proc.poll() is None and ping(port), timeout=30,
                    message="the gateway")
-        assert request(port, "POST", "/pub?topic=gw", b"one") == (200, b"OK")
-        assert request(port, "POST", "/mpub?topic=gw", b"two\nthree") == (200, b"OK")
-        assert request(port, "POST", "/pub?topic=gw&defer=10", b"four") == (200, b"OK")
-        assert request(port, "POST", "/pub?topic=gw", b"") == (
+        assert request(gateway, "POST", "/pub?topic=gw", body=b"one") == (200, b"OK")
+        assert request(gateway, "POST", "/mpub?topic=gw", body=b"two\nthree") == (200, b"OK")
+        assert request(gateway, "POST", "/pub?topic=gw&defer=10", body=b"four") == (200, b"OK")
+        assert request(gateway, "POST", "/pub?topic=gw", body=b"") == (
             400, b'{"message":"MSG_EMPTY"}')
-        assert request(port, "POST", "/pub?topic=gw&defer=x", b"m") == (
+        assert request(gateway, "POST", "/pub?topic=gw&defer=x", body=b"m") == (
             400, b'{"message":"INVALID_DEFER"}')
-        status, body = request(port, "GET", "/stats?format=json&topic=gw")
+        status, body = request(gateway, "GET", "/stats?format=json&topic=gw")
         assert json.loads(body)["topics"][0]["message_count"] == 4
         consume_expected(nsqd.tcp_port, "gw", "ch", [b"one", b"two", b"three", b"four"])
     finally:
         gunicorn.stop()
-
-
-def request(port, method, path, body=None):
-    """``(status, body)`` of one request on a new connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def test_both_clients_publish_over_a_unix_socket(workers):
