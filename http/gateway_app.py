@@ -88,7 +88,11 @@ def build_gateway(environ=os.environ):
     limits = UpstreamLimits(opts.nsqd_http_address,
                             {name: getattr(opts, name) for name in LIMITS})
     producer_options = GoNsqConfig(opts.producer_opt, "producer-opt").producer_kwargs()
-    return Gateway(opts.nsqd_tcp_address, opts.nsqd_http_address, limits, **producer_options)
+    gateway = Gateway(opts.nsqd_tcp_address, opts.nsqd_http_address, limits,
+                      **producer_options)
+    log.info("publishing to nsqd at %s, passing the rest to %s", opts.nsqd_tcp_address,
+             opts.nsqd_http_address)
+    return gateway
 
 
 __getattr__ = lazy_app(globals(), build_gateway)

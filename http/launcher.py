@@ -42,9 +42,10 @@ from gunicorn.app.base import BaseApplication  # noqa: E402 (after the deferral)
 from gunicorn.arbiter import Arbiter  # noqa: E402
 from gunicorn.errors import HaltServer  # noqa: E402
 
+from greensq.http.accept_share import NOT_SERVING, ConnectionCounts  # noqa: E402
 from greensq.http.listeners import (  # noqa: E402
     StartupError, bind_listener, bind_private_listeners, format_sockname, lock_directory,
-    remove_private_listeners)
+    private_directory, remove_private_listeners)
 from greensq.http.worker import STOP_SIGNALS, DaemonWorker, HttpWorker  # noqa: E402
 from greensq.services.shared.goflags import parse_or_exit  # noqa: E402
 from greensq.services.shared.golog import daemon_line, exit_fatal  # noqa: E402
@@ -71,11 +72,18 @@ class DaemonApplication(BaseApplication):
         lock_path = spec.lock_path()
         self.lock_fd = lock_directory(lock_path, spec.name) if lock_path else None
         self.private_directory = None
+        # Several HTTP workers share the HTTP port through a table of their connection
+        # counts, one slot each (accept_share.py); http_slot is the next one forked's.
+        self.connection_counts = (ConnectionCounts(spec.http_workers)
+                                  if spec.http_workers > 1 else None)
+        self.http_slot = None
         if spec.http_workers:
-            self.private_directory, internal = bind_private_listeners(
+            self.private_directory = private_directory(
+                f"greensq-{spec.name}-", lock_path or str(os.getpid()))
+            internal = bind_private_listeners(
                 {f"internal {label}": name
                  for label, name in spec.internal_listeners().items()},
-                prefix=f"greensq-{spec.name}-")
+                self.private_directory)
             self.sockets.update(internal)
             spec.internal = {label.partition(" ")[2]: sock.getsockname()
                              for label, sock in internal.items()}
@@ -123,13 +131,21 @@ class DaemonArbiter(Arbiter):
         """The core first; then HTTP workers. The fork happens with the stop signals
         blocked, until the worker has its own handlers for them (worker.py): a stop the
         arbiter passes on at once is not lost in between."""
-        has_core = any(worker.role == DaemonWorker.role for worker in self.WORKERS.values())
-        self.worker_class = HttpWorker if has_core else DaemonWorker
+        roles = [worker.role for worker in self.WORKERS.values()]
+        self.worker_class = HttpWorker if DaemonWorker.role in roles else DaemonWorker
+        self.app.http_slot = None
+        if self.worker_class is HttpWorker:
+            taken = {worker.http_slot for worker in self.WORKERS.values()}
+            self.app.http_slot = min(set(range(self.app.spec.http_workers)) - taken)
+            if self.app.connection_counts is not None:    # not to be waited for, yet
+                self.app.connection_counts.set(self.app.http_slot, NOT_SERVING)
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            return super().spawn_worker()
+            pid = super().spawn_worker()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        self.WORKERS[pid].http_slot = self.app.http_slot
+        return pid
 
     def spawn_workers(self):
         """Gunicorn's, without its random pause between forks (which spreads the start of

@@ -7,9 +7,11 @@ worker is waited for (services/shared/holders.py).
 
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
 
 from greensq.services.shared.holders import lock_holders, port_holders, retry_while_holders_die
@@ -64,12 +66,24 @@ def bind_listener(address, backlog=1024):
     return sock
 
 
-def bind_private_listeners(names, prefix, backlog=1024):
-    """Unix sockets (``{label: file name}``) in a new directory that only this user may
-    enter (0700), for connections between a daemon's own processes: no other local user
-    can reach them, as they could a loopback port or an abstract socket. Returns the
-    directory (remove it with ``remove_private_listeners``) and ``{label: socket}``."""
-    directory = tempfile.mkdtemp(prefix=prefix)
+def private_directory(prefix, key):
+    """Where a daemon's internal sockets go: one directory per ``key`` (its data
+    directory, which it holds locked), so that a daemon killed before it could remove
+    it leaves this one only, which the next start on the same data directory replaces."""
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"{prefix}{digest}")
+
+
+def bind_private_listeners(names, directory, backlog=1024):
+    """Unix sockets (``{label: file name}``) in ``directory``, made anew so that only this
+    user may enter it (0700), for connections between a daemon's own processes: no other
+    local user can reach them, as they could a loopback port or an abstract socket. A
+    directory left there by a killed daemon is replaced, if it is this user's. Returns
+    ``{label: socket}``; ``remove_private_listeners`` removes the directory."""
+    try:
+        _replace_directory(directory)
+    except OSError as exc:
+        raise StartupError(f"failed to create {directory} - {exc}") from None
     sockets = {}
     try:
         for label, name in names.items():
@@ -83,7 +97,19 @@ def bind_private_listeners(names, prefix, backlog=1024):
             sock.close()
         remove_private_listeners(directory)
         raise StartupError(f"listen ({directory}) failed - {exc}") from None
-    return directory, sockets
+    return sockets
+
+
+def _replace_directory(path):
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise FileExistsError(errno.EEXIST, "exists and is not this user's directory")
+        shutil.rmtree(path)
+    os.mkdir(path, 0o700)
 
 
 def remove_private_listeners(directory):

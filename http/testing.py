@@ -57,6 +57,18 @@ def ping(port, timeout=2.0):
         return False
 
 
+def http_request(port, method, path, body=None, headers=None):
+    """``(status, headers, body bytes)`` of one request to 127.0.0.1:``port``."""
+    url = f"http://127.0.0.1:{port}{path}"
+    data = body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
 def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", sleep=time.sleep):
     """Poll ``predicate`` until it returns a truthy value; return that value."""
     deadline = time.monotonic() + timeout
@@ -334,14 +346,7 @@ class Daemon(StatsQueries, WatchedProcess):
 
     def http(self, method, path, body=None, headers=None):
         """``(status, headers, body bytes)`` of one request."""
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        data = body.encode() if isinstance(body, str) else body
-        request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
+        return http_request(self.http_port, method, path, body, headers)
 
 
 def nsqlookupd_daemon(data_path, args=(), **kwargs):

@@ -30,6 +30,7 @@ defer_unused_modules()   # before Gunicorn, whichever module imports it first
 from gunicorn.arbiter import Arbiter  # noqa: E402 (after the deferral)
 from gunicorn.workers.base import Worker  # noqa: E402
 
+from greensq.http.accept_share import AcceptShare  # noqa: E402
 from greensq.http.listeners import StartupError, format_sockname  # noqa: E402
 from greensq.services.shared.deferred import deferred_import  # noqa: E402
 
@@ -110,7 +111,8 @@ class DaemonWorker(Worker):
     """
 
     role = "core"
-    shared_listener = False   # other workers accept on the HTTP port too
+    accept_share = None   # with other workers on the HTTP port: see accept_share.py
+    http_slot = None      # an HTTP worker's slot in it (set by the arbiter)
     drain_timeout = 2.0
     _stop = None   # wakes the run loop, once it runs
 
@@ -175,7 +177,7 @@ class DaemonWorker(Worker):
                 listener.setblocking(1)
                 server = worker_hub.http_server(listener, self.wsgi,
                                                 self.cfg.worker_connections,
-                                                spec.http_max_body(), self.shared_listener)
+                                                spec.http_max_body(), self.accept_share)
                 server.start()
                 servers.append(server)
         except Exception:
@@ -225,10 +227,6 @@ class HttpWorker(DaemonWorker):
     serves."""
 
     role = "http"
-    # The HTTP workers share the HTTP port: a burst of new connections is spread over
-    # them instead of all going to the first one awake (see wsgi_server.ApiServer).
-    shared_listener = True
-
     def load_wsgi(self):
         try:
             self.wsgi = self.app.spec.build_http_worker_app()
@@ -239,6 +237,10 @@ class HttpWorker(DaemonWorker):
     def start_serving(self, sockets):
         for sock in sockets.values():     # the core's to serve
             sock.close()
+        if self.app.connection_counts is not None:    # the HTTP port shared fairly
+            self.accept_share = AcceptShare(self.app.connection_counts, self.app.http_slot)
+        logging.getLogger("greensq").info("HTTP: worker %d of %d ready", self.app.http_slot + 1,
+                                          self.app.spec.http_workers)
         return self.sockets
 
     def stop_serving(self):

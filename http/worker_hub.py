@@ -51,8 +51,8 @@ def stop_event():
     return Event()
 
 
-def http_server(listener, app, connections, max_body, shared_listener=False):
+def http_server(listener, app, connections, max_body, accept_share=None):
     """The HTTP server over ``listener``, at most ``connections`` requests at a time;
-    ``shared_listener``: other processes accept on it too (see wsgi_server.ApiServer)."""
+    ``accept_share``: other processes accept on it too (see accept_share.py)."""
     return wsgi_server.ApiServer(listener, app, spawn=Pool(connections), max_body=max_body,
-                                 shared_listener=shared_listener)
+                                 accept_share=accept_share)

@@ -36,6 +36,7 @@ import gevent
 import httptools
 from gevent.server import StreamServer
 
+from greensq.http.accept_share import MAX_PAUSES, PAUSE
 from greensq.services.shared.transport import PlainTransport, TLSTransport
 
 log = logging.getLogger("greensq")
@@ -347,29 +348,20 @@ class Connection:
         return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "unknown"
 
 
-# With a listener shared by several processes: how long a process leaves the listener to
-# the others after an accept, per connection it serves (see ApiServer.shared_listener).
-ACCEPT_PAUSE_PER_CONNECTION = 0.00005
-MAX_ACCEPT_PAUSE = 0.002
-
-
 class ApiServer(StreamServer):
     """The HTTP server for one listener (HTTP, or HTTPS with ``ssl_context``).
 
-    ``shared_listener``: other processes accept on the same listener (nsqd's HTTP
-    workers). The kernel wakes all of them when connections arrive, and the one already
-    awake would take a burst of new connections (a client's pool of keep-alive
-    connections) alone. So each accepts one connection at a time and then leaves the
-    listener to the others for a moment that grows with the connections it serves:
-    the least busy accepts most.
+    ``accept_share``: other processes accept on the same listener (nsqd's HTTP workers),
+    and this one takes its share of new connections as accept_share.py says, pausing
+    while it serves more than the others.
     """
 
     def __init__(self, listener, application, spawn, max_body=1 << 20, ssl_context=None,
-                 shared_listener=False):
+                 accept_share=None):
         super().__init__(listener, self.handle_connection, spawn=spawn)
-        self.shared_listener = shared_listener
-        if shared_listener:
-            self.max_accept = 1
+        self.accept_share = accept_share
+        self._pauses = 0
+        self._serving = 0       # connections accepted and not yet closed
         self.application = application
         self.max_body = max_body
         self.ssl_context = ssl_context
@@ -389,14 +381,40 @@ class ApiServer(StreamServer):
             self._sweeper.kill()
         super().stop(timeout)
 
+    def do_read(self):
+        if self.accept_share is not None and self._watcher is None:
+            return None         # leaving the listener to the others for now
+        return super().do_read()
+
     def do_handle(self, *args):
         super().do_handle(*args)
-        if self.shared_listener and not self.closing:
-            serving = len(self.connections) + 1     # the new one is not in it yet
+        if self.accept_share is not None:
+            self._serving += 1
+            self.accept_share.serving(self._serving)
+            self._pauses = 0
+            self._take_share()
+
+    def do_close(self, *args):      # after the handler, whatever happened
+        super().do_close(*args)
+        if self.accept_share is not None:
+            self._serving -= 1
+            self.accept_share.serving(self._serving)
+
+    def _take_share(self):
+        """Accept again at once, or after a pause while ahead of the others."""
+        if self.closing or not self.started:
+            return
+        if self._pauses < MAX_PAUSES and self.accept_share.ahead():
+            self._pauses += 1
             self.stop_accepting()
-            self._timer = self.loop.timer(min(MAX_ACCEPT_PAUSE,
-                                              ACCEPT_PAUSE_PER_CONNECTION * serving))
-            self._timer.start(self._start_accepting_if_started)
+            self._timer = self.loop.timer(PAUSE)
+            self._timer.start(self._pause_over)
+        elif self._watcher is None:
+            self.start_accepting()
+
+    def _pause_over(self):
+        self._timer = None      # a one-shot timer, done
+        self._take_share()
 
     def handle_connection(self, sock, address):
         try:

@@ -4,8 +4,8 @@ its (core) worker, killed while publishers are mid-stream, with and without HTTP
 
 Publishers record every body whose PUB, MPUB or HTTP ``/pub`` was answered OK; after the
 kill and the restart a consumer reads the channel (and the channel-less topic, through a
-channel made afterwards) and every acknowledged body must be there. Duplicates are allowed (reads are
-at least once across a crash); losses are not.
+channel made afterwards) and every acknowledged body must be there. Duplicates are allowed
+(reads are at least once across a crash); losses are not.
 """
 
 import os

@@ -9,6 +9,7 @@ stopped while requests are in flight.
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -18,12 +19,10 @@ import pytest
 
 from certs import Certs
 from greensq.client import Producer, aio
-from greensq.client.http import request
-from greensq.http.testing import process_name
+from greensq.http.testing import http_request, process_name
 from nsq_cases import HTTP_LIMIT_FLAGS, MPUB_ERRORS, PUB_ERRORS, call
 from support import (
-    CommandProcess, HttpPublisher, V2Client, children, consume_expected, free_port, ping,
-    wait_until)
+    CommandProcess, HttpPublisher, V2Client, children, consume_expected, free_port, wait_until)
 
 pytestmark = pytest.mark.slow   # starts daemon processes
 
@@ -202,23 +201,25 @@ def gateway_in_front_of(nsqd):
     """``/pub``, ``/mpub``, ``/pub?defer=`` and errors answered by the gateway, ``/stats``
     by the nsqd behind it, which has every message."""
     port = free_port()
-    gateway = f"127.0.0.1:{port}"
     gunicorn = CommandProcess(
         [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2",
          "-k", "gevent", "-b", f"127.0.0.1:{port}", "greensq.http.gateway_app:app"],
         env={"GREENSQ_GATEWAY_OPTS": f"--nsqd-tcp-address={nsqd.tcp_address} "
                                      f"--nsqd-http-address={nsqd.http_address}"}).start()
     try:
-        wait_until(lambda: gunicorn.proc.poll() is None and ping(port), timeout=30,
-                   message="the gateway")
-        assert request(gateway, "POST", "/pub?topic=gw", body=b"one") == (200, b"OK")
-        assert request(gateway, "POST", "/mpub?topic=gw", body=b"two\nthree") == (200, b"OK")
-        assert request(gateway, "POST", "/pub?topic=gw&defer=10", body=b"four") == (200, b"OK")
-        assert request(gateway, "POST", "/pub?topic=gw", body=b"") == (
+        # Both workers serving (a SIGTERM while one boots would wait for Gunicorn's
+        # graceful timeout: it has no handler yet).
+        wait_until(lambda: gunicorn.proc.poll() is None
+                   and gunicorn.log_text().count("publishing to nsqd at") == 2, timeout=30,
+                   message="the gateway's two workers")
+        assert http_request(port, "POST", "/pub?topic=gw", b"one")[::2] == (200, b"OK")
+        assert http_request(port, "POST", "/mpub?topic=gw", b"two\nthree")[::2] == (200, b"OK")
+        assert http_request(port, "POST", "/pub?topic=gw&defer=10", b"four")[::2] == (200, b"OK")
+        assert http_request(port, "POST", "/pub?topic=gw", b"")[::2] == (
             400, b'{"message":"MSG_EMPTY"}')
-        assert request(gateway, "POST", "/pub?topic=gw&defer=x", body=b"m") == (
+        assert http_request(port, "POST", "/pub?topic=gw&defer=x", b"m")[::2] == (
             400, b'{"message":"INVALID_DEFER"}')
-        status, body = request(gateway, "GET", "/stats?format=json&topic=gw")
+        status, _, body = http_request(port, "GET", "/stats?format=json&topic=gw")
         assert json.loads(body)["topics"][0]["message_count"] == 4
         consume_expected(nsqd.tcp_port, "gw", "ch", [b"one", b"two", b"three", b"four"])
     finally:
@@ -258,6 +259,8 @@ def connections_on(port, pids):
 def test_a_burst_of_new_connections_is_spread_over_the_http_workers(workers):
     """A client's pool of keep-alive connections, opened at once: each HTTP worker
     serves a fair share, not the first one awake all of them."""
+    wait_until(lambda: len(re.findall(r"HTTP: worker \d of 2 ready", workers.log_text())) == 2,
+               message="both HTTP workers serving")
     connections = [http.client.HTTPConnection("127.0.0.1", workers.http_port, timeout=10)
                    for _ in range(16)]
     for conn in connections:

@@ -58,7 +58,7 @@ def test_nsqd_killed_then_restarted_on_the_same_ports_with_new_flags(tmp_path, c
                                                                      http_workers):
     tcp, http, https = free_port(), free_port(), free_port()
     data_path = tmp_path / "data"
-    previous_workers = []
+    previous_workers, internal_directories = [], set()
     for round_number in range(ROUNDS):
         max_msg_size = 1000 + round_number
         daemon = Daemon(
@@ -69,9 +69,14 @@ def test_nsqd_killed_then_restarted_on_the_same_ports_with_new_flags(tmp_path, c
         daemon.start()
         try:
             assert get_json(http, "/config/max_msg_size") == max_msg_size, daemon.log_text()
+            if http_workers:
+                internal_directories.add(daemon.wait_for_log(
+                    r"INTERNAL: listening on (\S+)/tcp\.sock").group(1))
         finally:
             previous_workers = kill_started_pid(daemon)
         assert len(previous_workers) == 1 + http_workers, previous_workers
+    # The internal sockets' directory a killed daemon left is the next one's, not a new one.
+    assert len(internal_directories) == (1 if http_workers else 0), internal_directories
     # The last round's worker went with its arbiter too.
     wait_until(lambda: not any(alive(pid) for pid in previous_workers), timeout=5,
                message="the killed daemon's worker to be gone")
