@@ -1,0 +1,50 @@
+"""The build of greensq's compiled modules (setup.cfg holds everything else).
+
+Each module of ``MODULES`` (services/shared/compiled.py) is compiled by Cython from its
+own source into an extension beside it, ``_c_<module>``. A module that cannot be compiled
+(no C compiler, no Python headers) is a warning, not an error: the install goes on and
+that module runs as Python. ``GREENSQ_PURE_PYTHON`` set (to anything but 0), or Cython
+missing (a build without isolation), builds none.
+"""
+
+import importlib.util
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+try:
+    from Cython.Build import cythonize
+except ImportError:
+    cythonize = None
+
+ROOT = Path(__file__).resolve().parent
+
+
+def load_compiled():
+    """services/shared/compiled.py, loaded from its file: greensq is not installed yet."""
+    spec = importlib.util.spec_from_file_location(
+        "greensq_compiled", ROOT / "services" / "shared" / "compiled.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def source_of(module):
+    """A module's file, by setup.cfg's package_dir: each top-level folder holds one
+    subpackage of greensq (greensq.actors.topic -> actors/topic.py)."""
+    return str(Path(*module.split(".")[1:]).with_suffix(".py"))
+
+
+def extensions():
+    compiled = load_compiled()
+    if compiled.PURE_PYTHON or cythonize is None:
+        return []
+    return cythonize(
+        [Extension(compiled.compiled_name(module), [source_of(module)], optional=True)
+         for module in compiled.MODULES],
+        build_dir="build/cython", language_level=3, quiet=True,
+        # Types come from the .pxd files only: the annotations stay documentation.
+        compiler_directives={"annotation_typing": False})
+
+
+setup(ext_modules=extensions())
