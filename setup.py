@@ -35,6 +35,19 @@ def source_of(module):
     return str(Path(*module.split(".")[1:]).with_suffix(".py"))
 
 
+def package_tree():
+    """A folder in build/ where the package's folders appear as greensq/<folder> (links),
+    as Cython looks for a module's .pxd (``greensq.actors._c_topic`` ->
+    ``greensq/actors/_c_topic.pxd``) and for what it cimports."""
+    tree = ROOT / "build" / "cython" / "include"
+    (tree / "greensq").mkdir(parents=True, exist_ok=True)
+    for folder in ("actors", "services", "http", "client"):
+        link = tree / "greensq" / folder
+        if not link.is_symlink():
+            link.symlink_to(Path("..", "..", "..", "..", folder))
+    return str(tree)
+
+
 def extensions():
     compiled = load_compiled()
     if compiled.PURE_PYTHON or cythonize is None:
@@ -42,7 +55,8 @@ def extensions():
     return cythonize(
         [Extension(compiled.compiled_name(module), [source_of(module)], optional=True)
          for module in compiled.MODULES],
-        build_dir="build/cython", language_level=3, quiet=True,
+        build_dir="build/cython", include_path=[package_tree()], language_level=3,
+        quiet=True,
         # Types come from the .pxd files only: the annotations stay documentation.
         compiler_directives={"annotation_typing": False})
 
