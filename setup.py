@@ -8,9 +8,11 @@ missing (a build without isolation), builds none.
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 try:
     from Cython.Build import cythonize
@@ -53,7 +55,10 @@ def extensions():
     if compiled.PURE_PYTHON or cythonize is None:
         return []
     return cythonize(
-        [Extension(compiled.compiled_name(module), [source_of(module)], optional=True)
+        # No debug information: a smaller wheel, built faster (profilers still see the
+        # functions' names).
+        [Extension(compiled.compiled_name(module), [source_of(module)],
+                   extra_compile_args=["-g0"])
          for module in compiled.MODULES],
         build_dir="build/cython", include_path=[package_tree()], language_level=3,
         quiet=True,
@@ -61,4 +66,16 @@ def extensions():
         compiler_directives={"annotation_typing": False})
 
 
-setup(ext_modules=extensions())
+class BuildOptionalExtensions(build_ext):
+    """setuptools' build_ext, for which a compiled module that cannot be built is a warning,
+    not an error, whatever the reason (no compiler, no Python headers)."""
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            print(f"warning: {ext.name} not compiled ({exc}): it runs as pure Python",
+                  file=sys.stderr)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildOptionalExtensions})

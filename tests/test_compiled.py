@@ -6,8 +6,10 @@ the protocol and HTTP tests pass on the pure build too."""
 import importlib
 import inspect
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from greensq.actors.topic import Topic
 from greensq.services.shared import compiled
 from greensq.services.shared.compiled import MODULES, PURE_PYTHON, build, compiled_name
-from support import Daemon, cannot_run
+from support import FROM_INSTALLED_COPY, Daemon, cannot_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,3 +110,35 @@ def test_the_compiled_module_s_own_last_line_does_nothing():
     compiled.use_compiled(namespace)
     assert namespace == {"__name__": compiled_name("greensq.services.shared.wire"),
                          "marker": 1}
+
+
+@pytest.mark.slow   # builds a wheel, runs an interpreter
+def test_an_install_without_a_compiler_runs_pure_python(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for folder in ("actors", "services", "http", "client"):
+        shutil.copytree(REPO / folder, source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", "--no-deps",
+         "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, CC=str(tmp_path / "no-such-compiler")))
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    [wheel] = (tmp_path / "dist").glob("greensq-*.whl")
+    assert not [name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".so")]
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "install",
+                    "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    script = FROM_INSTALLED_COPY + (
+        "from greensq.services.shared.version import version_banner\n"
+        "from greensq.actors import topic\n"
+        "print(version_banner('nsqd'), topic.__file__.startswith(sys.argv[1]),\n"
+        "      type(topic.Topic.on_pub).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(site)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(", pure Python) True function\n"), done.stdout
