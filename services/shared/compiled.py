@@ -31,6 +31,8 @@ import os
 
 MODULES = (
     "greensq.services.shared.wire",
+    "greensq.services.shared.frames",
+    "greensq.services.shared.compression",
     "greensq.services.shared.message",
     "greensq.services.shared.batches",
     "greensq.services.shared.transport",
