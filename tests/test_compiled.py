@@ -4,6 +4,7 @@ runs the same source uncompiled; a daemon says which at start and in ``--version
 the protocol and HTTP tests pass on the pure build too."""
 
 import importlib
+import importlib.util
 import inspect
 import os
 import shutil
@@ -142,3 +143,21 @@ def test_an_install_without_a_compiler_runs_pure_python(tmp_path):
                           text=True, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith(", pure Python) True function\n"), done.stdout
+
+
+def test_a_compiled_module_older_than_its_source_is_not_used(tmp_path, caplog):
+    """A checkout edited since it was compiled runs what it says, not the old build."""
+    if build() != "compiled":
+        pytest.skip(f"greensq's modules are not compiled here ({build()})")
+    name = "greensq.services.shared.wire"
+    compiled_at = os.stat(importlib.util.find_spec(compiled_name(name)).origin).st_mtime
+    source = tmp_path / "wire.py"
+    source.write_text("")
+    for edited_at, runs_compiled in ((compiled_at + 60, False), (compiled_at - 60, True)):
+        os.utime(source, (edited_at, edited_at))
+        namespace = {"__name__": name, "__file__": str(source)}
+        compiled.use_compiled(namespace)
+        assert ("StreamReader" in namespace) == runs_compiled
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{compiled_name(name)} is older than {source}: running the source "
+        "(pip install -e . compiles it again)"]

@@ -13,8 +13,10 @@ these modules ends with
 which, as gevent's ``import_c_accel`` does for its hub and queues, replaces what the
 module's own code just defined with what the compiled module defined: every importer then
 gets the compiled classes and functions. The source runs as it is when the extension is
-missing (installed without a compiler) or when ``GREENSQ_PURE_PYTHON`` is set in the
-environment (to anything but ``0``), which also makes the install build none.
+missing (installed without a compiler), when it is older than the source (a checkout
+edited since ``pip install -e .``: a warning says so, and the install rebuilds it), or
+when ``GREENSQ_PURE_PYTHON`` is set in the environment (to anything but ``0``), which also
+makes the install build none.
 
 What keeps the two builds one program:
 - The compiled module runs the same last line; there ``use_compiled`` does nothing.
@@ -27,6 +29,7 @@ What keeps the two builds one program:
 
 import importlib
 import importlib.util
+import logging
 import os
 
 MODULES = (
@@ -54,6 +57,10 @@ PURE_PYTHON = os.environ.get("GREENSQ_PURE_PYTHON", "") not in ("", "0")
 _OWN = frozenset(["__name__", "__file__", "__spec__", "__loader__", "__package__",
                   "__cached__", "__builtins__"])
 _PREFIX = "_c_"
+# An installer may write a module's source a moment after its compiled module.
+_INSTALL_SKEW = 2.0   # seconds
+
+log = logging.getLogger("greensq")
 
 
 def compiled_name(module):
@@ -64,16 +71,28 @@ def compiled_name(module):
 
 def use_compiled(module_globals):
     """At the end of a module of MODULES: take the compiled module's definitions in place
-    of the module's own, unless pure Python is asked for or the extension is missing."""
+    of the module's own, unless pure Python is asked for or the extension is missing or
+    older than the source."""
     package, _, name = module_globals["__name__"].rpartition(".")
     if name.startswith(_PREFIX) or PURE_PYTHON:
         return
-    try:
-        compiled = importlib.import_module(compiled_name(module_globals["__name__"]))
-    except ModuleNotFoundError:
+    compiled_module = compiled_name(module_globals["__name__"])
+    if importlib.util.find_spec(compiled_module) is None:
         return
+    if not _compiled_is_current(compiled_module, module_globals["__file__"]):
+        log.warning("%s is older than %s: running the source (pip install -e . "
+                    "compiles it again)", compiled_module, module_globals["__file__"])
+        return
+    compiled = importlib.import_module(compiled_module)
     module_globals.update((key, value) for key, value in vars(compiled).items()
                           if key not in _OWN)
+
+
+def _compiled_is_current(compiled_module, source):
+    """Whether the compiled module ``compiled_module`` (which exists) was built from the
+    source as it is now, as far as the files' times tell."""
+    compiled_at = os.stat(importlib.util.find_spec(compiled_module).origin).st_mtime
+    return os.stat(source).st_mtime <= compiled_at + _INSTALL_SKEW
 
 
 def build():
@@ -83,6 +102,8 @@ def build():
     if PURE_PYTHON:
         return "pure Python"
     found = sum(importlib.util.find_spec(compiled_name(module)) is not None
+                and _compiled_is_current(compiled_name(module),
+                                         importlib.util.find_spec(module).origin)
                 for module in MODULES)
     if found == len(MODULES):
         return "compiled"
