@@ -30,6 +30,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.queue import Empty, Full, Queue
 
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.wire import INTERNAL_ERROR_IN
 
 log = logging.getLogger("greensq")
@@ -338,3 +339,6 @@ class MessageHolder(Actor):
     def on_unpause(self):
         self.paused = False
         self.nsqd.metadata_changed()
+
+
+use_compiled(globals())

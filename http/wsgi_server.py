@@ -37,6 +37,7 @@ import httptools
 from gevent.server import StreamServer
 
 from greensq.http.accept_share import MAX_PAUSES, PAUSE
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.transport import PlainTransport, TLSTransport
 
 log = logging.getLogger("greensq")
@@ -470,3 +471,6 @@ def _shutdown(sock):
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+use_compiled(globals())
