@@ -4,7 +4,7 @@ An HTTP worker answers many connections at once, one greenlet each. The ``/pub``
 requests for a topic that reach it in one turn of the hub leave as one MPUB, sent at
 once behind any still in flight (the connection pipelines them), and each request is
 answered when that MPUB is: 200 once nsqd has said OK, that is once every message of it
-is stored. A request alone in its turn goes as a PUB.
+is stored. A request alone in its turn goes as a PUB, without waiting for the turn to end.
 
 MPUB is all or nothing, so one request must never fail its neighbours: each was checked
 with NSQ's checks before it joined (publish_api.py), and only what fails the whole batch
@@ -13,12 +13,19 @@ stays within nsqd's ``--max-body-size``; a request that would overflow it starts
 next one.
 """
 
-from gevent import sleep
+from gevent import get_hub, sleep
 from gevent.event import AsyncResult
 
 from greensq.services.shared.wire import SIZE
 
 _COUNT_SIZE = SIZE.size     # an MPUB body: the count, then each message's size and bytes
+
+
+def others_ready():
+    """Whether other greenlets run before the hub waits again: watchers ready (another
+    connection's request read) or callbacks queued (a greenlet spawned or woken)."""
+    loop = get_hub().loop
+    return loop.pendingcnt > 0 or bool(getattr(loop, "_callbacks", True))
 
 
 class _Batch:
@@ -47,6 +54,9 @@ class Coalescer:
             batch.bodies.append(body)
             batch.size += SIZE.size + len(body)
             return batch.done.get()
+        if not others_ready():      # alone in its turn of the hub (one connection)
+            self.send(topic, [body])
+            return None
         # The first request of the batch sends it, once the others of this turn of the
         # hub have joined (sleep(0) resumes after the greenlets already woken).
         batch = self.gathering[topic] = _Batch(body)

@@ -11,6 +11,7 @@ import re
 
 from greensq.actors.actor import HandlerFailed, Refused, StoreFailed
 from greensq.actors.topic import QueueFull
+from greensq.http.coalescing import Coalescer
 from greensq.http.nsq_http import (
     GO_INT, NsqHTTPError, bool_param, config_body, create_api, query_params, required_param,
     respond_json, respond_ping, respond_text, topic_channel_params, topic_param)
@@ -48,12 +49,23 @@ class Resource:
         return channel
 
 
+class _TryAlone(Exception):
+    """A batch of ``/pub`` requests that a topic's bounded queue refused whole."""
+
+
 class CorePublisher:
-    """``/pub`` and ``/mpub`` publishing straight into the core (see publish_api.py)."""
+    """``/pub`` and ``/mpub`` publishing straight into the core (see publish_api.py).
+
+    Concurrent ``/pub`` requests for one topic are published together, as one batch
+    (coalescing.py: a third less CPU a request under 16 connections), each answered once
+    the batch is stored. A batch the topic's bounded queue refuses whole is published
+    again one request at a time, so that each gets the answer NSQ gives it alone.
+    """
 
     def __init__(self, nsqd):
         self.nsqd = nsqd
         self.limits = nsqd.opts
+        self.coalescer = Coalescer(self._publish_together, self.limits)
 
     def topic(self, params):
         """The ``topic`` parameter of a publish, checked (a topic that exists has a valid
@@ -68,7 +80,21 @@ class CorePublisher:
             self.nsqd.get_topic(name)
 
     def publish(self, topic_name, body, defer_ms=0):
-        self.publish_batch(topic_name, [body], defer_ms)
+        if defer_ms:
+            self.publish_batch(topic_name, [body], defer_ms)
+            return
+        try:
+            self.coalescer.publish(topic_name, body)
+        except _TryAlone:
+            self.publish_batch(topic_name, [body])
+
+    def _publish_together(self, topic_name, bodies):
+        try:
+            self.publish_batch(topic_name, bodies)
+        except NsqHTTPError as err:
+            if len(bodies) > 1 and err.message == "QUEUE_FULL":
+                raise _TryAlone() from None
+            raise
 
     def publish_batch(self, topic_name, bodies, defer_ms=0):
         """Publish; answered once stored. A full bounded queue is 503 ``QUEUE_FULL``,

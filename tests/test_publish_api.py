@@ -8,6 +8,7 @@ import io
 import sys
 
 import falcon
+import gevent
 import pytest
 
 from greensq.http.nsq_http import NsqHTTPError, create_api
@@ -93,3 +94,16 @@ def test_an_internal_connection_is_no_client_and_survives_a_failed_publish():
         assert nsqd.topic_stats("other")["message_count"] == 1
     finally:
         nsqd.close()
+
+
+def test_concurrent_pubs_to_a_nearly_full_topic_are_answered_each_alone(app):
+    """Concurrent /pub requests are stored together, but a full bounded queue refuses each
+    on its own, as NSQ does: as many are stored as fit one by one."""
+    fits = 0
+    while wsgi(app, "POST", "/pub?topic=alone", b"x" * 40)[0] == "200 OK":
+        fits += 1       # how many fit in a topic, one by one
+    greenlets = [gevent.spawn(wsgi, app, "POST", "/pub?topic=crowded", b"x" * 40)
+                 for _ in range(8)]
+    gevent.joinall(greenlets, raise_error=True)
+    statuses = sorted(greenlet.value[0] for greenlet in greenlets)
+    assert statuses == ["200 OK"] * fits + ["503 Service Unavailable"] * (8 - fits)
