@@ -56,6 +56,11 @@ def publish_error(error):
     return NsqHTTPError(503, "EXITING")
 
 
+def _no_room(error):
+    """A publish refused by a full bounded queue (nsqd's E_PUB_FAILED / E_MPUB_FAILED)."""
+    return isinstance(error, ProtocolError) and NO_ROOM_ON_DISK in error.description
+
+
 def mpub_batches(bodies, max_body_size):
     """``bodies`` (a list, or a big batch's SlicedBodies) as lists that each fit in one
     MPUB of at most ``max_body_size`` bytes."""
@@ -81,7 +86,7 @@ class UpstreamPublisher:
         self.producer = producer
         self.forwarder = forwarder
         self.limits = limits
-        self.coalescer = Coalescer(self._send_batch, limits)
+        self.coalescer = Coalescer(self._send_batch, limits, no_room=_no_room)
         self._valid_topics = set()
 
     def topic(self, params):

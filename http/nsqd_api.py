@@ -49,23 +49,18 @@ class Resource:
         return channel
 
 
-class _TryAlone(Exception):
-    """A batch of ``/pub`` requests that a topic's bounded queue refused whole."""
-
-
 class CorePublisher:
     """``/pub`` and ``/mpub`` publishing straight into the core (see publish_api.py).
 
     Concurrent ``/pub`` requests for one topic are published together, as one batch
     (coalescing.py: a third less CPU a request under 16 connections), each answered once
-    the batch is stored. A batch the topic's bounded queue refuses whole is published
-    again one request at a time, so that each gets the answer NSQ gives it alone.
+    the batch is stored.
     """
 
     def __init__(self, nsqd):
         self.nsqd = nsqd
         self.limits = nsqd.opts
-        self.coalescer = Coalescer(self._publish_together, self.limits)
+        self.coalescer = Coalescer(self.publish_batch, self.limits, no_room=_queue_full)
 
     def topic(self, params):
         """The ``topic`` parameter of a publish, checked (a topic that exists has a valid
@@ -82,19 +77,8 @@ class CorePublisher:
     def publish(self, topic_name, body, defer_ms=0):
         if defer_ms:
             self.publish_batch(topic_name, [body], defer_ms)
-            return
-        try:
+        else:
             self.coalescer.publish(topic_name, body)
-        except _TryAlone:
-            self.publish_batch(topic_name, [body])
-
-    def _publish_together(self, topic_name, bodies):
-        try:
-            self.publish_batch(topic_name, bodies)
-        except NsqHTTPError as err:
-            if len(bodies) > 1 and err.message == "QUEUE_FULL":
-                raise _TryAlone() from None
-            raise
 
     def publish_batch(self, topic_name, bodies, defer_ms=0):
         """Publish; answered once stored. A full bounded queue is 503 ``QUEUE_FULL``,
@@ -107,6 +91,10 @@ class CorePublisher:
             raise NsqHTTPError(503, "EXITING") from None
         except HandlerFailed:
             raise NsqHTTPError(500, "INTERNAL_ERROR") from None
+
+
+def _queue_full(error):
+    return isinstance(error, NsqHTTPError) and error.message == "QUEUE_FULL"
 
 
 class Ping(Resource):

@@ -91,3 +91,28 @@ def test_a_batch_stays_within_the_nsqds_max_body_size(max_body_size):
                for _, batch in upstream.batches)
     if max_body_size == 1000:
         assert len(upstream.batches) == 1
+
+
+class QueueFull(Exception):
+    pass
+
+
+def test_a_batch_refused_for_room_is_sent_again_request_by_request():
+    """A bounded queue with room for 2 messages: a batch of 5 is refused whole, and
+    sent again one request at a time, 2 are stored and 3 refused, each on its own."""
+    stored, batches = [], []
+
+    def send(topic, bodies):
+        batches.append(list(bodies))
+        if len(stored) + len(bodies) > 2:
+            raise QueueFull()
+        stored.extend(bodies)
+
+    coalescer = Coalescer(send, SimpleNamespace(max_body_size=1 << 20),
+                          no_room=lambda error: isinstance(error, QueueFull))
+    greenlets = publish_all(coalescer, [("t", b"m%d" % i) for i in range(5)])
+    gevent.joinall(greenlets, timeout=10)
+    refused = [greenlet for greenlet in greenlets if isinstance(greenlet.exception, QueueFull)]
+    assert len(stored) == 2 and len(refused) == 3
+    assert batches[0] == [b"m%d" % i for i in range(5)]
+    assert all(len(batch) == 1 for batch in batches[1:])
