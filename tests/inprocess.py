@@ -87,12 +87,18 @@ class InProcessDaemon:
         self.core = None
         self.http_client = None
 
-    def connect(self, magic=None, timeout=10.0):
-        """A client (``client_class``) on a new connection; ``magic`` overrides the
-        protocol magic it sends first (b"" sends none)."""
+    def accept(self):
+        """``(our socket, address)`` of a new connection the daemon serves as its TCP
+        listener would (the protocol magic is ours to send)."""
         ours, theirs = gsocket.socketpair()
         address = ("127.0.0.1", next(_peer_ports))
         self.connections.spawn(serve_connection, theirs, address, self.core.tcp_protocols())
+        return ours, address
+
+    def connect(self, magic=None, timeout=10.0):
+        """A client (``client_class``) on a new connection; ``magic`` overrides the
+        protocol magic it sends first (b"" sends none)."""
+        ours, address = self.accept()
         client = self.client_class(sock=ours, timeout=timeout, magic=magic)
         client.remote_address = "%s:%d" % address    # as the daemon names the connection
         self.clients.append(client)
