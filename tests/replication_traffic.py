@@ -102,7 +102,7 @@ def main(config):
     if received.issuperset(acked):
         drained.set()
     drained.wait(config["drain_timeout"])
-    consumer.close()
+    consumer.close(timeout=1.0)     # a connection to a dead host would hold it 10 s
     report(done=True, acked_at=acked, deliveries=deliveries, failed_by_host=failed)
 
 
