@@ -80,7 +80,7 @@ class Cluster:
         wait_until(lambda: daemon.channel_stats(TOPIC, CHANNEL)["depth"] >= count, 30, 0.1,
                    f"{count} messages held on {name}")
 
-    def traffic(self, interval=0.05, drain_timeout=60):
+    def traffic(self, interval=0.002, drain_timeout=60):
         """Publishers to every nsqd, a consumer through nsqlookupd (stopped with the
         cluster)."""
         self.traffics.append(Traffic({
