@@ -228,6 +228,8 @@ class Daemon(StatsQueries, WatchedProcess):
     """A daemon process (greensq's nsqd by default, ``module`` another launcher, ``binary``
     another program taking NSQ's flags) on loopback ports, port 0 unless told."""
 
+    http_host = "127.0.0.1"    # where its HTTP port is reached
+
     def __init__(self, data_path, args=(), module=NSQD_MODULE, tcp_address="127.0.0.1:0",
                  http_address="127.0.0.1:0", env=None, data_path_flag=True,
                  new_session=False, binary=None, python=None):
@@ -314,7 +316,7 @@ class Daemon(StatsQueries, WatchedProcess):
 
     def http(self, method, path, body=None, headers=None):
         """``(status, headers, body bytes)`` of one request."""
-        url = f"http://127.0.0.1:{self.http_port}{path}"
+        url = f"http://{self.http_host}:{self.http_port}{path}"
         data = body.encode() if isinstance(body, str) else body
         request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
         try:

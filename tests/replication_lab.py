@@ -12,8 +12,6 @@ every packet between them, both ways).
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 
 from deploy_lab.lab import Lab, run
 
@@ -44,13 +42,8 @@ class NetworkLab(Lab):
         self.cuts = []
 
     def start(self):
-        run("ip", "link", "add", self.bridge, "type", "bridge")
-        self.links_made.append(self.bridge)
-        run("ip", "addr", "add", f"{self.controller_address}/{self.subnet.prefixlen}",
-            "dev", self.bridge)
-        run("ip", "link", "set", self.bridge, "up")
+        self.make_network()
         for host in self.hosts:
-            self.add_to_network(host)
             os.makedirs(host.dir)
 
     def kill_host(self, host):
@@ -97,6 +90,7 @@ class HostDaemon(Daemon):
         super().__init__(data_path, args, tcp_address=f"{host.address}:{tcp_port}",
                          http_address=f"{host.address}:{http_port}", **kwargs)
         self.host = host
+        self.http_host = host.address
         self.fixed_tcp, self.fixed_http = tcp_port, http_port
 
     def command(self):
@@ -114,13 +108,7 @@ class HostDaemon(Daemon):
         return self.http("GET", "/ping")[0] is not None
 
     def http(self, method, path, body=None, headers=None):
-        url = f"http://{self.host.address}:{self.http_port}{path}"
-        data = body.encode() if isinstance(body, str) else body
-        request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
+            return super().http(method, path, body, headers)
         except OSError:
-            return None, {}, b""
+            return None, {}, b""      # the host is down, or cut off
