@@ -35,6 +35,7 @@ def main(config):
     deliveries = []
     failed = {name: 0 for name in config["hosts"]}
     stopping = gevent.event.Event()
+    published = gevent.event.Event()    # every publisher has stopped: ``acked`` is final
     drained = gevent.event.Event()
     interval = config["interval"]
     batch = config.get("batch", 5)
@@ -73,7 +74,7 @@ def main(config):
         body = message.body.decode()
         deliveries.append((body, time.time(), message.nsqd_address))
         received.add(body)
-        if stopping.is_set() and received.issuperset(acked):
+        if published.is_set() and received.issuperset(acked):
             drained.set()
 
     def report(**extra):
@@ -98,6 +99,7 @@ def main(config):
         pass
     stopping.set()
     gevent.joinall(workers)
+    published.set()
     reporter.join()
     if received.issuperset(acked):
         drained.set()

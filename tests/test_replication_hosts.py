@@ -64,6 +64,10 @@ class Cluster:
         wait_until(lambda: self.replica(name)["state"] == "up", timeout, 0.1,
                    f"{name}'s replica up")
 
+    def tcp_address(self, name):
+        """nsqd ``name``'s address, as consumers see it in a message's source."""
+        return f"{self.lab[name].address}:{NSQD_TCP}"
+
     def copy_on(self, replica, primary):
         """The copy nsqd ``replica`` keeps of ``primary``'s messages (its /stats)."""
         address = self.lab[primary].address
@@ -166,6 +170,11 @@ class Report:
         return sum(count - 1 for body, count in self.counts.items()
                    if body.startswith(prefix) and body not in excluding)
 
+    def bodies_from(self, address, prefix):
+        """The bodies starting with ``prefix`` that the nsqd at ``address`` delivered."""
+        return {body for body, _, source in self.deliveries
+                if source == address and body.startswith(prefix)}
+
     def first_delivery(self, prefix, address, after):
         """When a body starting with ``prefix`` first came from ``address`` after ``after``."""
         times = [at for body, at, source in self.deliveries
@@ -222,6 +231,14 @@ def phase(name, since):
     print(f"  [{time.monotonic() - since:6.1f} s] {name}")
 
 
+def drained(traffic, since):
+    """300 more deliveries, then the traffic stopped: its report."""
+    traffic.wait_for(300)
+    report = traffic.finish()
+    phase("drained", since)
+    return report
+
+
 @pytest.mark.parametrize("back", ["after_takeover", "at_once"])
 @pytest.mark.parametrize("mode", ["default", "durable"])
 def test_a_whole_host_dies_and_comes_back(lab, running, mode, back):
@@ -252,12 +269,9 @@ def test_a_whole_host_dies_and_comes_back(lab, running, mode, back):
     cluster.wait_replica_up("h1")
     cluster.wait_replica_up("h3")
     phase("replicas up", t0)
-    traffic.wait_for(300)
-    report = traffic.finish()
-    phase("drained", t0)
-    h1, h2 = (f"{lab[name].address}:{NSQD_TCP}" for name in ("h1", "h2"))
-    taken = {body for body, _, source in report.deliveries
-             if source == h2 and body.startswith("h1-")}    # h2 has no others of h1's
+    report = drained(traffic, t0)
+    h1, h2 = cluster.tcp_address("h1"), cluster.tcp_address("h2")
+    taken = report.bodies_from(h2, "h1-")    # h2 delivers no others of h1's
     # Duplicates that are not the replica's: a publish whose OK died with h1, sent again
     # by the client to h1 back (acknowledged after the kill, yet in h2's copy); and in the
     # default mode, what h1's disk queues replay from their last synced read position.
@@ -303,12 +317,9 @@ def test_a_primary_cut_off_from_its_replica_for_30_seconds(lab, running):
     cluster.wait_replica_up("h1")
     cluster.resume("h1")
     phase("h1's replica up", t0)
-    traffic.wait_for(300)
-    report = traffic.finish()
-    phase("drained", t0)
-    h1, h2 = (f"{lab[name].address}:{NSQD_TCP}" for name in ("h1", "h2"))
-    from_h2 = {body for body, _, source in report.deliveries
-               if source == h2 and body.startswith("h1-")}
+    report = drained(traffic, t0)
+    h1, h2 = cluster.tcp_address("h1"), cluster.tcp_address("h2")
+    from_h2 = report.bodies_from(h2, "h1-")
     again = [body for body, at, source in report.deliveries
              if source == h1 and at > restored_at and body in from_h2]
     print(f"\npartition: {report.summary()}; h2 took over {bound} of h1's messages; "
@@ -345,9 +356,7 @@ def test_a_replica_restarted_under_load_is_brought_up_to_date(lab, running):
     wait_until(lambda: cluster.copy_on("h2", "h1")["state"] == "taken_over", 30, 0.1,
                "h2 to take over")
     phase("h2 took over h1", t0)
-    traffic.wait_for(300)
-    report = traffic.finish()
-    phase("drained", t0)
+    report = drained(traffic, t0)
     gap = report.max_ack_gap("h1", down_at, up_at)
     print(f"\nreplica restart: {report.summary()}; longest wait for an OK from h1 while "
           f"its replica was down and catching up: {gap:.3f} s")
