@@ -12,7 +12,7 @@ nsqd.
 It prints ``{"acked": N, "received": M, "failed": F}`` once a second. On a line ``stop`` on
 stdin it stops publishing, waits up to ``drain_timeout`` seconds for every acknowledged
 body, and prints the report as the last line: ``acked`` (body -> time acknowledged),
-``deliveries`` ([body, time, nsqd address] in order), ``failed`` (publishes refused or
+``deliveries`` ([body, time, nsqd address, attempts] in order), ``failed`` (publishes refused or
 unanswered, by host).
 """
 
@@ -72,7 +72,7 @@ def main(config):
 
     def handler(message):
         body = message.body.decode()
-        deliveries.append((body, time.time(), message.nsqd_address))
+        deliveries.append((body, time.time(), message.nsqd_address, message.attempts))
         received.add(body)
         if published.is_set() and received.issuperset(acked):
             drained.set()

@@ -10,6 +10,7 @@ Without root, namespaces or iptables they are skipped.
 """
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 
 from replication_lab import (LOOKUPD_HTTP, LOOKUPD_TCP, NSQD_TCP, HostDaemon, NetworkLab,
                              missing_requirements)
-from support import cannot_run, wait_until
+from support import V2Client, cannot_run, wait_until
 
 from greensq.http.testing import NSQLOOKUPD_MODULE
 
@@ -160,7 +161,7 @@ class Report:
         self.deliveries = document["deliveries"]
         self.failed = document["failed_by_host"]
         self.counts = {}
-        for body, _, _ in self.deliveries:
+        for body, *_ in self.deliveries:
             self.counts[body] = self.counts.get(body, 0) + 1
 
     def missing(self):
@@ -172,12 +173,12 @@ class Report:
 
     def bodies_from(self, address, prefix):
         """The bodies starting with ``prefix`` that the nsqd at ``address`` delivered."""
-        return {body for body, _, source in self.deliveries
+        return {body for body, _, source, _ in self.deliveries
                 if source == address and body.startswith(prefix)}
 
     def first_delivery(self, prefix, address, after):
         """When a body starting with ``prefix`` first came from ``address`` after ``after``."""
-        times = [at for body, at, source in self.deliveries
+        times = [at for body, at, source, _ in self.deliveries
                  if body.startswith(prefix) and source == address and at > after]
         return min(times) if times else None
 
@@ -231,6 +232,16 @@ def phase(name, since):
     print(f"  [{time.monotonic() - since:6.1f} s] {name}")
 
 
+class InFlight(V2Client):
+    """A consumer of an nsqd's channel that takes ``count`` messages and never finishes
+    them: they are in flight when its host dies (``bodies``)."""
+
+    def __init__(self, address, count):
+        super().__init__(sock=socket.create_connection((address, NSQD_TCP), timeout=10))
+        self.sub(TOPIC, CHANNEL, rdy=count)
+        self.bodies = {self.read_message().body.decode() for _ in range(count)}
+
+
 def drained(traffic, since):
     """300 more deliveries, then the traffic stopped: its report."""
     traffic.wait_for(300)
@@ -251,11 +262,13 @@ def test_a_whole_host_dies_and_comes_back(lab, running, mode, back):
     t0 = time.monotonic()
     traffic = cluster.traffic()
     traffic.wait_for(300)
+    in_flight = InFlight(lab["h1"].address, 50)
     cluster.hold_back("h1", 200)     # h1 dies with messages queued, not only in flight
     phase("200 held on h1", t0)
     killed_at = time.time()
     lab.kill_host(lab["h1"])
     dead_at = time.time()      # no OK of the h1 that died after this
+    in_flight.close()
     if back == "after_takeover":
         wait_until(lambda: (cluster.copy_on("h2", "h1") or {}).get("state") == "taken_over",
                    30, 0.1, "h2 to take over h1's messages")
@@ -276,18 +289,23 @@ def test_a_whole_host_dies_and_comes_back(lab, running, mode, back):
     # by the client to h1 back (acknowledged after the kill, yet in h2's copy); and in the
     # default mode, what h1's disk queues replay from their last synced read position.
     resent = {body for body in taken if report.acked.get(body, 0) > dead_at}
-    before = {body for body, at, source in report.deliveries if source == h1 and at < killed_at}
-    replayed = {body for body, at, source in report.deliveries
+    before = {body for body, at, source, _ in report.deliveries if source == h1 and at < killed_at}
+    replayed = {body for body, at, source, _ in report.deliveries
                 if source == h1 and at > back_at and body in before}
     by_replica = report.duplicates("h1-", excluding=resent | replayed)
     first = report.first_delivery("h1-", h2, killed_at)
     print(f"\n{mode}, back {back}: {report.summary()}; h2 took over {len(taken)} of h1's "
           f"messages, first delivered {first - killed_at:.2f} s after the kill; duplicates "
           f"of h1's messages {report.duplicates('h1-')}: {by_replica} by the takeover, "
-          f"{len(resent)} published again, {len(replayed)} replayed by h1's disk queues")
+          f"{len(resent)} published again, {len(replayed)} replayed by h1's disk queues; "
+          f"{len(in_flight.bodies)} in flight at the kill")
     assert not report.missing(), f"acknowledged, never delivered: {report.missing()[:20]}"
     assert by_replica <= len(taken)
-    again = [body for body, at, source in report.deliveries
+    redelivered = {body for body, _, source, attempts in report.deliveries
+                   if source == h2 and attempts >= 2}
+    assert in_flight.bodies <= redelivered, "in flight at h1's death, not delivered again " \
+        f"by h2: {sorted(in_flight.bodies - redelivered)[:20]}"
+    again = [body for body, at, source, _ in report.deliveries
              if source == h1 and at > back_at and body in taken - resent]
     assert not again, f"h1 delivered again what h2 took over: {again[:20]}"
     if mode == "durable":
@@ -320,7 +338,7 @@ def test_a_primary_cut_off_from_its_replica_for_30_seconds(lab, running):
     report = drained(traffic, t0)
     h1, h2 = cluster.tcp_address("h1"), cluster.tcp_address("h2")
     from_h2 = report.bodies_from(h2, "h1-")
-    again = [body for body, at, source in report.deliveries
+    again = [body for body, at, source, _ in report.deliveries
              if source == h1 and at > restored_at and body in from_h2]
     print(f"\npartition: {report.summary()}; h2 took over {bound} of h1's messages; "
           f"duplicates of h1's messages {report.duplicates('h1-')}")
