@@ -6,7 +6,8 @@ TCP (PUB, MPUB) and HTTP to every nsqd and consumers through nsqlookupd
 other, a replica restarts: no acknowledged message is lost, and the duplicates stay
 within README's bound ("Replication"). Each test prints what it measured.
 
-Without root, namespaces or iptables they are skipped.
+Without root, namespaces or iptables they are skipped (under CI they fail instead). The
+failover timeout is the default 5 s where a host dies, 2 s elsewhere to keep them short.
 """
 
 import json
@@ -229,6 +230,7 @@ def running(lab, tmp_path):
 
 
 def phase(name, since):
+    """Print how far a test has come (shown with -s: where the time goes)."""
     print(f"  [{time.monotonic() - since:6.1f} s] {name}")
 
 
