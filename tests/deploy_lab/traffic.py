@@ -23,7 +23,8 @@ from greensq.client.errors import NSQError
 def main(config):
     acked, received = set(), set()
     outstanding = set()              # acknowledged, not received yet
-    drained = gevent.event.Event()   # set once stopping and nothing is outstanding
+    published = gevent.event.Event()   # the publisher has stopped: ``acked`` is final
+    drained = gevent.event.Event()     # set once published and nothing is outstanding
     failed = 0
     deliveries = 0
     stopping = gevent.event.Event()
@@ -51,7 +52,7 @@ def main(config):
         body = message.body.decode()
         received.add(body)
         outstanding.discard(body)
-        if stopping.is_set() and not outstanding:
+        if published.is_set() and not outstanding:
             drained.set()
 
     def report(**extra):
@@ -74,6 +75,7 @@ def main(config):
         pass
     stopping.set()
     publisher.join()
+    published.set()
     reporter.join()
     if not outstanding:
         drained.set()
