@@ -22,7 +22,8 @@ import time
 
 import gevent
 import gevent.event
-from gevent.fileobject import FileObjectThread
+
+from deploy_lab.traffic import report_every_second, wait_for_stop, write_line
 
 from greensq.client import Consumer, Producer
 from greensq.client.errors import NSQError
@@ -77,15 +78,9 @@ def main(config):
         if published.is_set() and received.issuperset(acked):
             drained.set()
 
-    def report(**extra):
-        line = {"acked": len(acked), "received": len(received),
-                "failed": sum(failed.values()), **extra}
-        sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
-
-    def report_forever():
-        while not stopping.wait(1.0):
-            report()
+    def progress():
+        return {"acked": len(acked), "received": len(received),
+                "failed": sum(failed.values())}
 
     consumer = Consumer(config["topic"], config["channel"], handler,
                         lookupd_http_addresses=config["lookupd"], max_in_flight=200,
@@ -93,10 +88,8 @@ def main(config):
     consumer.start()
     workers = [gevent.spawn(publisher, name, address, way)
                for name, address in config["hosts"].items() for way in ("pub", "mpub", "http")]
-    reporter = gevent.spawn(report_forever)
-    stdin = FileObjectThread(sys.stdin)
-    while stdin.readline().strip() not in ("stop", ""):
-        pass
+    reporter = gevent.spawn(report_every_second, stopping, progress)
+    wait_for_stop()
     stopping.set()
     gevent.joinall(workers)
     published.set()
@@ -105,7 +98,8 @@ def main(config):
         drained.set()
     drained.wait(config["drain_timeout"])
     consumer.close(timeout=1.0)     # a connection to a dead host would hold it 10 s
-    report(done=True, acked_at=acked, deliveries=deliveries, failed_by_host=failed)
+    write_line({**progress(), "done": True, "acked_at": acked, "deliveries": deliveries,
+                "failed_by_host": failed})
 
 
 if __name__ == "__main__":
