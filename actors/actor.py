@@ -30,6 +30,8 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.queue import Empty, Full, Queue
 
+from greensq.services.shared.compiled import use_compiled
+
 log = logging.getLogger("greensq")
 
 
@@ -336,3 +338,6 @@ class MessageHolder(Actor):
     def on_unpause(self):
         self.paused = False
         self.nsqd.metadata_changed()
+
+
+use_compiled(globals())

@@ -21,6 +21,7 @@ from collections import OrderedDict
 
 from greensq.actors.actor import MessageHolder, Refused, StoreFailed, in_turn
 from greensq.actors.dead_letters import dead_letter_topic, envelope, is_dead_letter_topic
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.latency import LatencyWindow
 from greensq.services.shared.message import MAX_ATTEMPTS_LIMIT
 from greensq.services.shared.names import is_ephemeral
@@ -414,3 +415,6 @@ class Channel(MessageHolder):
             self.dead_letter_count += len(dead)
             self.queue.finish(dead)      # durable mode: done with here
         return keep
+
+
+use_compiled(globals())

@@ -21,6 +21,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from greensq.services.shared.auth import AuthError, query_any_auth_server
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.compression import DeflateCodec, SnappyCodec
 from greensq.services.shared.json_input import decodes_as
 from greensq.services.shared.tls import tls_required_mode
@@ -416,3 +417,6 @@ class ClientV2:
             raise FatalClientError(
                 "E_UNAUTHORIZED", f"AUTH failed for {verb} on {go_quote(topic_name.encode())} "
                 f"{go_quote(channel_name.encode())}")
+
+
+use_compiled(globals())

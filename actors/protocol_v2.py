@@ -24,6 +24,7 @@ from greensq.actors.client_v2 import (
     STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED, ClientV2)
 from greensq.services.shared import json_input
 from greensq.services.shared.batches import split_mpub_body
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.message import ID_LENGTH
 from greensq.services.shared.names import is_valid_name
 from greensq.services.shared.version import NSQ_VERSION
@@ -430,3 +431,6 @@ COMMANDS = {
     b"CLS": ProtocolV2.cmd_cls, b"AUTH": ProtocolV2.cmd_auth,
     b"IDENTIFY": ProtocolV2.cmd_identify,
 }
+
+
+use_compiled(globals())

@@ -16,6 +16,7 @@ from gevent.queue import Full
 
 from greensq.actors.actor import MessageHolder, Receipt, StoreFailed, in_turn
 from greensq.actors.channel import Channel
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.message import Message
 from greensq.services.shared.names import is_ephemeral
 
@@ -242,3 +243,5 @@ def _bodies_bytes_from(msgs):
     """``bytes_from`` for a list of messages."""
     return lambda first: sum([len(msg.body) for msg in msgs[first:]])
 
+
+use_compiled(globals())

@@ -21,13 +21,16 @@ filled). With ``--nsqd-binary`` (e.g. Go's nsqd) each scenario runs against that
 right after greensq, so both see the same machine, and the last column is greensq's figure
 over the other's. ``--durable`` instead runs each scenario on greensq in durable mode and
 then in the default mode (the last column: durable over default); it picks (a), (b), (c),
-(d) and (i) unless ``--only`` says otherwise. The load generators (nsqbench.py) run in their own processes; the
+(d) and (i) unless ``--only`` says otherwise. ``--pure-python`` adds a column for greensq's
+pure-Python build (its daemons run with ``GREENSQ_PURE_PYTHON=1``) beside the compiled one;
+with ``--nsqd-binary`` too, each greensq column gets its ratio to the other binary. The load generators (nsqbench.py) run in their own processes; the
 lock-step ones ((f), (h), (i)) spread their connections over ``--client-processes``
 processes that multiplex them with epoll, so the client is not the bottleneck. "CPU/op"
 is the user + system time the daemon's processes used during the scenario, divided by
 its operations (messages published or drained, requests).
 
     python bench/scenarios.py [--runfor 10] [--only a,b,...] [--nsqd-binary PATH | --durable]
+                              [--pure-python]
 """
 
 import argparse
@@ -47,6 +50,7 @@ from nsqbench import (
     run_writer, subscribe)
 
 from greensq.http.testing import Daemon, wait_until
+from greensq.services.shared.compiled import build
 from greensq.services.shared.frames import FrameDecoder
 from greensq.services.shared.wire import HEARTBEAT, OK_FRAME
 
@@ -79,10 +83,11 @@ class Result:
 class Scenarios:
     """The scenarios against one kind of nsqd (``binary`` None: greensq)."""
 
-    def __init__(self, tmp, binary, runfor, client_processes, flags=()):
+    def __init__(self, tmp, binary, runfor, client_processes, flags=(), env=None):
         self.tmp = tmp
         self.binary = binary
         self.flags = flags
+        self.env = env
         self.runfor = runfor
         self.client_processes = client_processes
         self.starts = 0
@@ -90,7 +95,7 @@ class Scenarios:
     def start(self, *flags):
         self.starts += 1
         return Daemon(os.path.join(self.tmp, f"data{self.starts}"), [*self.flags, *flags],
-                      binary=self.binary).start()
+                      binary=self.binary, env=self.env).start()
 
     def writer_and_reader(self, only):
         """(a), and (b) on the same nsqd."""
@@ -319,13 +324,13 @@ def binary_label(binary):
 
 
 def print_table(letters, columns):
-    """``columns``: [(server name, {letter: Result})]; the ratio is the first over the
-    second."""
+    """``columns``: [(server name, {letter: Result})]; each column but the last gets its
+    ratio to the last."""
     header = ["scenario"]
     for name, _ in columns:
         header += [name, "CPU/op"]
-    if len(columns) == 2:
-        header.append(f"{columns[0][0]} / {columns[1][0]}")
+    reference = columns[-1][0]
+    header += [f"{name} / {reference}" for name, _ in columns[:-1]]
     rows = [header]
     for letter in letters:
         if letter == "b" and "a" not in letters:
@@ -335,8 +340,10 @@ def print_table(letters, columns):
         for result in results:
             row += [result.text if result else "-",
                     f"{result.cpu_us:.1f} µs" if result and result.cpu_us else ""]
-        if len(results) == 2 and all(r and r.rate for r in results):
-            row.append(f"{results[0].rate / results[1].rate:.2f}")
+        last = results[-1]
+        for result in results[:-1]:
+            row.append(f"{result.rate / last.rate:.2f}"
+                       if result and result.rate and last and last.rate else "")
         rows.append(row)
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
     for row in rows:
@@ -352,20 +359,27 @@ def main():
     side.add_argument("--nsqd-binary", help="another nsqd (e.g. Go's) to run beside greensq")
     side.add_argument("--durable", action="store_true",
                       help="greensq --durable beside greensq's default mode")
+    parser.add_argument("--pure-python", action="store_true",
+                        help="greensq's pure-Python build (GREENSQ_PURE_PYTHON=1) beside it")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="processes of the lock-step load generators (f, h, i)")
     args = parser.parse_args()
+    if args.pure_python and args.durable:
+        parser.error("--pure-python compares builds in the default mode: not with --durable")
     only = args.only or ("a,b,c,d,i" if args.durable else ",".join(NAMES))
     letters = [letter for letter in NAMES if letter in only.split(",")]
     if "b" in letters and "a" not in letters:
         letters.insert(0, "a")   # (b) drains what (a) publishes
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"greensq's build: {build()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        def scenarios(name, binary=None, flags=()):
+        def scenarios(name, binary=None, flags=(), env=None):
             return name, Scenarios(tempfile.mkdtemp(dir=tmp), binary,
-                                   args.runfor, args.client_processes, flags)
+                                   args.runfor, args.client_processes, flags, env)
 
         servers = [scenarios("greensq")]
+        if args.pure_python:
+            servers.append(scenarios("greensq pure", env={"GREENSQ_PURE_PYTHON": "1"}))
         if args.durable:
             servers.insert(0, scenarios("greensq --durable", flags=("--durable",)))
         elif args.nsqd_binary:

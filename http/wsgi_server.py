@@ -36,6 +36,7 @@ import gevent
 import httptools
 from gevent.server import StreamServer
 
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.transport import PlainTransport, TLSTransport
 
 log = logging.getLogger("greensq")
@@ -425,3 +426,6 @@ def _shutdown(sock):
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+use_compiled(globals())

@@ -33,6 +33,20 @@ def cannot_run(reason):
     pytest.skip(reason)
 
 
+# The start of a script run as ``python -c SCRIPT SITE`` that imports greensq from an
+# installed copy in the folder SITE only, forgetting the editable install of the checkout.
+FROM_INSTALLED_COPY = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path
+                    if not type(f).__module__.startswith("__editable__")
+                    and not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path_hooks[:] = [h for h in sys.path_hooks
+                     if not getattr(h, "__module__", "").startswith("__editable__")]
+sys.path_importer_cache.clear()
+sys.path.insert(0, sys.argv[1])
+"""
+
+
 GO_NSQD_VARIABLE = "GREENSQ_GO_NSQD"
 
 

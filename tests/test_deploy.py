@@ -17,9 +17,11 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import zipfile
 
 import pytest
 
+from greensq.services.shared.compiled import MODULES
 from certs import Certs
 from deploy_lab.cluster import (ADMIN_USER, BIN, GO_DATA_PATH, LOOKUPD_HTTP, NSQADMIN_HTTP,
                                 NSQD_HTTP, NSQD_HTTPS, NSQD_TCP, REPO, SCRIPTS, Cluster,
@@ -84,6 +86,18 @@ def test_nsqadmin_lists_every_node(cluster):
         return sorted(node["broadcast_address"] for node in nodes) == expected
 
     wait_until(listed, timeout=30, message="every nsqd in nsqadmin's /api/nodes")
+
+
+def test_hosts_run_greensq_s_compiled_wheel(cluster):
+    """The controller compiles greensq's hot modules into its wheel (services/shared/
+    compiled.py), and the hosts run them."""
+    [wheel] = (cluster.workdir / "wheelhouse").glob("greensq-*.whl")
+    compiled_modules = [name for name in zipfile.ZipFile(wheel).namelist()
+                        if "/_c_" in name and name.endswith(".so")]
+    assert len(compiled_modules) == len(MODULES), compiled_modules
+    for host in cluster.nsqd_hosts:
+        banner = host.ssh("/opt/greensq/venv/bin/nsqd --version").stdout
+        assert banner.endswith(", compiled)\n"), (host.name, banner)
 
 
 def test_second_run_changes_nothing(cluster):
@@ -268,7 +282,8 @@ def test_upgrade_replaces_greensq_one_nsqd_at_a_time(cluster, tmp_path):
 def release_of_this_checkout(destination):
     """A copy of this checkout whose version is one step on: a new greensq to upgrade to."""
     shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(
-        ".*", "build", "*.egg-info", "wheelhouse", "__pycache__", "tests", "bench", "data"))
+        ".*", "build", "*.egg-info", "wheelhouse", "__pycache__", "tests", "bench", "data",
+        "*.so"))
     version_file = destination / "services" / "shared" / "version.py"
     text = version_file.read_text()
     current = re.search(r'^__version__ = "(.+)"$', text, re.MULTILINE).group(1)

@@ -74,8 +74,8 @@ def test_listens_on_loopback_only_and_keeps_data_under_data_path(netns, tmp_path
 def test_a_port_in_use_is_named_in_one_line_and_nothing_starts(netns, tmp_path):
     holder = CommandProcess(netns.enter([
         sys.executable, "-c",
-        "import socket, time; s = socket.create_server(('127.0.0.1', 4150)); "
-        "time.sleep(600)"])).start()
+        "import signal, socket; s = socket.create_server(('127.0.0.1', 4150)); "
+        "signal.pause()"])).start()
     try:
         wait_until(lambda: netns.listening() == {"127.0.0.1:4150"}, message="the port taken")
         done = subprocess.run(netns.enter(LOCAL), cwd=tmp_path, capture_output=True, text=True,

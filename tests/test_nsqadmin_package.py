@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from go_nsq_fakes import FakeNsqd, load_fixture
-from support import children, nsqadmin_daemon, wait_until
+from support import FROM_INSTALLED_COPY, children, nsqadmin_daemon, wait_until
 
 pytestmark = pytest.mark.slow   # starts daemon processes
 
@@ -28,15 +28,7 @@ ASSETS = ("static/nsqadmin.css", "static/nsqadmin.js", "templates/base.html",
 
 # Runs in a fresh interpreter: forget the editable install, import greensq from the
 # installed copy only, and render a page from its packaged files.
-CHECK_INSTALLED = """
-import sys
-sys.meta_path[:] = [f for f in sys.meta_path
-                    if not type(f).__module__.startswith("__editable__")
-                    and not getattr(f, "__module__", "").startswith("__editable__")]
-sys.path_hooks[:] = [h for h in sys.path_hooks
-                     if not getattr(h, "__module__", "").startswith("__editable__")]
-sys.path_importer_cache.clear()
-sys.path.insert(0, sys.argv[1])
+CHECK_INSTALLED = FROM_INSTALLED_COPY + """
 from greensq.http import nsqadmin_api, nsqadmin_pages
 assert nsqadmin_pages.TEMPLATES.startswith(sys.argv[1]), nsqadmin_pages.TEMPLATES
 static = nsqadmin_api.Static(nsqadmin_api.STATIC)

@@ -87,6 +87,7 @@ import gevent
 import gevent.event
 import gevent.lock
 
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.files import fsync, replace_file
 
 __all__ = ["DiskQueue", "record_offset"]
@@ -784,3 +785,6 @@ class DiskQueue:
             os.close(fd)
         self._retired = []
         self._wfd = None
+
+
+use_compiled(globals())

@@ -22,6 +22,7 @@ deferred, or in one hand-over).
 import logging
 
 from greensq.services.nsqd.message_queue import MessageQueue
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.message import HEADER_SIZE, Message
 
 log = logging.getLogger("greensq")
@@ -145,3 +146,6 @@ class MemoryFirstQueue(MessageQueue):
         held.extend(extra)
         self.memory.clear()
         return self._close_disk(self.overflow, held)
+
+
+use_compiled(globals())

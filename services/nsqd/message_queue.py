@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from collections import deque
 from itertools import islice
 
+from greensq.services.shared.compiled import use_compiled
+
 log = logging.getLogger("greensq")
 
 
@@ -192,3 +194,6 @@ class MessageQueue(ABC):
             log.error("%s: failed to sync its disk queue at shutdown - %s", self.label, exc)
             persisted = False
         return persisted
+
+
+use_compiled(globals())

@@ -33,6 +33,7 @@ from greensq.services.nsqd.statsd import StatsdPusher
 from greensq.services.nsqd.watchdog import Watchdog
 from greensq.services.shared import json_input
 from greensq.services.shared.batches import SlicedBodies
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.files import replace_file
 from greensq.services.shared.message import IdGenerator, Message
@@ -403,3 +404,6 @@ class NSQD:
             self.replication.close(persisted)
         log.info("NSQ: bye")
         return persisted
+
+
+use_compiled(globals())

@@ -13,6 +13,7 @@ batch is a plain list, split in one pass.
 
 from collections import namedtuple
 
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.wire import SIZE, FatalClientError
 
 SLICE = 1024              # messages split, stamped and stored per turn of the hub
@@ -129,3 +130,6 @@ def _lines(data, max_size):
     if lines and max(map(len, lines)) > max_size:
         raise LineTooBig()
     return lines
+
+
+use_compiled(globals())

@@ -18,6 +18,7 @@ client asks for everything (``limit`` 0). Corrupt input raises
 
 import zlib
 
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.wire import StreamError
 
@@ -145,3 +146,6 @@ class DeflateCodec:
             self._unread = decompressor.unconsumed_tail
             self._more_inflated = len(out) == limit
         return out
+
+
+use_compiled(globals())

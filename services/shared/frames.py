@@ -13,6 +13,7 @@ bound, unknown) raises :class:`~.wire.StreamError`: the stream is out of step, a
 waiting for the bytes such a size promises would only grow the buffer.
 """
 
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.message import HEADER
 from greensq.services.shared.wire import (
     FRAME_ERROR, FRAME_HEADER, FRAME_MESSAGE, FRAME_RESPONSE, SIZE, StreamError)
@@ -137,3 +138,6 @@ class FrameDecoder:
         if not 4 <= size <= self.max_size or frame_type not in _FRAME_TYPES or (
                 frame_type == FRAME_MESSAGE and size < _MESSAGE_FRAME_MIN):
             raise StreamError(f"not an NSQ frame: size {size}, type {frame_type}")
+
+
+use_compiled(globals())

@@ -10,6 +10,8 @@ Every integer is big-endian.
 import struct
 import time
 
+from greensq.services.shared.compiled import use_compiled
+
 HEADER = struct.Struct(">qH16s")
 HEADER_SIZE = HEADER.size  # 26
 ID_LENGTH = 16
@@ -133,3 +135,6 @@ class IdGenerator:
             start = self._last + 1
         self._last = start + count - 1
         return start
+
+
+use_compiled(globals())

@@ -17,6 +17,7 @@ import termios
 
 from gevent import get_hub
 
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.wire import StreamError
 
 # NSQ's names in /stats (Go's tls.Version* constants as nsqd prints them).
@@ -137,3 +138,6 @@ class CompressedTransport:
                 if codec.pending:
                     raise TransportError(f"{codec.name}: stream ended inside a chunk")
                 return b""
+
+
+use_compiled(globals())

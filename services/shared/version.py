@@ -4,10 +4,14 @@ Clients gate features on the NSQ version nsqd reports (IDENTIFY, /info, --versio
 that number tracks the NSQ release whose behaviour greensq matches, not greensq's.
 """
 
+from greensq.services.shared.compiled import build
+
 __version__ = "0.1.0"
 NSQ_VERSION = "1.3.0"
 
 
 def version_banner(daemon):
-    """The ``--version`` line, e.g. ``nsqd v1.3.0 (built w/greensq-0.1.0)``."""
-    return f"{daemon} v{NSQ_VERSION} (built w/greensq-{__version__})"
+    """The ``--version`` line, also logged at start, e.g. ``nsqd v1.3.0 (built
+    w/greensq-0.1.0, compiled)``: greensq's release, and whether its hot modules run
+    compiled or as pure Python (services/shared/compiled.py)."""
+    return f"{daemon} v{NSQ_VERSION} (built w/greensq-{__version__}, {build()})"

@@ -9,6 +9,8 @@ Errors carry NSQ's code (``E_INVALID`` ...) and text; fatal ones close the conne
 import re
 import struct
 
+from greensq.services.shared.compiled import use_compiled
+
 FRAME_RESPONSE = 0
 FRAME_ERROR = 1
 FRAME_MESSAGE = 2
@@ -222,3 +224,6 @@ def parse_digits(raw):
     if not raw:
         return 0
     return int(raw) if raw.isdigit() and raw.isascii() else None
+
+
+use_compiled(globals())
