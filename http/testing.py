@@ -57,9 +57,9 @@ def ping(port, timeout=2.0):
         return False
 
 
-def http_request(port, method, path, body=None, headers=None):
-    """``(status, headers, body bytes)`` of one request to 127.0.0.1:``port``."""
-    url = f"http://127.0.0.1:{port}{path}"
+def http_request(port, method, path, body=None, headers=None, host="127.0.0.1"):
+    """``(status, headers, body bytes)`` of one request to ``host``:``port``."""
+    url = f"http://{host}:{port}{path}"
     data = body.encode() if isinstance(body, str) else body
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
@@ -250,6 +250,8 @@ class Daemon(StatsQueries, WatchedProcess):
     """A daemon process (greensq's nsqd by default, ``module`` another launcher, ``binary``
     another program taking NSQ's flags) on loopback ports, port 0 unless told."""
 
+    http_host = "127.0.0.1"    # where its HTTP port is reached
+
     def __init__(self, data_path, args=(), module=NSQD_MODULE, tcp_address="127.0.0.1:0",
                  http_address="127.0.0.1:0", env=None, data_path_flag=True,
                  new_session=False, binary=None, python=None):
@@ -346,7 +348,7 @@ class Daemon(StatsQueries, WatchedProcess):
 
     def http(self, method, path, body=None, headers=None):
         """``(status, headers, body bytes)`` of one request."""
-        return http_request(self.http_port, method, path, body, headers)
+        return http_request(self.http_port, method, path, body, headers, self.http_host)
 
 
 def nsqlookupd_daemon(data_path, args=(), **kwargs):

@@ -87,14 +87,20 @@ class InProcessDaemon:
         self.core = None
         self.http_client = None
 
-    def connect(self, magic=None, timeout=10.0, internal=False):
-        """A client (``client_class``) on a new connection; ``magic`` overrides the
-        protocol magic it sends first (b"" sends none); ``internal``: one of the core's
-        internal connections (its HTTP workers')."""
+    def accept(self, internal=False):
+        """``(our socket, address)`` of a new connection the daemon serves as its TCP
+        listener would (the protocol magic is ours to send); ``internal``: one of the
+        core's internal connections (its HTTP workers')."""
         ours, theirs = gsocket.socketpair()
         address = ("127.0.0.1", next(_peer_ports))
         protocols = self.core.internal_protocols() if internal else self.core.tcp_protocols()
         self.connections.spawn(serve_connection, theirs, address, protocols)
+        return ours, address
+
+    def connect(self, magic=None, timeout=10.0, internal=False):
+        """A client (``client_class``) on a new connection; ``magic`` overrides the
+        protocol magic it sends first (b"" sends none); ``internal`` as for ``accept``."""
+        ours, address = self.accept(internal)
         client = self.client_class(sock=ours, timeout=timeout, magic=magic)
         client.remote_address = "%s:%d" % address    # as the daemon names the connection
         self.clients.append(client)

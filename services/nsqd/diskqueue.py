@@ -90,12 +90,19 @@ import gevent.lock
 from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.files import fsync, replace_file
 
-__all__ = ["DiskQueue"]
+__all__ = ["DiskQueue", "record_offset"]
 
 _LENGTH = struct.Struct(">i")
 # A record's offset: its segment number and byte position in one sortable int.
 _OFFSET_BITS = 40
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+
+
+def record_offset(num: int, pos: int) -> int:
+    """A record's offset (``positions``, ``read_offset``) from its segment and position."""
+    return (num << _OFFSET_BITS) | pos
+
+
 _META_RE = re.compile(rb"\s*(-?\d+)\n(-?\d+),(-?\d+)\n(-?\d+),(-?\d+)\s*\Z")
 _READ_BUFFER = 64 * 1024
 
@@ -456,6 +463,12 @@ class DiskQueue:
     def read_offset(self) -> int:
         """The offset of the next record to read."""
         return (self._read_num << _OFFSET_BITS) | self._read_pos
+
+    def unread_span(self) -> tuple[int, int, int, int]:
+        """Where the records not read yet are: the read segment and position, the write
+        segment and position (a replica's copy of the queue reads them from the files,
+        through ``segment_path``, while the queue goes on)."""
+        return self._read_num, self._read_pos, self._write_num, self._write_pos
 
     def skip_read(self, end_offset: int, count: int) -> None:
         """Count the ``count`` records from the read position up to ``end_offset`` as

@@ -22,11 +22,13 @@ from greensq.actors.actor import Receipt, Refused
 from greensq.actors.lookup_peer import LookupPeer
 from greensq.actors.protocol_v2 import serve_v2
 from greensq.actors.topic import Topic
-from greensq.services.nsqd.diskqueue import DiskQueue
-from greensq.services.nsqd.durable_queue import DurableQueue
-from greensq.services.nsqd.finish_log import FinishLog
 from greensq.services.nsqd.memory import GC_PAUSES
 from greensq.services.nsqd.memory_first_queue import MemoryFirstQueue
+from greensq.services.nsqd.queue_factory import disk_backed_queue
+from greensq.services.nsqd.replica_copies import ReplicaCopies
+from greensq.services.nsqd.replica_server import serve_replica
+from greensq.services.nsqd.replication import Replication
+from greensq.services.nsqd.replication_wire import MAGIC_R1
 from greensq.services.nsqd.statsd import StatsdPusher
 from greensq.services.nsqd.watchdog import Watchdog
 from greensq.services.shared import json_input
@@ -34,7 +36,7 @@ from greensq.services.shared.batches import SlicedBodies
 from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.deferred import deferred_import
 from greensq.services.shared.files import replace_file
-from greensq.services.shared.message import HEADER_SIZE, IdGenerator, Message
+from greensq.services.shared.message import IdGenerator, Message
 from greensq.services.shared.names import backend_name, is_ephemeral, is_valid_name
 from greensq.services.shared.tls import server_context
 from greensq.services.shared.version import NSQ_VERSION
@@ -69,6 +71,13 @@ def load_nsqd(opts):
         nsqd.write_metadata()
     except OSError as exc:
         raise CannotStart(f"failed to persist metadata - {exc}") from None
+    nsqd.copies.load()
+    if nsqd.replication is not None:
+        try:
+            nsqd.replication.load_identity()
+        except OSError as exc:
+            raise CannotStart(f"failed to persist replication identity - {exc}") from None
+        nsqd.replication.reconcile_before_serving()
     return nsqd
 
 
@@ -93,6 +102,10 @@ class NSQD:
         self.statsd = None         # the StatsdPusher, with --statsd-address
         self.lookup_peers = {}     # lookupd TCP address -> LookupPeer (while started)
         self.lookup_started = False
+        # Replication: this nsqd's replicas (with --replica-tcp-address), and the copies
+        # it keeps as a replica of others.
+        self.replication = Replication(self) if opts.replica_tcp_address else None
+        self.copies = ReplicaCopies(self)
 
     # -- lookupd ---------------------------------------------------------------------------
 
@@ -107,6 +120,9 @@ class NSQD:
         that sends every client's heartbeats and enforces its read deadline."""
         self.watchdog.start()
         self.start_lookup()
+        self.copies.start()
+        if self.replication is not None:
+            self.replication.start()
         GC_PAUSES.install()
         if self.opts.statsd_address:
             self.statsd = StatsdPusher(self).start()
@@ -176,8 +192,9 @@ class NSQD:
     # -- the TCP protocol -------------------------------------------------------------------
 
     def tcp_protocols(self):
-        """What nsqd's TCP port speaks: NSQ's V2 protocol (protocol magic -> serve)."""
-        return {MAGIC_V2: partial(serve_v2, self)}
+        """What nsqd's TCP port speaks (protocol magic -> serve): NSQ's V2 protocol, and
+        the replication protocol its primaries connect with."""
+        return {MAGIC_V2: partial(serve_v2, self), MAGIC_R1: partial(serve_replica, self)}
 
     def internal_protocols(self):
         """What the internal socket of nsqd's HTTP workers speaks: V2, as an internal
@@ -266,20 +283,17 @@ class NSQD:
         """A topic's or channel's ``MessageQueue`` (services/nsqd/message_queue.py): memory
         only when ephemeral, memory then disk (bounded by ``max_bytes`` under
         --max-bytes-policy), or (``--durable``) a disk queue of record with memory in front;
-        ``on_due`` takes a durable queue's deferred records as it reads them."""
+        ``on_due`` takes a durable queue's deferred records as it reads them. With
+        replicas, what changes a durable topic's or channel's queue reaches them too."""
         opts = self.opts
-        drop_oldest = opts.max_bytes_policy == "drop-oldest"
         if is_ephemeral(channel if channel is not None else topic):
-            return MemoryFirstQueue(label, opts.mem_queue_size, None, max_bytes, drop_oldest)
-        name = backend_name(topic, channel)
-        disk = DiskQueue(
-            name, self.data_path, opts.max_bytes_per_file, HEADER_SIZE,
-            opts.max_msg_size + HEADER_SIZE, opts.sync_every, opts.sync_timeout, log,
-            retain=opts.durable, on_error=self.set_health)
-        if not opts.durable:
-            return MemoryFirstQueue(label, opts.mem_queue_size, disk, max_bytes, drop_oldest)
-        finish_log = FinishLog(os.path.join(self.data_path, f"{name}.diskqueue.finished.dat"))
-        return DurableQueue(label, opts.mem_queue_size, disk, finish_log, on_due)
+            return MemoryFirstQueue(label, opts.mem_queue_size, None, max_bytes,
+                                    opts.max_bytes_policy == "drop-oldest")
+        queue = disk_backed_queue(opts, label, backend_name(topic, channel), self.data_path,
+                                  opts.mem_queue_size, self.set_health, on_due, max_bytes)
+        if self.replication is not None:
+            queue = self.replication.replicated(queue, topic, channel)
+        return queue
 
     # -- metadata (nsqd.dat) ----------------------------------------------------------------
 
@@ -381,7 +395,8 @@ class NSQD:
             self.statsd.stop()
         for client in list(self.clients):
             client.close()
-        persisted = self.try_write_metadata()
+        persisted = self.copies.close()
+        persisted = self.try_write_metadata() and persisted
         log.info("NSQ: closing topics")
         results = []
         for topic in list(self.topics.values()):
@@ -390,6 +405,8 @@ class NSQD:
             results.append(done)
         for done in results:
             persisted = done.get() and persisted
+        if self.replication is not None:
+            self.replication.close(persisted)
         log.info("NSQ: bye")
         return persisted
 

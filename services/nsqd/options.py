@@ -2,7 +2,8 @@
 
 Flags that greensq accepts but does not act on (the queue-scan tuning knobs that its actor
 design makes unnecessary) are kept so that existing command lines and config files keep
-working. A few flags are greensq's own (dead letters, bounded disk queues): see README.
+working. A few flags are greensq's own (dead letters, bounded disk queues, replication):
+see README.
 """
 
 import hashlib
@@ -119,6 +120,12 @@ NSQD_FLAGS = [
          "(0 = unbounded)"),
     Flag("max-bytes-policy", "str", "refuse", "when a disk queue is full: 'refuse' "
          "publishes, or 'drop-oldest' messages", choices=MAX_BYTES_POLICIES),
+    # greensq: replication (not in NSQ)
+    Flag("replica-tcp-address", "strlist", [], "<addr>:<port> of an nsqd that keeps a copy of "
+         "this nsqd's unfinished messages and takes them over if it dies (may be given "
+         "multiple times)", config_key="replica_tcp_addresses"),
+    Flag("replica-failover-timeout", "duration", 5.0, "silence after which a replica takes "
+         "over this nsqd's messages"),
     # TLS config
     Flag("tls-cert", "str", "", "path to certificate file"),
     Flag("tls-key", "str", "", "path to key file"),
@@ -177,6 +184,8 @@ def parse_nsqd_options(argv):
     if not valid_suffix(opts.dead_letter_topic_suffix):
         raise InvalidOptions("--dead-letter-topic-suffix must be 1 to 32 of the characters "
                              "[.a-zA-Z0-9_-]")
+    if opts.replica_failover_timeout < 1:
+        raise InvalidOptions("--replica-failover-timeout must be at least 1s")
     for name in ("mem_queue_size", "max_msg_size", "max_body_size", "max_rdy_count",
                  "max_bytes_per_file", "sync_every", "max_output_buffer_size",
                  "max_bytes_per_topic", "max_bytes_per_channel"):

@@ -5,7 +5,9 @@ Key names and nesting follow NSQ exactly; topics and channels are sorted by name
 greensq's own features add keys only when they are turned on: ``max_attempts`` and
 ``dead_letter_count`` on a channel with a max-attempts limit (or that has dead-lettered
 messages); ``backend_bytes``, ``dropped_count`` (and a topic's ``refused_count``) on
-every topic and channel once a ``--max-bytes-per-*`` bound is set.
+every topic and channel once a ``--max-bytes-per-*`` bound is set; ``replication`` on an
+nsqd with replicas (``replicas``: each one's state and lag) or that keeps copies for
+primaries (``copies``).
 """
 
 import time
@@ -131,6 +133,9 @@ def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
     }
     if nsqd.opts.durable:       # greensq's durable mode; absent (Go's document) otherwise
         stats["durable"] = True
+    replication = replication_stats(nsqd)
+    if replication is not None:
+        stats["replication"] = replication
     if include_mem:
         stats["memory"] = memory_stats()
     producers = None
@@ -139,6 +144,17 @@ def nsqd_stats(nsqd, topic_filter=None, channel_filter=None,
                      if client.pub_counts and (
                          topic_filter is None or topic_filter in client.pub_counts)] or None
     stats["producers"] = producers
+    return stats
+
+
+def replication_stats(nsqd):
+    """greensq's replication (README, "Replication"), or None when not in use: this
+    nsqd's replicas, and the copies it keeps for its primaries."""
+    copies = nsqd.copies.stats() if nsqd.copies.copies else []
+    if nsqd.replication is None and not copies:
+        return None
+    stats = nsqd.replication.stats() if nsqd.replication is not None else {"replicas": []}
+    stats["copies"] = copies
     return stats
 
 
@@ -190,7 +206,25 @@ def format_text(stats):
                 f"msgs: {channel['message_count']:<8} "
                 f"e2e%: {human_percentiles(channel['e2e_processing_latency'])}")
             lines += ["        " + _client_line(c, now) for c in channel["clients"] or ()]
+    lines += _replication_lines(stats.get("replication"))
     producers = stats.get("producers") or []
     lines += ["", "Producers:" if producers else "Producers: None"]
     lines += ["   " + _client_line(p, now) for p in producers]
     return "\n".join(lines) + "\n"
+
+
+def _replication_lines(replication):
+    if not replication:
+        return []
+    lines = []
+    if replication["replicas"]:
+        lines += ["", "Replicas:"]
+        lines += [f"   [{r['address']:<21}] {r['state']:<11} lag: {r['lag_ms']}ms "
+                  f"pending: {r['pending_bytes']}B"
+                  + (f" ({r['last_error']})" if r["state"] == "down" and r["last_error"] else "")
+                  for r in replication["replicas"]]
+    if replication["copies"]:
+        lines += ["", "Copies (as a replica):"]
+        lines += [f"   [{c['primary']:<21}] {c['state']:<11} msgs: {c['messages']:<8} "
+                  f"taken over: {c['taken_over_count']}" for c in replication["copies"]]
+    return lines

@@ -182,13 +182,8 @@ class Lab:
         os.makedirs(os.path.dirname(self.client_key))
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "controller",
             "-f", self.client_key)
-        run("ip", "link", "add", self.bridge, "type", "bridge")
-        self.links_made.append(self.bridge)
-        run("ip", "addr", "add", f"{self.controller_address}/{self.subnet.prefixlen}",
-            "dev", self.bridge)
-        run("ip", "link", "set", self.bridge, "up")
+        self.make_network()
         for host in self.hosts:
-            self.add_to_network(host)
             host.make_filesystem()
         with open(self.known_hosts, "w") as fh:
             for host in self.hosts:
@@ -198,6 +193,16 @@ class Lab:
             host.start_sshd()
         for host in self.hosts:
             wait_until(host.sshd_ready, timeout=30, message=f"sshd on {host.name}")
+
+    def make_network(self):
+        """The bridge, with the controller's address, and every host on it."""
+        run("ip", "link", "add", self.bridge, "type", "bridge")
+        self.links_made.append(self.bridge)
+        run("ip", "addr", "add", f"{self.controller_address}/{self.subnet.prefixlen}",
+            "dev", self.bridge)
+        run("ip", "link", "set", self.bridge, "up")
+        for host in self.hosts:
+            self.add_to_network(host)
 
     def add_to_network(self, host):
         run("ip", "netns", "add", host.netns)

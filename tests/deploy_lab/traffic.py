@@ -23,7 +23,8 @@ from greensq.client.errors import NSQError
 def main(config):
     acked, received = set(), set()
     outstanding = set()              # acknowledged, not received yet
-    drained = gevent.event.Event()   # set once stopping and nothing is outstanding
+    published = gevent.event.Event()   # the publisher has stopped: ``acked`` is final
+    drained = gevent.event.Event()     # set once published and nothing is outstanding
     failed = 0
     deliveries = 0
     stopping = gevent.event.Event()
@@ -51,36 +52,48 @@ def main(config):
         body = message.body.decode()
         received.add(body)
         outstanding.discard(body)
-        if stopping.is_set() and not outstanding:
+        if published.is_set() and not outstanding:
             drained.set()
 
-    def report(**extra):
-        line = {"acked": len(acked), "received": len(received), **extra}
-        sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
-
-    def report_forever():
-        while not stopping.wait(1.0):
-            report()
+    def progress():
+        return {"acked": len(acked), "received": len(received)}
 
     consumer = Consumer(config["topic"], config["channel"], handler,
                         lookupd_http_addresses=config["lookupd"], max_in_flight=50,
                         lookupd_poll_interval=1.0, lookupd_poll_jitter=0.1)
     consumer.start()
     publisher = gevent.spawn(publish_forever)
-    reporter = gevent.spawn(report_forever)
-    stdin = FileObjectThread(sys.stdin)
-    while stdin.readline().strip() not in ("stop", ""):
-        pass
+    reporter = gevent.spawn(report_every_second, stopping, progress)
+    wait_for_stop()
     stopping.set()
     publisher.join()
+    published.set()
     reporter.join()
     if not outstanding:
         drained.set()
     drained.wait(config["drain_timeout"])
     consumer.close()
-    report(missing=sorted(outstanding), failed_publishes=failed, deliveries=deliveries,
-           done=True)
+    write_line({**progress(), "missing": sorted(outstanding), "failed_publishes": failed,
+                "deliveries": deliveries, "done": True})
+
+
+def write_line(document):
+    """One JSON line on stdout, flushed: the test reads them as they come."""
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+def report_every_second(stopping, progress):
+    """``progress()`` as a line each second until ``stopping`` is set."""
+    while not stopping.wait(1.0):
+        write_line(progress())
+
+
+def wait_for_stop():
+    """Block this greenlet until a line ``stop`` on stdin, or its end."""
+    stdin = FileObjectThread(sys.stdin)
+    while stdin.readline().strip() not in ("stop", ""):
+        pass
 
 
 if __name__ == "__main__":
