@@ -84,6 +84,15 @@ class NsqResponse(falcon.Response):
         self._headers["x-nsq-content-type"] = NSQ_CONTENT_TYPE
 
 
+def config_body(req, limit):
+    """The body of a ``PUT /config/<opt>``: NSQ's 413 ``INVALID_VALUE`` when it is empty or
+    longer than ``limit``."""
+    body = read_body(req, limit)
+    if not body or len(body) > limit:
+        raise NsqHTTPError(413, "INVALID_VALUE")
+    return body
+
+
 def respond_ping(resp):
     """``/ping``'s plain ``OK``, without NSQ's header, as Go answers it."""
     respond_text(resp, "OK")

@@ -17,7 +17,7 @@ import os
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from greensq.http.nsq_http import (
-    NsqHTTPError, create_api, query_params, read_body, respond_json, respond_ping)
+    NsqHTTPError, config_body, create_api, query_params, read_body, respond_json, respond_ping)
 from greensq.http.nsqadmin_pages import add_pages, is_admin_request
 from greensq.services.nsqadmin.graphite import GraphiteError
 from greensq.services.nsqadmin.metrics import admin_metrics
@@ -300,9 +300,7 @@ class Config(Resource):
 
     def on_put(self, req, resp, opt):
         self._check(req)
-        body = read_body(req, MAX_BODY)
-        if not body or len(body) > MAX_BODY:
-            raise NsqHTTPError(413, "INVALID_VALUE")
+        body = config_body(req, MAX_BODY)
         if opt == "nsqlookupd_http_addresses":
             try:
                 value = json_input.loads(body)

@@ -14,8 +14,8 @@ import gevent
 from greensq.actors.actor import HandlerFailed, Refused, StoreFailed
 from greensq.actors.topic import QueueFull
 from greensq.http.nsq_http import (
-    NsqHTTPError, bool_param, create_api, query_params, read_body, required_param, respond_json,
-    respond_ping, respond_text, topic_channel_params, topic_param)
+    NsqHTTPError, bool_param, config_body, create_api, query_params, read_body, required_param,
+    respond_json, respond_ping, respond_text, topic_channel_params, topic_param)
 from greensq.services.nsqd.metrics import nsqd_metrics
 from greensq.services.nsqd.options import NSQD_FLAGSET
 from greensq.services.nsqd.stats import format_text, nsqd_stats
@@ -305,10 +305,7 @@ class Config(Resource):
         respond_json(resp, self._value(self._flag(opt)))
 
     def on_put(self, req, resp, opt):
-        limit = self.opts.max_msg_size
-        body = read_body(req, limit)
-        if not body or len(body) > limit:
-            raise NsqHTTPError(413, "INVALID_VALUE")
+        body = config_body(req, self.opts.max_msg_size)
         if opt == "nsqlookupd_tcp_addresses":
             try:
                 addresses = json_input.loads(body)

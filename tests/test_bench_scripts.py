@@ -20,3 +20,18 @@ def test_bench_script_shows_its_usage(script):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
+
+
+# A short run of the scripts whose code paths the --help check does not reach, with loads
+# small enough to take a few seconds each.
+SHORT_RUNS = {
+    "footprint": ["footprint.py", "--connections", "20", "--topics", "20", "--channels", "20"],
+    "scenarios": ["scenarios.py", "--runfor", "0.5", "--only", "a,b,d"],
+}
+
+
+@pytest.mark.parametrize("name", SHORT_RUNS)
+def test_bench_script_runs(name):
+    result = subprocess.run([sys.executable, *SHORT_RUNS[name]], cwd=BENCH,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -120,4 +120,7 @@ def test_killing_the_pid_ends_nsqadmin(tmp_path):
 
     wait_until(gone, message="the worker to die with its arbiter")
     with socket.socket() as sock:
+        # As a daemon binds: free of listeners, whatever closed connections wait out
+        # TIME_WAIT on it (the harness's own requests, say).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", admin.http_port))      # the port is free again

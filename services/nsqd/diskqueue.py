@@ -445,7 +445,10 @@ class DiskQueue:
         self._want_sync()
 
     def _remove_segment(self, num: int) -> None:
-        path = self.segment_path(num)
+        self._remove_file(self.segment_path(num))
+
+    def _remove_file(self, path: str) -> None:
+        """Remove one of the queue's files; a failure is logged, as go-diskqueue does."""
         try:
             os.remove(path)
         except FileNotFoundError:
@@ -773,12 +776,7 @@ class DiskQueue:
         first = min(self._read_num, self._write_num)
         last = max(self._read_num, self._write_num)
         for path in [self.segment_path(n) for n in range(first, last + 1)] + [self.meta_path]:
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                self.log.error("DISKQUEUE(%s) failed to remove %s - %s", self.name, path, e)
+            self._remove_file(path)
 
     def _release_files(self) -> None:
         self._close_reader()
