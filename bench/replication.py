@@ -201,12 +201,12 @@ def main():
                 pub_replicated)
         print(f"replication lag under the MPUB writer: {lag.summary()}", flush=True)
         first, last, received = failover(nodes, args.backlog)
-        if first is None:
-            print("failover: the replica delivered nothing", flush=True)
-        else:
-            print(f"failover (--replica-failover-timeout={args.failover_timeout:g}s): first "
-                  f"message from the replica {first:.2f} s after the primary's SIGKILL, "
-                  f"{received:,} of {args.backlog:,} by {last:.2f} s", flush=True)
+        if received < args.backlog:
+            raise SystemExit(f"failover: the replica delivered {received:,} of the "
+                             f"{args.backlog:,} messages")
+        print(f"failover (--replica-failover-timeout={args.failover_timeout:g}s): first "
+              f"message from the replica {first:.2f} s after the primary's SIGKILL, "
+              f"all {received:,} by {last:.2f} s", flush=True)
 
 
 if __name__ == "__main__":
