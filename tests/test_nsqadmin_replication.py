@@ -2,13 +2,12 @@
 node's API answer and page show each primary's replica with its state and lag, and each
 replica's copy of its primary, following, then taken over once the primary is killed."""
 
-import json
 import re
 
 import pytest
 
-from admin_cluster import FAST_GRAPHS
-from support import V2Client, nsqadmin_daemon, wait_until
+from admin_cluster import ReplicatedPair
+from support import V2Client, wait_until
 
 pytestmark = pytest.mark.slow   # starts daemon processes
 
@@ -19,44 +18,6 @@ def row_text(html, attribute):
     match = re.search(rf'<(tr|li)[^>]* {re.escape(attribute)}[^>]*>(.*?)</\1>', html, re.S)
     assert match, (attribute, html)
     return " ".join(re.sub(r"<[^>]+>", " ", match.group(2)).split())
-
-
-class ReplicatedPair:
-    """A primary nsqd with one replica, and nsqadmin given both."""
-
-    def __init__(self, nsqd_factory):
-        self.replica = nsqd_factory("--broadcast-address=127.0.0.1")
-        self.primary = nsqd_factory("--broadcast-address=127.0.0.1",
-                                    "--replica-failover-timeout=2s",
-                                    f"--replica-tcp-address={self.replica.tcp_address}")
-        self.primary_node = f"127.0.0.1:{self.primary.http_port}"
-        self.replica_node = f"127.0.0.1:{self.replica.http_port}"
-        self.admin = nsqadmin_daemon([f"--nsqd-http-address={self.primary_node}",
-                                      f"--nsqd-http-address={self.replica_node}"],
-                                     env=FAST_GRAPHS).start()
-
-    def api(self, path):
-        status, _, body = self.admin.http("GET", path)
-        assert status == 200, body
-        return json.loads(body)
-
-    def page(self, path):
-        status, _, body = self.admin.http("GET", path)
-        assert status == 200, body
-        return body.decode()
-
-    def listed(self):
-        """``{node: its replication}`` of /api/nodes (None for a node without)."""
-        return {f'{n["broadcast_address"]}:{n["http_port"]}': n.get("replication")
-                for n in self.api("/api/nodes")["nodes"] or []}
-
-    def replica_state(self):
-        listed = self.listed().get(self.primary_node)
-        return listed and listed["replicas"][0]["state"]
-
-    def copy_of_primary(self):
-        doc = self.api(f"/api/nodes/{self.replica_node}")
-        return doc.get("replication", {}).get("copies", [None])[0]
 
 
 @pytest.fixture
