@@ -2,7 +2,8 @@
 on one machine: each publishing scenario against an nsqd alone, then against a primary
 with one replica (two nsqd, the replica's own process beside), and the ratio.
 
-  MPUB writer      scenario (a): MPUB batches of 200, 200-byte messages, for --runfor
+  MPUB writer      scenario (a): MPUB batches of 200, 200-byte messages, for --runfor,
+                   with the CPU time per message of each nsqd (primary and replica)
   single PUB       scenario (i): 32 publishers, each waiting for its OK
   lag              the replica's lag while the MPUB writer runs: the primary's /stats
                    ``pending_bytes`` and ``oldest_unacknowledged_ms``, sampled every 0.1 s
@@ -23,8 +24,8 @@ import threading
 import time
 
 from nsqbench import (
-    connect, fin_commands, lockstep_load, message_id, nsq_reply_end, pub_frame, run_writer,
-    subscribe)
+    connect, daemon_cpu_seconds, fin_commands, lockstep_load, message_id, nsq_reply_end,
+    pub_frame, run_writer, subscribe)
 from scenarios import in_process
 
 from greensq.http.testing import Daemon, wait_until
@@ -115,9 +116,15 @@ class LagSampler:
                 f"({len(self.pending)} samples, {self.not_up} with the replica not up)")
 
 
-def mpub_rate(nsqd, topic, runfor):
+def mpub_rate(nsqd, topic, runfor, *others):
+    """Messages/s of the MPUB writer, and the CPU µs per message of ``nsqd`` and of each
+    of ``others`` (its replica)."""
+    daemons = [nsqd, *others]
+    cpu = [daemon_cpu_seconds(daemon) for daemon in daemons]
     messages, seconds = in_process(run_writer, nsqd.tcp_address, topic, SIZE, BATCH, runfor)
-    return messages / seconds
+    cpu_us = [(daemon_cpu_seconds(daemon) - before) / messages * 1e6
+              for daemon, before in zip(daemons, cpu)]
+    return messages / seconds, cpu_us
 
 
 def single_pub_rate(nsqd, topic, runfor, client_processes):
@@ -189,14 +196,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         nodes = Nodes(tmp, args.failover_timeout)
         with nodes.alone() as nsqd:
-            mpub_alone = mpub_rate(nsqd, "bench_a", args.runfor)
+            mpub_alone, cpu_alone = mpub_rate(nsqd, "bench_a", args.runfor)
             pub_alone = single_pub_rate(nsqd, "bench_i", args.runfor, args.client_processes)
-        with nodes.replicated() as (primary, _):
+        with nodes.replicated() as (primary, replica):
             with LagSampler(primary) as lag:
-                mpub_replicated = mpub_rate(primary, "bench_a", args.runfor)
+                mpub_replicated, cpu_replicated = mpub_rate(primary, "bench_a", args.runfor,
+                                                            replica)
             pub_replicated = single_pub_rate(primary, "bench_i", args.runfor,
                                              args.client_processes)
         compare(f"MPUB writer ({BATCH} x {SIZE} B)", mpub_alone, mpub_replicated)
+        print(f"CPU per MPUB message: nsqd alone {cpu_alone[0]:.1f} µs; primary "
+              f"{cpu_replicated[0]:.1f} µs + replica {cpu_replicated[1]:.1f} µs", flush=True)
         compare(f"single PUB ({PUBLISHERS} publishers waiting for OK)", pub_alone,
                 pub_replicated)
         print(f"replication lag under the MPUB writer: {lag.summary()}", flush=True)
