@@ -189,8 +189,9 @@ def test_nsqd_replication_metrics(nsqd_factory):
                           message="the copy taken over")
     assert value(families, "nsq_nsqd_copy_taken_over_messages", **of_primary) == 3
     assert value(families, "nsq_nsqd_copy_silent_seconds", **of_primary) >= 2
-    assert value(families, "nsq_channel_depth", node=of_primary["node"], topic="jobs",
-                 channel="work") == 3
+    wait_until(lambda: value(scrape(replica), "nsq_channel_depth", node=of_primary["node"],
+                             topic="jobs", channel="work") == 3,
+               message="the 3 messages in the replica's own channel")
 
 
 # -- e2e processing latency in /stats ------------------------------------------------------
