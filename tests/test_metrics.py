@@ -26,11 +26,19 @@ def samples(family, **labels):
             if all(s.labels.get(k) == v for k, v in labels.items())}
 
 
-def value(families, name, **labels):
+def present(families, name, **labels):
+    """The value of the one sample of ``name`` with ``labels``; None while there is none
+    (a family a daemon serves only once it has something to show)."""
     found = [s.value for s in families[name].samples
-             if all(s.labels.get(k) == v for k, v in labels.items())]
-    assert len(found) == 1, (name, labels, found)
-    return found[0]
+             if all(s.labels.get(k) == v for k, v in labels.items())] if name in families else []
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+def value(families, name, **labels):
+    found = present(families, name, **labels)
+    assert found is not None, (name, labels)
+    return found
 
 
 def test_nsqd_metrics(nsqd_factory):
@@ -149,15 +157,16 @@ def test_nsqd_replication_metrics(nsqd_factory):
     of_primary = {"node": f"127.0.0.1:{replica.http_port}",
                   "primary": f"127.0.0.1:{primary.http_port}"}
 
+    def in_state(daemon, name, state, labels):
+        """The daemon's families once its state set ``name`` says ``state``."""
+        families = scrape(daemon)
+        return present(families, name, state=state, **labels) == 1 and families
+
     def replica_state(state):
-        families = scrape(primary)
-        return (value(families, "nsq_nsqd_replica_state", state=state, **at_primary) == 1
-                and families)
+        return in_state(primary, "nsq_nsqd_replica_state", state, at_primary)
 
     def copy_state(state):
-        families = scrape(replica)
-        return (value(families, "nsq_nsqd_copy_state", state=state, **of_primary) == 1
-                and families)
+        return in_state(replica, "nsq_nsqd_copy_state", state, of_primary)
 
     families = wait_until(lambda: replica_state("up"), message="the replica up")
     assert value(families, "nsq_nsqd_replica_up", **at_primary) == 1
@@ -189,8 +198,8 @@ def test_nsqd_replication_metrics(nsqd_factory):
                           message="the copy taken over")
     assert value(families, "nsq_nsqd_copy_taken_over_messages", **of_primary) == 3
     assert value(families, "nsq_nsqd_copy_silent_seconds", **of_primary) >= 2
-    wait_until(lambda: value(scrape(replica), "nsq_channel_depth", node=of_primary["node"],
-                             topic="jobs", channel="work") == 3,
+    wait_until(lambda: present(scrape(replica), "nsq_channel_depth", node=of_primary["node"],
+                               topic="jobs", channel="work") == 3,
                message="the 3 messages in the replica's own channel")
 
 
