@@ -6,6 +6,7 @@ taking over a silent primary's messages, a primary dropping what its replica too
 """
 
 import json
+import time
 
 import gevent
 import pytest
@@ -150,6 +151,33 @@ def test_a_silent_primary_is_taken_over_with_attempts_and_deferrals(pair):
     received = {msg.body: msg.attempts for msg in (receiver.read_message() for _ in range(2))}
     # Delivered once by the primary and once more here; the other for the first time.
     assert received == {b"in-flight": 2, b"queued": 1}
+
+
+def test_taken_over_messages_get_new_ids_beside_the_replicas_own(default_pair):
+    """Both nsqds may make the same IDs (the same --node-id, as hosts of one name get by
+    default): a taken-over message must not share its ID with one of the replica's own
+    in the same channel, or a FIN of one finishes the other's delivery."""
+    pair = default_pair
+    pair.wait_up()
+    ahead = pair.primary.core.ids.next_id(time.time_ns() + 3600 * 10**9)
+    for daemon in (pair.primary, pair.replica):     # both make this ID next
+        daemon.core.ids._last = int(ahead, 16)
+    pair.primary.connect().pub("t", b"theirs")
+    assert pair.replica.connect().pub("t", b"mine") == (FRAME_RESPONSE, b"OK")
+    pair.primary.channel("t", "ch")
+    gevent_wait_until(lambda: pair.copied() == 1, message="the copy")
+    pair.replica.channel("t", "ch")
+    pair.cut()
+    gevent_wait_until(lambda: pair.copy_stats()["state"] == "taken_over", timeout=10,
+                      message="the takeover")
+    receiver = pair.replica.subscribe("t", "ch", rdy=10)
+    received = [receiver.read_message() for _ in range(2)]
+    assert sorted(msg.body for msg in received) == [b"mine", b"theirs"]
+    assert received[0].id != received[1].id
+    for msg in received:
+        receiver.command(b"FIN " + msg.id)
+    gevent_wait_until(lambda: stats_of(pair.replica, "t", "ch")["in_flight_count"] == 0,
+                      message="both finished")
 
 
 def test_a_replica_that_cannot_be_reached_is_down_and_caught_up_when_back(monkeypatch):

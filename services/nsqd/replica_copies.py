@@ -28,6 +28,7 @@ from greensq.services.nsqd.copy_queue import CopyQueue
 from greensq.services.nsqd.queue_factory import disk_backed_queue
 from greensq.services.nsqd.replication_wire import MAX_FRAME
 from greensq.services.shared.files import replace_file
+from greensq.services.shared.message import Message
 from greensq.services.shared.names import backend_name, is_valid_name
 
 log = logging.getLogger("greensq")
@@ -415,11 +416,12 @@ class Takeover:
             seen.update([(queue, msg.id) for msg in msgs])
         if not msgs:
             return
+        taken_ids = b"".join([msg.id for msg in msgs])
+        # Under new IDs of this nsqd's: the primary's may equal some of its own (nsqds of
+        # one --node-id), and one ID twice in a channel would mix up their deliveries.
         now = time.time_ns()
-        for msg in msgs:
-            due, msg.deadline = msg.deadline, None
-            if due:     # deferred on the primary: for the time it had left
-                msg.defer_ms = max(1, -(-(due - now) // 1_000_000)) if due > now else 0
+        msgs = [Message(new_id, msg.body, msg.timestamp, msg.attempts, _delay_left(msg, now))
+                for msg, new_id in zip(msgs, self.nsqd.ids.next_ids(len(msgs)))]
         while True:
             if self.nsqd.exiting:
                 raise Refused()
@@ -431,7 +433,7 @@ class Takeover:
                           self.copy.name, len(msgs), backend_name(topic_name, channel_name),
                           exc)
                 gevent.sleep(1.0)
-        ids.write(b"".join([msg.id for msg in msgs]))
+        ids.write(taken_ids)
         self.count += len(msgs)
 
     def _store(self, topic_name, channel_name, msgs):
@@ -448,6 +450,14 @@ class Takeover:
             receipt = Receipt()
             channel.call(channel.on_put, receipt, batch)
             receipt.wait()
+
+
+def _delay_left(msg, now):
+    """A copied message's delay: what a deferred one had left, else its DPUB delay."""
+    due = msg.deadline
+    if not due:
+        return msg.defer_ms
+    return max(1, -(-(due - now) // 1_000_000)) if due > now else 0
 
 
 def _by_delay(msgs):

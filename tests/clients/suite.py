@@ -5,9 +5,11 @@ into the names of the tests that failed."""
 import fcntl
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import sysconfig
 import tarfile
 import tempfile
@@ -19,6 +21,7 @@ from pathlib import Path
 CACHE = Path(os.environ.get("GREENSQ_CLIENT_SUITES_CACHE")
              or Path.home() / ".cache" / "greensq-client-suites")
 
+REPLICATED_NSQD = Path(__file__).with_name("replicated_nsqd.py")
 # Fetching and installing a release, and a whole suite run, are each bounded (a suite
 # takes well under a minute on an idle machine).
 INSTALL_TIMEOUT = 600
@@ -62,6 +65,19 @@ def greensq_bin_dir():
         if not (scripts / name).exists():
             raise Unavailable(f"greensq's {name} console script is not in {scripts}")
     return scripts
+
+
+def replicated_daemons(daemons, directory):
+    """A bin directory like ``daemons`` whose ``nsqd`` has a replica (another nsqd of
+    ``daemons``, see replicated_nsqd.py): a suite run with it tests replication too."""
+    directory.mkdir(parents=True, exist_ok=True)
+    wrapper = directory / "nsqd"
+    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
+                       f"{shlex.quote(str(REPLICATED_NSQD))} "
+                       f"{shlex.quote(str(Path(daemons) / 'nsqd'))} \"$@\"\n")
+    wrapper.chmod(0o755)
+    (directory / "nsqlookupd").symlink_to(Path(daemons) / "nsqlookupd")
+    return directory
 
 
 def check_namespace_support():
