@@ -207,7 +207,7 @@ class NodePage(Page):
         uptime = time.time() - start_time if isinstance(start_time, (int, float)) else None
         rate_lines, depth_lines = node_lines(node)
         self.render(req, resp, "node.html", graphs=_path("nodes", node), title=node, node=doc,
-                    producer=producer, uptime=uptime, rate_lines=rate_lines,
+                    producer=producer, uptime=uptime, now=time.time(), rate_lines=rate_lines,
                     depth_lines=depth_lines, warnings=warnings.errors())
 
 

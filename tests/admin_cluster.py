@@ -1,7 +1,9 @@
 """A real cluster for nsqadmin's tests: nsqlookupd, two nsqd registered with it, nsqadmin
 over them, and an HTTP endpoint that collects nsqadmin's admin-action notifications.
-
 One cluster serves a whole test module; each test uses its own topic names.
+
+Beside it, ReplicatedPair: a primary nsqd, its replica and nsqadmin over both (README,
+"Replication").
 """
 
 import json
@@ -128,3 +130,45 @@ class AdminCluster:
             return (found is not None and len(found["producers"]) == nodes
                     and (channel is None or channel in found["channels"]))
         wait_until(registered, message=f"{topic} registered by {nodes} nsqd")
+
+
+class ReplicatedPair:
+    """A primary nsqd with one replica, and nsqadmin given both."""
+
+    def __init__(self, nsqd_factory):
+        self.replica = nsqd_factory("--broadcast-address=127.0.0.1")
+        self.primary = nsqd_factory("--broadcast-address=127.0.0.1",
+                                    "--replica-failover-timeout=2s",
+                                    f"--replica-tcp-address={self.replica.tcp_address}")
+        self.primary_node = f"127.0.0.1:{self.primary.http_port}"
+        self.replica_node = f"127.0.0.1:{self.replica.http_port}"
+        self.admin = nsqadmin_daemon([f"--nsqd-http-address={self.primary_node}",
+                                      f"--nsqd-http-address={self.replica_node}"],
+                                     env=FAST_GRAPHS).start()
+
+    def api(self, path):
+        status, _, body = self.admin.http("GET", path)
+        assert status == 200, body
+        return json.loads(body)
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin.http_port}"
+
+    def page(self, path):
+        status, _, body = self.admin.http("GET", path)
+        assert status == 200, body
+        return body.decode()
+
+    def listed(self):
+        """``{node: its replication}`` of /api/nodes (None for a node without)."""
+        return {f'{n["broadcast_address"]}:{n["http_port"]}': n.get("replication")
+                for n in self.api("/api/nodes")["nodes"] or []}
+
+    def replica_state(self):
+        listed = self.listed().get(self.primary_node)
+        return listed and listed["replicas"][0]["state"]
+
+    def copy_of_primary(self):
+        doc = self.api(f"/api/nodes/{self.replica_node}")
+        return doc.get("replication", {}).get("copies", [None])[0]

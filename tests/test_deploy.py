@@ -279,6 +279,29 @@ def test_upgrade_replaces_greensq_one_nsqd_at_a_time(cluster, tmp_path):
         assert nsqd_start_time(host) > started[host.name], f"nsqd on {host.name} kept running"
 
 
+def test_replication_makes_the_next_host_each_nsqd_s_replica(cluster):
+    """Last: nsqd_replication turned on for the whole inventory, each nsqd's replica is
+    the next nsqd host (the last one's the first), up, and nsqadmin shows it."""
+    run = cluster.playbook("site.yml", "-e", "nsqd_replication=true").check()
+    print(f"\nreplication turned on: {run.seconds:.1f} s")
+    hosts = cluster.nsqd_hosts
+    for host, replica in zip(hosts, hosts[1:] + hosts[:1]):
+        def replicas():
+            stats = http_json(host.address, NSQD_HTTP, "/stats?format=json")
+            return [(r["address"], r["state"]) for r in stats["replication"]["replicas"]]
+        wait_until(lambda: replicas() == [(f"{replica.address}:{NSQD_TCP}", "up")],
+                   timeout=60, message=f"{host.name}'s replica {replica.name} up")
+    expected = {host.address: f"{replica.address}:{NSQD_TCP}"
+                for host, replica in zip(hosts, hosts[1:] + hosts[:1])}
+
+    def listed():
+        nodes = http_json(cluster.nsqadmin_host.address, NSQADMIN_HTTP, "/api/nodes")["nodes"]
+        return {node["broadcast_address"]: node.get("replication", {}).get(
+                    "replicas", [{}])[0].get("address") for node in nodes} == expected
+
+    wait_until(listed, timeout=30, message="every nsqd's replica in nsqadmin's /api/nodes")
+
+
 def release_of_this_checkout(destination):
     """A copy of this checkout whose version is one step on: a new greensq to upgrade to."""
     shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(

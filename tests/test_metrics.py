@@ -26,11 +26,19 @@ def samples(family, **labels):
             if all(s.labels.get(k) == v for k, v in labels.items())}
 
 
-def value(families, name, **labels):
+def present(families, name, **labels):
+    """The value of the one sample of ``name`` with ``labels``; None while there is none
+    (a family a daemon serves only once it has something to show)."""
     found = [s.value for s in families[name].samples
-             if all(s.labels.get(k) == v for k, v in labels.items())]
-    assert len(found) == 1, (name, labels, found)
-    return found[0]
+             if all(s.labels.get(k) == v for k, v in labels.items())] if name in families else []
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+def value(families, name, **labels):
+    found = present(families, name, **labels)
+    assert found is not None, (name, labels)
+    return found
 
 
 def test_nsqd_metrics(nsqd_factory):
@@ -136,6 +144,63 @@ def test_nsqadmin_metrics(nsqd_factory):
     finally:
         admin.stop()
         producer.close()
+
+
+def test_nsqd_replication_metrics(nsqd_factory):
+    """A primary's series of its replica (up, then down once the replica is stopped, up
+    again once it is back) and the replica's of the copy (following, then taken over
+    once the primary is killed)."""
+    replica = nsqd_factory("--broadcast-address=127.0.0.1")
+    primary = nsqd_factory("--broadcast-address=127.0.0.1", "--replica-failover-timeout=2s",
+                           f"--replica-tcp-address={replica.tcp_address}")
+    at_primary = {"node": f"127.0.0.1:{primary.http_port}", "replica": replica.tcp_address}
+    of_primary = {"node": f"127.0.0.1:{replica.http_port}",
+                  "primary": f"127.0.0.1:{primary.http_port}"}
+
+    def in_state(daemon, name, state, labels):
+        """The daemon's families once its state set ``name`` says ``state``."""
+        families = scrape(daemon)
+        return present(families, name, state=state, **labels) == 1 and families
+
+    def replica_state(state):
+        return in_state(primary, "nsq_nsqd_replica_state", state, at_primary)
+
+    def copy_state(state):
+        return in_state(replica, "nsq_nsqd_copy_state", state, of_primary)
+
+    families = wait_until(lambda: replica_state("up"), message="the replica up")
+    assert value(families, "nsq_nsqd_replica_up", **at_primary) == 1
+    assert families["nsq_nsqd_replica_pending_bytes"].type == "gauge"
+    states = {s.labels["state"]: s.value for s in families["nsq_nsqd_replica_state"].samples}
+    assert states == {"connecting": 0, "reconciling": 0, "syncing": 0, "up": 1, "down": 0}
+    assert "nsq_nsqd_copy_state" not in families
+    producer = V2Client(primary.tcp_port)
+    assert primary.http("POST", "/topic/create?topic=jobs")[0] == 200
+    assert primary.http("POST", "/channel/create?topic=jobs&channel=work")[0] == 200
+    assert producer.mpub("jobs", [b"abcd"] * 3) == (0, b"OK")
+    producer.close()
+    families = scrape(primary)
+    assert value(families, "nsq_nsqd_replica_pending_bytes", **at_primary) >= 0
+    assert value(families, "nsq_nsqd_replica_oldest_unacknowledged_seconds", **at_primary) >= 0
+    assert value(families, "nsq_nsqd_replica_lag_seconds", **at_primary) > 0
+    families = wait_until(lambda: copy_state("following"), message="the copy following")
+    assert value(families, "nsq_nsqd_copy_messages", **of_primary) == 3
+    assert value(families, "nsq_nsqd_copy_taken_over_messages", **of_primary) == 0
+
+    replica.stop()
+    families = wait_until(lambda: replica_state("down"), message="the replica down")
+    assert value(families, "nsq_nsqd_replica_up", **at_primary) == 0
+    replica.restart()
+    wait_until(lambda: replica_state("up"), timeout=30, message="the replica up again")
+
+    primary.kill()
+    families = wait_until(lambda: copy_state("taken_over"), timeout=30,
+                          message="the copy taken over")
+    assert value(families, "nsq_nsqd_copy_taken_over_messages", **of_primary) == 3
+    assert value(families, "nsq_nsqd_copy_silent_seconds", **of_primary) >= 2
+    wait_until(lambda: present(scrape(replica), "nsq_channel_depth", node=of_primary["node"],
+                               topic="jobs", channel="work") == 3,
+               message="the 3 messages in the replica's own channel")
 
 
 # -- e2e processing latency in /stats ------------------------------------------------------

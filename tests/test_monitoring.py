@@ -117,16 +117,21 @@ def test_every_alert_has_a_runbook_and_passes_its_unit_tests():
 
 class MonitoredCluster:
     """nsqlookupd, two nsqd registered with it and nsqadmin, on free ports; the first nsqd
-    with every optional family of /metrics on (disk bounds, e2e percentiles)."""
+    with every optional family of /metrics on (disk bounds, e2e percentiles, the second
+    nsqd as its replica, which then serves the copy's families)."""
 
     def __init__(self, workdir):
         self.lookupd = nsqlookupd_daemon(None).start()
         lookupd_flag = f"--lookupd-tcp-address={self.lookupd.tcp_address}"
+        replica = Daemon(workdir / "nsqd2", [lookupd_flag]).start()
         self.nsqd = [
             Daemon(workdir / "nsqd1", [lookupd_flag, "--max-bytes-per-topic=100000000",
                                        "--max-bytes-per-channel=100000000",
-                                       "--e2e-processing-latency-percentile=0.99,0.5"]).start(),
-            Daemon(workdir / "nsqd2", [lookupd_flag]).start()]
+                                       "--e2e-processing-latency-percentile=0.99,0.5",
+                                       f"--replica-tcp-address={replica.tcp_address}"]).start(),
+            replica]
+        wait_until(lambda: replica.stats().get("replication"), timeout=30,
+                   message="the replica keeping the first nsqd's copy")
         self.admin = nsqadmin_daemon(
             [f"--lookupd-http-address={self.lookupd.http_address}"]).start()
         wait_until(lambda: len(self.lookupd_nodes()) == 2, timeout=30,

@@ -1,7 +1,8 @@
 """nsqadmin in a real headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium) against a real cluster: every page's numbers, graphs that move while a publisher
 runs, a slow channel told apart from a fast one, each action from its button through the
-confirmation, a non-admin refused, and hostile client ids and user agents shown as text.
+confirmation, a non-admin refused, hostile client ids and user agents shown as text, and
+a primary's replica and a replica's copy, taken over once the primary is killed.
 
 Each page is saved as a screenshot in ``$GREENSQ_SCREENSHOTS`` (a folder; by default one
 under pytest's temporary directory).
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from admin_cluster import ADMIN, FAST_GRAPHS, AdminCluster
+from admin_cluster import ADMIN, FAST_GRAPHS, AdminCluster, ReplicatedPair
 from support import V2Client, nsqadmin_daemon, wait_until
 
 CHROMIUM = shutil.which("chromium")
@@ -520,3 +521,34 @@ def test_a_node_that_is_down_is_named(cluster, browser):
         admin.stop()
         cluster.nsqds[0].http("POST", "/topic/unpause?topic=orders")
 
+
+def test_replicas_and_a_taken_over_copy(browser, nsqd_factory):
+    pair = ReplicatedPair(nsqd_factory)
+    try:
+        producer = V2Client(pair.primary.tcp_port)
+        assert producer.mpub("kept", [b"abc"] * 3) == (0, b"OK")
+        producer.close()
+
+        def shown(path, selector, text):
+            """Until the page (opened again: it is rendered by the server) shows it."""
+            def found():
+                browser.open(path, base_url=pair.admin_url)
+                return text in browser.texts(selector)
+            wait_until(found, timeout=30, message=f"{text!r} in {selector} of {path}")
+
+        shown("/nodes", f'#nodes li.copy[data-primary="{pair.primary_node}"]',
+              f"copy of {pair.primary_node} following 3 messages")
+        [replica] = browser.texts(f'#nodes li.replica[data-replica="{pair.replica.tcp_address}"]')
+        assert replica.startswith(f"replica {pair.replica.tcp_address} up")
+        browser.shot("replicated-nodes")
+        browser.open(f"/nodes/{pair.primary_node}", base_url=pair.admin_url)
+        cells = browser.cells(f'#node-replicas tr[data-replica="{pair.replica.tcp_address}"]')
+        assert cells[:2] == [pair.replica.tcp_address, "up"]
+
+        pair.primary.kill()
+        shown(f"/nodes/{pair.replica_node}", "#node-copies td", "taken over")
+        cells = browser.cells(f'#node-copies tr[data-primary="{pair.primary_node}"]')
+        assert cells[0] == pair.primary_node and cells[4] == "3"
+        browser.shot("taken-over-copy")
+    finally:
+        pair.admin.stop()

@@ -3,7 +3,9 @@
 Every ``interval`` seconds it asks the cluster for its nodes (from the lookupds, or the
 configured nsqd), reads each node's ``/stats`` (without clients) and records every
 topic's and channel's counters and depths in the RateHistory. A node that does not
-answer is recorded as a gap and listed in ``down``.
+answer is recorded as a gap and listed in ``down``. Each node's replication (its
+replicas and the copies it keeps, README "Replication") is kept from the last poll for
+the nodes list, which asks no nsqd for its ``/stats``.
 """
 
 import logging
@@ -39,6 +41,7 @@ class ClusterPoller:
         self.interval = interval
         self.down = []
         self.latest = {}     # the last poll's samples (nsqadmin's /metrics)
+        self.replication = {}    # node -> its /stats' replication, from the last poll
         self.greenlet = None
 
     def start(self):
@@ -50,7 +53,7 @@ class ClusterPoller:
 
     def poll_once(self):
         lookupds, nsqds = self.sources()
-        samples, down = {}, []
+        samples, down, replication = {}, [], {}
         try:
             producers, failures = self.cluster.producers(lookupds, nsqds)
             down += failures.addresses()
@@ -61,12 +64,15 @@ class ClusterPoller:
             try:
                 stats = self.cluster.stats(producers, include_clients=False)
                 samples = samples_of(stats)
+                replication = {node: meta["replication"] for node, meta in stats.meta.items()
+                               if meta["replication"] is not None}
                 down += stats.failures.addresses()
             except ClusterUnavailable as exc:
                 log.debug("graphs: %s", exc)
                 down += [http_address(p) for p in producers]
         self.history.record(time.time(), samples)
         self.latest = samples
+        self.replication = replication
         self.down = down
 
     def _run(self):

@@ -180,16 +180,22 @@ class NSQAdmin:
         return doc, warnings
 
     def nodes(self):
-        """``GET /api/nodes``."""
+        """``GET /api/nodes``; a node with replicas or copies has greensq's
+        ``replication`` beside Go's fields, as the poller last saw it."""
         lookupds, nsqds = self.sources()
         warnings = Warnings()
         producers, failures = _upstream("get nodes", self.cluster.producers, lookupds, nsqds)
         warnings.add(failures)
+        for producer in producers or []:
+            replication = self.poller.replication.get(shapes.http_address(producer))
+            if replication is not None:
+                producer["replication"] = replication
         return {"nodes": producers or None, "message": warnings.message()}, warnings
 
     def node(self, node):
-        """``GET /api/nodes/:node``, and for the page the node's producer entry and
-        ``/stats`` header (version, start_time)."""
+        """``GET /api/nodes/:node`` (with greensq's ``replication`` for a node that has
+        replicas or copies), and for the page the node's producer entry and ``/stats``
+        header (version, start_time)."""
         lookupds, nsqds = self.sources()
         warnings = Warnings()
         producers, failures = _upstream("get producers", self.cluster.producers,
@@ -207,7 +213,10 @@ class NSQAdmin:
                                  for c in t["channels"] or []),
             "message": warnings.message(),
         }
-        return doc, warnings, producer, stats.meta.get(node, {})
+        meta = stats.meta.get(node, {})
+        if meta.get("replication") is not None:
+            doc["replication"] = meta["replication"]
+        return doc, warnings, producer, meta
 
     def counter(self):
         """``GET /api/counter``."""

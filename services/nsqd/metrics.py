@@ -2,10 +2,17 @@
 written straight from the actors' counters (services/shared/metrics.py says why).
 
 Every series has a ``node`` label (broadcast address and HTTP port, as nsqadmin names
-nodes), topic and channel series a ``topic`` and a ``channel`` label.
+nodes), topic and channel series a ``topic`` and a ``channel`` label. With replication
+(README, "Replication"), a primary's series of each replica carry a ``replica`` label
+(its TCP address), a replica's series of each copy it keeps ``primary`` (the primary's
+node name) and ``primary_id`` labels; a state is a state set, one sample per state, 1 for
+the present one.
 """
 
-from greensq.services.nsqd.stats import bounded
+from greensq.services.nsqd.replica_copies import (
+    FOLLOWING, SILENT, STOPPED, SYNCING, TAKEN_OVER, TAKING_OVER)
+from greensq.services.nsqd.replica_link import CONNECTING, DOWN, RECONCILING, UP
+from greensq.services.nsqd.stats import bounded, replication_stats
 from greensq.services.shared.latency import topic_result
 from greensq.services.shared.metrics import (
     YIELD_EVERY, Exposition, label_value, let_others_run, open_families)
@@ -51,6 +58,29 @@ _DEAD_LETTER_SERIES = [
      "Deliveries before a message is dead-lettered (0: never)."),
     ("nsq_channel_dead_lettered_messages", "counter", "Messages sent to the dead-letter topic."),
 ]
+_REPLICA_SERIES = [
+    ("nsq_nsqd_replica_up", "gauge",
+     "1 while the replica is up: publishes are answered once it holds them."),
+    ("nsq_nsqd_replica_state", "gauge", "The link's state (connecting, reconciling, "
+     "syncing, up, down): 1 for the present one."),
+    ("nsq_nsqd_replica_pending_bytes", "gauge",
+     "Bytes sent or queued for the replica and not yet acknowledged."),
+    ("nsq_nsqd_replica_oldest_unacknowledged_seconds", "gauge",
+     "Age of the oldest write the replica has not acknowledged."),
+    ("nsq_nsqd_replica_lag_seconds", "gauge",
+     "How long the replica's latest acknowledged write waited for its acknowledgement."),
+]
+_REPLICA_STATES = (CONNECTING, RECONCILING, SYNCING, UP, DOWN)
+_COPY_SERIES = [
+    ("nsq_nsqd_copy_state", "gauge", "The state of the copy kept for a primary (syncing, "
+     "following, silent, stopped, taking_over, taken_over): 1 for the present one."),
+    ("nsq_nsqd_copy_messages", "gauge", "Messages in the copy kept for the primary."),
+    ("nsq_nsqd_copy_silent_seconds", "gauge",
+     "Time since the primary was last heard (0 while it is connected)."),
+    ("nsq_nsqd_copy_taken_over_messages", "gauge",
+     "Messages of the copy this nsqd took over, until the primary has come back."),
+]
+_COPY_STATES = (SYNCING, FOLLOWING, SILENT, STOPPED, TAKING_OVER, TAKEN_OVER)
 _LATENCY_HELP = ("End-to-end processing latency (publish to FIN) percentiles over "
                  "--e2e-processing-latency-window-time.")
 
@@ -58,6 +88,33 @@ _LATENCY_HELP = ("End-to-end processing latency (publish to FIN) percentiles ove
 def _latency_samples(family, labels, result):
     for item in result["percentiles"] or ():
         family.sample(f'{labels},quantile="{item["quantile"]}"', item["value"] / 1e9)
+
+
+def _state_samples(family, labels, states, present):
+    for state in states:
+        family.sample(f'{labels},state="{state}"', int(state == present))
+
+
+def _replication_samples(out, node_labels, replication):
+    """The replicas' and the copies' series, from ``/stats``' ``replication``."""
+    replica_families = open_families(out, _REPLICA_SERIES if replication["replicas"] else [])
+    for replica in replication["replicas"]:
+        labels = f'{node_labels},replica="{label_value(replica["address"])}"'
+        up, state, pending, oldest, lag = replica_families
+        up.sample(labels, int(replica["state"] == UP))
+        _state_samples(state, labels, _REPLICA_STATES, replica["state"])
+        pending.sample(labels, replica["pending_bytes"])
+        oldest.sample(labels, replica["oldest_unacknowledged_ms"] / 1000)
+        lag.sample(labels, replica["lag_ms"] / 1000)
+    copy_families = open_families(out, _COPY_SERIES if replication["copies"] else [])
+    for copy in replication["copies"]:
+        labels = (f'{node_labels},primary="{label_value(copy["primary"])}",'
+                  f'primary_id="{copy["primary_id"]}"')
+        state, messages, silent, taken = copy_families
+        _state_samples(state, labels, _COPY_STATES, copy["state"])
+        messages.sample(labels, copy["messages"])
+        silent.sample(labels, copy["silent_ms"] / 1000)
+        taken.sample(labels, copy["taken_over_count"])
 
 
 def nsqd_metrics(nsqd):
@@ -118,4 +175,7 @@ def nsqd_metrics(nsqd):
     for family, value in zip(bound_families,
                              (opts.max_bytes_per_topic, opts.max_bytes_per_channel)):
         family.sample(node_labels, value)
+    replication = replication_stats(nsqd)
+    if replication is not None:
+        _replication_samples(out, node_labels, replication)
     return out.text()

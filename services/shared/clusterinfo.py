@@ -42,7 +42,8 @@ def _qs(**params):
 
 class NodeStats:
     """``/stats`` of several nsqd: Go's ``TopicStats`` list, the ``ChannelStats`` map,
-    and per node what the pages show beside them (``start_time``, ``version``)."""
+    and per node what the pages show beside them (``start_time``, ``version``, and
+    greensq's ``replication``: None on an nsqd without replicas or copies)."""
 
     def __init__(self):
         self.topics = []
@@ -180,7 +181,8 @@ class ClusterInfo:
             hostname = by_address[address]["hostname"]
             result.meta[address] = {"start_time": doc.get("start_time"),
                                     "version": doc.get("version"),
-                                    "health": doc.get("health")}
+                                    "health": doc.get("health"),
+                                    "replication": doc.get("replication")}
             for entry in shapes.items(doc.get("topics")):
                 if not isinstance(entry, dict) or (topic and entry.get("topic_name") != topic):
                     continue
