@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from greensq.services.shared.compiled import build
-from greensq.services.shared.version import __version__
+from greensq.services.shared.version import __version__, build_word
 from support import (FRAME_RESPONSE, CommandProcess, Daemon, V2Client, children, free_port,
                      kill_with_children, ping, wait_until)
 
@@ -81,7 +80,7 @@ def test_version_prints_the_nsq_banner_and_exits_zero():
     result = subprocess.run([sys.executable, "-m", LAUNCHER, "--version"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"nsqd v1.3.0 (built w/greensq-{__version__}, {build()})\n"
+    assert result.stdout == f"nsqd v1.3.0 (built w/greensq-{__version__}-{build_word()})\n"
 
 
 def test_bad_flag_exits_2_with_go_message(tmp_path):

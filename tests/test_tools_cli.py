@@ -11,9 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from greensq.services.shared.compiled import build
 from greensq.services.shared.goflags import FlagError
-from greensq.services.shared.version import __version__
+from greensq.services.shared.version import __version__, build_word
 from greensq.services.tools.archive_files import filename_template, go_strftime
 from greensq.services.tools.client_config import GoNsqConfig
 from greensq.services.tools.json_filter import go_json
@@ -31,7 +30,7 @@ def run(tool, *args):
 @pytest.mark.slow   # runs the tools
 @pytest.mark.parametrize("tool", TOOLS)
 def test_version(tool):
-    assert run(tool, "-version") == (0, f"{tool} v1.3.0 (built w/greensq-{__version__}, {build()})\n", "")
+    assert run(tool, "-version") == (0, f"{tool} v1.3.0 (built w/greensq-{__version__}-{build_word()})\n", "")
 
 
 @pytest.mark.slow
