@@ -127,6 +127,39 @@ def test_record_larger_than_segment_goes_alone(tmp_path):
     dq.close()
 
 
+def test_encoded_records_are_written_as_put_many_writes_them(tmp_path):
+    # put_records (a replica's copy, a replicated topic) writes records as they come:
+    # the same files, segments cut at the same records, as put_many of their payloads.
+    data = payloads(60) + [b"b" * 40]
+    (tmp_path / "encoded").mkdir()
+    (tmp_path / "plain").mkdir()
+    encoded = make(tmp_path / "encoded", max_bytes=100, max_size=100)
+    assert encoded.put_records(memoryview(b"".join(map(rec, data[:7])))) == 7
+    assert encoded.put_records(b"".join(map(rec, data[7:]))) == len(data) - 7
+    assert encoded.depth == len(data)
+    plain = make(tmp_path / "plain", max_bytes=100, max_size=100)
+    plain.put_many(data[:7])
+    plain.put_many(data[7:])
+    encoded.close()
+    plain.close()
+    assert files(tmp_path / "encoded") == files(tmp_path / "plain")
+    for name in files(tmp_path / "plain"):
+        assert (tmp_path / "encoded" / name).read_bytes() == (
+            tmp_path / "plain" / name).read_bytes()
+    assert drain(make(tmp_path / "encoded", max_bytes=100, max_size=100)) == data
+
+
+def test_malformed_encoded_records_raise_and_write_nothing(tmp_path):
+    dq = make(tmp_path, min_size=2, max_size=10)
+    for records in (rec(b"fine") + rec(b"x" * 11), rec(b"fine") + rec(b"x"),
+                    rec(b"fine") + rec(b"cut")[:-1], rec(b"fine") + b"\0\0"):
+        with pytest.raises(ValueError):
+            dq.put_records(records)
+    assert dq.depth == 0
+    assert not os.path.exists(seg(tmp_path, 0))
+    dq.close()
+
+
 # ---------------------------------------------------------------- persistence
 
 

@@ -179,6 +179,33 @@ def test_taken_over_messages_get_new_ids_beside_the_replicas_own(default_pair):
                       message="both finished")
 
 
+def test_a_backlog_past_both_memories_is_copied_as_encoded_and_taken_over(monkeypatch):
+    # Past the primary's --mem-queue-size a batch goes to its disk and to the replica
+    # encoded once; past the copy's memory (its --mem-queue-size, 2,500 messages at
+    # least) the replica writes the records as they came. The takeover delivers them all.
+    pair = Pair(monkeypatch, ["--mem-queue-size=100"], ["--mem-queue-size=100"])
+    try:
+        pair.wait_up()
+        client = pair.primary.connect()
+        bodies = [b"m%d" % i for i in range(3000)]
+        for start in range(0, len(bodies), 200):
+            assert client.mpub("t", bodies[start:start + 200]) == (FRAME_RESPONSE, b"OK")
+        assert stats_of(pair.primary, "t")["backend_depth"] == 2900
+        assert pair.copied() == 3000
+        pair.cut()
+        gevent_wait_until(lambda: pair.copy_stats()["state"] == "taken_over", timeout=10,
+                          message="the takeover")
+        receiver = pair.replica.subscribe("t", "ch", rdy=500)
+        got = []
+        for _ in range(len(bodies)):
+            msg = receiver.read_message()
+            receiver.command(b"FIN " + msg.id)
+            got.append(msg.body)
+        assert sorted(got) == sorted(bodies)
+    finally:
+        pair.close()
+
+
 def test_a_replica_that_cannot_be_reached_is_down_and_caught_up_when_back(monkeypatch):
     pair = Pair(monkeypatch, ["--mem-queue-size=2"], ["--mem-queue-size=2"])
     try:

@@ -11,7 +11,7 @@ among the oldest messages it holds. The copy keeps those in ``head``, a dict by 
 queue order, up to ``limit`` messages (at least the replica's --mem-queue-size), so a FIN
 costs one dict lookup; the rest waits in ``parts``, queues of the replica's own mode:
 in the default mode disk only (messages go straight to ``head`` while nothing waits
-behind it), in ``--durable`` the disk queue of record (every message written and
+behind it; a batch bound for a part whole is written as the primary encoded it), in ``--durable`` the disk queue of record (every message written and
 fsynced before the primary is answered; ``head`` then holds messages read from it,
 which stay on disk until they are finished). A FIN for a message not in ``head`` yet
 leaves its ID in ``gone``; the message is dropped when it is read.
@@ -92,6 +92,21 @@ class CopyQueue:
         part.queue.put_many(msgs)
         part.touched = True
         self._refill()
+
+    def put_records(self, records, snapshot=False):
+        """New messages as the primary encoded them (a PUT's records), written to a part
+        as they are when they all go to one (no FIN waiting for them, ``head`` full or
+        a part already behind it); False if they must come as messages (``put``).
+        ValueError if a record is malformed."""
+        if self.durable or self.gone or not (snapshot or self.parts
+                                             or len(self.head) >= self.limit):
+            return False
+        part = self._part(snapshot)
+        if part.queue.put_records(records) is None:
+            return False
+        part.touched = True
+        self._refill()
+        return True
 
     def defer(self, entries, whole):
         """Messages deferred until a time (ns since the epoch): whole ones (a DPUB) are

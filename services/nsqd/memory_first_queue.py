@@ -74,6 +74,14 @@ class MemoryFirstQueue(MessageQueue):
             self._write_failed(exc, len(rest))
             self.memory.extend(rest)
 
+    def put_records(self, records):
+        """Written to disk as they are when ``put_many`` would write them all there:
+        memory full, no bound on disk (ValueError if a record is malformed, OSError if
+        the write fails)."""
+        if len(self.memory) < self.mem_limit or self.max_bytes or self.overflow is None:
+            return None
+        return self.overflow.put_records(records)
+
     def _to_disk(self, records):
         if self.max_bytes and self.drop_oldest:
             records = self._make_room(records)

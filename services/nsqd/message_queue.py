@@ -80,6 +80,12 @@ class MessageQueue(ABC):
         batch (one nsqd has acknowledged already: handed over by the topic) is never
         lost: what cannot be written stays in memory, past ``mem_limit``."""
 
+    def put_records(self, records):
+        """A new batch already encoded as a disk queue holds it (``[4-byte size]
+        [message]`` each), stored as it is if this queue can: how many, or None when it
+        must come as messages (``put_many``)."""
+        return None
+
     @abstractmethod
     def when_stored(self, callback):
         """Call ``callback(error)`` once everything put so far is stored as an OK

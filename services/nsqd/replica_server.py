@@ -187,12 +187,15 @@ class PrimaryConnection:
             return
         queue = generation.queue(topic, channel)
         if kind == wire.PUT:
-            flags, defer_ms, msgs = wire.read_put(data, at)
-            if msgs:
+            flags, defer_ms, records = wire.read_put(data, at)
+            snapshot = bool(flags & wire.SNAPSHOT_PART)
+            if records and (defer_ms or self._in_transit(generation, topic, channel)
+                            or not self._put_records(queue, records, snapshot)):
+                msgs = wire.read_records(records)
                 if defer_ms:
                     for msg in msgs:
                         msg.defer_ms = defer_ms
-                queue.put(msgs, bool(flags & wire.SNAPSHOT_PART))
+                queue.put(msgs, snapshot)
                 self._landed(generation, topic, channel, msgs)
         elif kind == wire.FINISHED:
             queue.finished(wire.read_ids(data, at))
@@ -213,13 +216,26 @@ class PrimaryConnection:
             raise wire.ProtocolError(f"unknown frame {kind!r}")
 
     @staticmethod
-    def _landed(generation, topic, channel, msgs):
-        """A channel's copy received messages: the topic's copy may have them in transit."""
+    def _put_records(queue, records, snapshot):
+        """The records stored as they came, if the copy can (else False)."""
+        try:
+            return queue.put_records(records, snapshot)
+        except ValueError as exc:
+            raise wire.ProtocolError(f"bad record - {exc}") from None
+
+    @staticmethod
+    def _in_transit(generation, topic, channel):
+        """The topic's copy of a channel's copy has messages in transit (to channels)."""
         if channel is None:
-            return
+            return False
         topic_queue = generation.queues.get((topic, None))
-        if topic_queue is not None and topic_queue.transit:
-            topic_queue.landed(channel, msgs)
+        return topic_queue is not None and bool(topic_queue.transit)
+
+    @classmethod
+    def _landed(cls, generation, topic, channel, msgs):
+        """A channel's copy received messages: the topic's copy may have them in transit."""
+        if cls._in_transit(generation, topic, channel):
+            generation.queues[(topic, None)].landed(channel, msgs)
 
     @staticmethod
     def _deleted(generation, topic, channel):

@@ -90,9 +90,22 @@ class ReplicatedQueue(MessageQueue):
     # -- changes ------------------------------------------------------------------------------
 
     def put_many(self, msgs, accepted=False):
-        self.inner.put_many(msgs, accepted)
-        if self.targets:
-            self._send(wire.put_frames(self.prefix, msgs))
+        if not self.targets:
+            self.inner.put_many(msgs, accepted)
+            return
+        frames = wire.put_frames(self.prefix, msgs)
+        if accepted or not self._put_records(frames):
+            self.inner.put_many(msgs, accepted)
+        self._send(frames)
+
+    def _put_records(self, frames):
+        """A new batch straight to the inner queue's disk as the PUT frame encodes it,
+        if it goes there whole (one frame, memory full): the records are encoded once
+        for both. False if it must go as messages."""
+        if len(frames) != 1:
+            return False
+        head = wire.HEADER.size + len(self.prefix) + wire.PUT_FIELDS.size
+        return self.inner.put_records(memoryview(frames[0])[head:]) is not None
 
     def when_stored(self, callback):
         """Once stored here and acknowledged by every replica that is up."""

@@ -5,10 +5,12 @@ A primary connects to its replica's TCP port with the magic ``"  R1"`` and sends
 replica answers with frames of the same shape. Names are one length byte and the name
 (a topic, then a channel, empty for the topic's own queue); message records are
 go-diskqueue's, a 4-byte length and NSQ's encoding (services/shared/message.py), so a
-replica could write them to a disk queue as they are; IDs are NSQ's 16 bytes.
+disk queue takes them as they are (``read_put`` leaves them encoded); IDs are NSQ's 16
+bytes.
 
-Encoding runs on the primary for every published batch, decoding on the replica: both
-are one pass over the messages, a ``struct`` call each.
+Encoding runs on the primary for every published batch, decoding (when the copy keeps
+the messages in memory) on the replica: both are one pass over the messages, a
+``struct`` call each. Compiled (services/shared/compiled.py).
 """
 
 import struct
@@ -16,6 +18,7 @@ import struct
 import ujson
 
 from greensq.services.shared import json_input
+from greensq.services.shared.compiled import use_compiled
 from greensq.services.shared.message import HEADER_SIZE, ID_LENGTH, Message
 
 MAGIC_R1 = b"  R1"
@@ -163,15 +166,17 @@ def read_names(data):
 
 
 def read_put(data, at):
-    """(flags, DPUB delay in ms, messages) of a PUT frame's data after its names."""
+    """(flags, DPUB delay in ms, records) of a PUT frame's data after its names: the
+    records as they came (``read_records`` makes them messages; a disk queue can take
+    them as they are)."""
     try:
         flags, defer_ms = PUT_FIELDS.unpack_from(data, at)
     except struct.error:
         raise ProtocolError("short put") from None
-    return flags, defer_ms, read_records(data, at + PUT_FIELDS.size)
+    return flags, defer_ms, data[at + PUT_FIELDS.size:]
 
 
-def read_records(data, at, end=None):
+def read_records(data, at=0, end=None):
     """The messages of the records from ``at`` to ``end`` (the end of ``data``)."""
     end = len(data) if end is None else end
     unpack = RECORD.unpack_from
@@ -256,3 +261,6 @@ def read_json(data):
     if not isinstance(document, dict):
         raise ProtocolError("JSON is not an object")
     return document
+
+
+use_compiled(globals())

@@ -47,6 +47,7 @@ MODULES = (
     "greensq.services.nsqd.message_queue",
     "greensq.services.nsqd.memory_first_queue",
     "greensq.services.nsqd.diskqueue",
+    "greensq.services.nsqd.replication_wire",
     "greensq.services.nsqd.nsqd",
     "greensq.http.wsgi_server",
 )
