@@ -18,6 +18,7 @@ import threading
 import urllib.error
 import urllib.request
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -303,10 +304,19 @@ def test_replication_makes_the_next_host_each_nsqd_s_replica(cluster):
 
 
 def release_of_this_checkout(destination):
-    """A copy of this checkout whose version is one step on: a new greensq to upgrade to."""
-    shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(
-        ".*", "build", "*.egg-info", "wheelhouse", "__pycache__", "tests", "bench", "data",
-        "*.so"))
+    """A copy of this checkout whose version is one step on: a new greensq to upgrade to.
+    Its build/ comes along (times kept), so the wheel's compiled modules, whose sources
+    the new version leaves alone, are not compiled again; the extensions an editable
+    install put beside the sources stay behind."""
+    skip_outside_build = shutil.ignore_patterns(
+        ".*", "*.egg-info", "wheelhouse", "__pycache__", "tests", "bench", "data", "*.so")
+
+    def ignored(directory, names):
+        if Path(directory).relative_to(REPO).parts[:1] == ("build",):
+            return set()
+        return skip_outside_build(directory, names)
+
+    shutil.copytree(REPO, destination, ignore=ignored, symlinks=True)
     version_file = destination / "services" / "shared" / "version.py"
     text = version_file.read_text()
     current = re.search(r'^__version__ = "(.+)"$', text, re.MULTILINE).group(1)
