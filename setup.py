@@ -9,10 +9,12 @@ missing (a build without isolation), builds none.
 
 import importlib.util
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.modified import newer_group
 
 try:
     from Cython.Build import cythonize
@@ -72,10 +74,29 @@ class BuildOptionalExtensions(build_ext):
 
     def build_extension(self, ext):
         try:
-            super().build_extension(ext)
+            if not self.reuse_inplace_build(ext):
+                super().build_extension(ext)
         except Exception as exc:
             print(f"warning: {ext.name} not compiled ({exc}): it runs as pure Python",
                   file=sys.stderr)
+
+    def reuse_inplace_build(self, ext):
+        """A wheel built from a checkout whose ``pip install -e`` compiled a module since
+        its C source was last generated (Cython writes it again when the module or a .pxd
+        it uses changes) takes that build instead of compiling it again, as build_ext
+        itself keeps an up-to-date module in build/. Whether it did."""
+        if self.inplace:
+            return False
+        build_py = self.get_finalized_command("build_py")
+        package, _, name = ext.name.rpartition(".")
+        inplace = Path(build_py.get_package_dir(package),
+                       name + sysconfig.get_config_var("EXT_SUFFIX"))
+        if not inplace.exists() or newer_group(ext.sources + ext.depends, str(inplace)):
+            return False
+        target = self.get_ext_fullpath(ext.name)
+        self.mkpath(str(Path(target).parent))
+        self.copy_file(str(inplace), target)
+        return True
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildOptionalExtensions})
