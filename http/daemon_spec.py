@@ -34,6 +34,7 @@ class DaemonSpec:
     log_handler = None
     http_workers = 0     # HTTP workers beside the core worker (see http_worker_app)
     internal = None      # {label: path} of the internal sockets, with HTTP workers
+    idle_spin = 0.0      # seconds a worker's hub polls before it sleeps (idle_spin.py)
 
     def listen_addresses(self):
         raise NotImplementedError

@@ -44,6 +44,7 @@ class NsqdSpec(ProtocolDaemonSpec):
     def __init__(self, opts):
         super().__init__(opts)
         self.http_workers = opts.http_workers
+        self.idle_spin = opts.idle_spin
 
     def lock_path(self):
         return os.path.abspath(self.opts.data_path or os.getcwd())

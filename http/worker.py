@@ -183,6 +183,8 @@ class DaemonWorker(Worker):
         except Exception:
             self.log.exception("%s failed to start", spec.name)
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        if spec.idle_spin > 0:
+            worker_hub.spin_when_idle(spec.idle_spin)
         # Messages are not cyclic garbage; let the cyclic collector run rarely, and never
         # rescan what startup allocated, so it cannot pause the hub under load. So what a
         # connection, topic or channel leaves when it ends must not be cyclic garbage

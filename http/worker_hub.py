@@ -11,6 +11,8 @@ from gevent import events, hub, monkey
 from gevent.event import Event
 from gevent.pool import Pool
 
+from greensq.http.idle_spin import IdleSpin
+
 from greensq.services.shared.deferred import deferred_import
 
 # Its module's imports (the standard library's socket among them) run once patched.
@@ -56,3 +58,9 @@ def http_server(listener, app, connections, max_body, accept_share=None):
     ``accept_share``: other processes accept on it too (see accept_share.py)."""
     return wsgi_server.ApiServer(listener, app, spawn=Pool(connections), max_body=max_body,
                                  accept_share=accept_share)
+
+
+
+def spin_when_idle(window):
+    """The hub keeps polling for ``window`` seconds after its last work (idle_spin.py)."""
+    return IdleSpin(window)

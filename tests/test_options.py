@@ -230,6 +230,15 @@ def test_greensq_flags_defaults_and_ranges():
             parse(*argv)
 
 
+def test_idle_spin_is_a_duration_up_to_ten_milliseconds():
+    assert parse().idle_spin == pytest.approx(50e-6)
+    assert parse("--idle-spin=0").idle_spin == 0
+    assert parse("--idle-spin=10ms").idle_spin == pytest.approx(0.01)
+    for value in ("-1us", "11ms"):
+        with pytest.raises(InvalidOptions, match=r"^--idle-spin must be in range \[0, 10ms\]$"):
+            parse(f"--idle-spin={value}")
+
+
 def test_deflate_level_range():
     with pytest.raises(InvalidOptions, match=r"^--max-deflate-level must be \[1,9\]$"):
         parse("--max-deflate-level=10")

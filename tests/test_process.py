@@ -149,6 +149,23 @@ def test_log_level_error_hides_info_lines(tmp_path):
 
 # -- startup ------------------------------------------------------------------------------
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_quiet_nsqd_sleeps_after_its_idle_spin(nsqd_factory):
+    # --idle-spin keeps the worker polling after work: it must stop once work stops.
+    nsqd = nsqd_factory("--idle-spin=10ms", "--http-workers=1")
+    for _ in range(4):      # work for the core and the HTTP worker
+        assert post(nsqd.http_port, "/topic/create?topic=t") == 200
+    for pid in (nsqd.worker_pid, *nsqd.http_worker_pids):
+        before = cpu_seconds(pid)
+        time.sleep(1.0)    # a measurement over one quiet second, not a synchronisation
+        assert cpu_seconds(pid) - before < 0.3, "the worker kept polling while idle"
+
+
 def test_ping_answers_after_start(tmp_path, record_property):
     http_port = free_port()
     started = time.monotonic()

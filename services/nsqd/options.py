@@ -24,6 +24,7 @@ TLS_CLIENT_AUTH_POLICIES = ("", "require", "require-verify")
 MAX_BYTES_POLICIES = ("refuse", "drop-oldest")
 TLS_VERSIONS = ("ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3")
 MAX_HTTP_WORKERS = 64
+MAX_IDLE_SPIN = 0.01     # seconds: longer spins burn CPU for no gain in latency
 
 
 def default_node_id(hostname=None):
@@ -44,6 +45,9 @@ NSQD_FLAGS = [
     Flag("http-workers", "int", 0, "(greensq) processes serving the HTTP port beside the one "
          "that holds the topics and channels, publishing to it over TCP (0: it serves HTTP "
          "itself)"),
+    Flag("idle-spin", "duration", 50e-6, "(greensq) how long each process keeps polling the "
+         "network after its last work before it sleeps: a request arriving meanwhile is "
+         "served without a wake-up (0: sleep at once)"),
     Flag("broadcast-address", "str", socket.gethostname(), "address that will be registered "
          "with lookupd (defaults to the OS hostname)"),
     Flag("broadcast-tcp-port", "int", 0, "TCP port that will be registered with lookupd "
@@ -184,6 +188,8 @@ def parse_nsqd_options(argv):
     if not valid_suffix(opts.dead_letter_topic_suffix):
         raise InvalidOptions("--dead-letter-topic-suffix must be 1 to 32 of the characters "
                              "[.a-zA-Z0-9_-]")
+    if not 0 <= opts.idle_spin <= MAX_IDLE_SPIN:
+        raise InvalidOptions("--idle-spin must be in range [0, 10ms]")
     if opts.replica_failover_timeout < 1:
         raise InvalidOptions("--replica-failover-timeout must be at least 1s")
     for name in ("mem_queue_size", "max_msg_size", "max_body_size", "max_rdy_count",
