@@ -20,7 +20,8 @@ Every scenario starts a fresh nsqd in a temporary data directory ((b) drains the
 filled). With ``--nsqd-binary`` (e.g. Go's nsqd) each scenario runs against that binary
 right after greensq, so both see the same machine, and the last column is greensq's figure
 over the other's. ``--http-workers 0,2`` runs greensq once with each of these numbers of
-HTTP workers (nsqd's ``--http-workers``). ``--durable`` instead runs each scenario on
+HTTP workers (nsqd's ``--http-workers``), ``--idle-spin 0,50us`` with each of these
+``--idle-spin`` durations. ``--durable`` instead runs each scenario on
 greensq in durable mode and then in the default mode (the last column: durable over
 default); it picks (a), (b), (c), (d) and (i) unless ``--only`` says otherwise.
 ``--pure-python`` adds a column for greensq's pure-Python build (its daemons run with
@@ -34,6 +35,7 @@ its operations (messages published or drained, requests).
 
     python bench/scenarios.py [--runfor 10] [--only a,b,...] [--nsqd-binary PATH | --durable]
                               [--pure-python] [--http-workers N[,N...]]
+                              [--idle-spin D[,D...]]
 """
 
 import argparse
@@ -368,6 +370,8 @@ def main():
                         help="processes of the lock-step load generators (f, h, i)")
     parser.add_argument("--http-workers", metavar="N[,N...]",
                         help="run greensq with each of these --http-workers counts")
+    parser.add_argument("--idle-spin", metavar="D[,D...]",
+                        help="run greensq with each of these --idle-spin durations")
     args = parser.parse_args()
     if args.pure_python and args.durable:
         parser.error("--pure-python compares builds in the default mode: not with --durable")
@@ -383,9 +387,16 @@ def main():
                                    args.runfor, args.client_processes, flags, env)
 
         counts = args.http_workers.split(",") if args.http_workers else [None]
-        servers = [scenarios("greensq" if count is None else f"greensq -w{count}",
-                             flags=() if count is None else (f"--http-workers={count}",))
-                   for count in counts]
+        spins = args.idle_spin.split(",") if args.idle_spin else [None]
+        servers = []
+        for count in counts:
+            for spin in spins:
+                name, flags = "greensq", []
+                if count is not None:
+                    name, flags = f"{name} -w{count}", [*flags, f"--http-workers={count}"]
+                if spin is not None:
+                    name, flags = f"{name} spin {spin}", [*flags, f"--idle-spin={spin}"]
+                servers.append(scenarios(name, flags=flags))
         if args.pure_python:
             servers.append(scenarios("greensq pure", env={"GREENSQ_PURE_PYTHON": "1"}))
         if args.durable:

@@ -27,6 +27,8 @@ def test_bench_script_shows_its_usage(script):
 SHORT_RUNS = {
     "footprint": ["footprint.py", "--connections", "20", "--topics", "20", "--channels", "20"],
     "scenarios": ["scenarios.py", "--runfor", "0.5", "--only", "a,b,d"],
+    "scenarios with two spins": ["scenarios.py", "--runfor", "0.3", "--only", "d",
+                                 "--idle-spin", "0,50us"],
     "replication": ["replication.py", "--runfor", "0.5", "--backlog", "500",
                     "--failover-timeout", "1"],
 }

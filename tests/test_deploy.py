@@ -267,24 +267,21 @@ def test_rolling_restart_loses_no_acknowledged_message(cluster):
         assert nsqd_start_time(host) > started[host.name], f"nsqd on {host.name} was not restarted"
 
 
-def test_upgrade_replaces_greensq_one_nsqd_at_a_time(cluster, tmp_path):
+def test_upgrade_one_nsqd_at_a_time_that_turns_replication_on(cluster, tmp_path):
+    """Last: one run of site.yml installs a newer greensq, restarting one nsqd at a time,
+    and turns nsqd_replication on for the whole inventory: each nsqd's replica is the
+    next nsqd host (the last one's the first), up, and nsqadmin shows it."""
     source, version = release_of_this_checkout(tmp_path / "greensq")
     started = {host.name: nsqd_start_time(host) for host in cluster.nsqd_hosts}
-    run = cluster.playbook("site.yml", "-e", "nsqd_serial=1",
+    run = cluster.playbook("site.yml", "-e", "nsqd_serial=1", "-e", "nsqd_replication=true",
                            "-e", json.dumps({"greensq_package": str(source)})).check()
-    print(f"\nupgrade of {len(cluster.lab.hosts)} hosts, nsqd one at a time: {run.seconds:.1f} s")
+    print(f"\nupgrade of {len(cluster.lab.hosts)} hosts, nsqd one at a time, replication "
+          f"turned on: {run.seconds:.1f} s")
     assert run.output.count("PLAY [Install and run nsqd]") == len(cluster.nsqd_hosts)
     for host in cluster.nsqd_hosts:
         banner = host.ssh("/opt/greensq/venv/bin/nsqd --version").stdout
         assert f"greensq-{version}" in banner
         assert nsqd_start_time(host) > started[host.name], f"nsqd on {host.name} kept running"
-
-
-def test_replication_makes_the_next_host_each_nsqd_s_replica(cluster):
-    """Last: nsqd_replication turned on for the whole inventory, each nsqd's replica is
-    the next nsqd host (the last one's the first), up, and nsqadmin shows it."""
-    run = cluster.playbook("site.yml", "-e", "nsqd_replication=true").check()
-    print(f"\nreplication turned on: {run.seconds:.1f} s")
     hosts = cluster.nsqd_hosts
     for host, replica in zip(hosts, hosts[1:] + hosts[:1]):
         def replicas():
