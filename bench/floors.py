@@ -3,6 +3,12 @@ greensq's per-request and memory figures.
 
 - (i) floor: a gevent server that answers every read with an OK frame, and nothing else
   (no parsing, no topic), under (i)'s load: single PUBs from 32 lock-step publishers.
+- (i) with a front: the same server, but each PUB it reads is published to a greensq
+  nsqd through greensq's Producer, concurrent ones for a topic coalesced into MPUBs as the
+  HTTP workers do, and answered OK once nsqd has: the least a V2 front process beside
+  nsqd's core would do (the design's "spread the V2 connection work over workers"). Its
+  CPU is the front's and nsqd's together; ``--fronts N`` runs N such processes on one
+  port (SO_REUSEPORT).
 - (h) / (f) floor: greensq's HTTP server and a Falcon app made by ``create_api`` whose one
   responder reads the body and answers ``OK`` (no topic, no message), under (h)'s and
   (f)'s loads: ``POST /pub`` on 16 keep-alive connections, and on one. Beside it, the
@@ -23,12 +29,13 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
-from nsqbench import (MIB, cpu_seconds, http_pub_request, http_reply_end, lockstep_load,
-                      nsq_reply_end, pub_frame)
+from nsqbench import (MIB, cpu_seconds, daemon_cpu_seconds, http_pub_request, http_reply_end,
+                      lockstep_load, nsq_reply_end, pub_frame)
 
-from greensq.http.testing import free_port, wait_until
+from greensq.http.testing import Daemon, free_port, wait_until
 
 OK_FRAME = b"\x00\x00\x00\x06\x00\x00\x00\x00OK"
 
@@ -55,6 +62,56 @@ def serve_echo(port):
             return
 
     StreamServer(("127.0.0.1", port), handle).serve_forever()
+
+
+def serve_front(port, nsqd_address):
+    """Answer each PUB (a lock-step client's read holds one whole PUB, after the magic)
+    once nsqd has stored it, published through the Coalescer and greensq's Producer."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    from gevent.server import StreamServer
+    from greensq.client.producer import Producer
+    from greensq.http.coalescing import Coalescer
+    from greensq.http.idle_spin import IdleSpin
+    from greensq.services.shared.transport import PlainTransport
+
+    producer = Producer([nsqd_address])
+
+    def send(topic, bodies):
+        if len(bodies) == 1:
+            producer.publish(topic, bodies[0])
+        else:
+            producer.multi_publish(topic, bodies)
+
+    class Limits:
+        max_body_size = 5 * MIB
+
+    coalescer = Coalescer(send, Limits())
+
+    def handle(sock, address):
+        transport = PlainTransport(sock)
+        try:
+            while True:
+                data = transport.recv_nowait(65536)
+                if data is None:
+                    data = transport.recv_when_readable(65536)
+                if not data:
+                    return
+                data = data.removeprefix(b"  V2")
+                if data:
+                    line, _, sized_body = data.partition(b"\n")
+                    coalescer.publish(line.split(b" ")[1].decode(), sized_body[4:])
+                    transport.sendall(OK_FRAME)
+        except OSError:
+            return
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1024)
+    IdleSpin(50e-6)
+    StreamServer(listener, handle).serve_forever()
 
 
 def serve_http(port, falcon=True):
@@ -91,27 +148,43 @@ def serve_http(port, falcon=True):
     ApiServer(listener, app, spawn=Pool(1000)).serve_forever()
 
 
-def measure_server(kind, connections, runfor, client_processes):
-    """Start a floor server in its own process and load it; (rate, CPU µs per request)."""
+def measure_server(kind, connections, runfor, client_processes, fronts=1):
+    """Start a floor server in its own process (``fronts`` of them, and an nsqd, for the
+    "front" kind) and load it; (rate, CPU µs per request of them all)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port)])
-    try:
-        wait_until(lambda: _accepts(port, server), timeout=30, interval=0.05,
-                   message=f"the {kind} floor server")
-        address = f"127.0.0.1:{port}"
-        before = cpu_seconds(server.pid)
-        if kind == "echo":
-            replies, seconds, _ = lockstep_load(address, pub_frame("floor", 200), nsq_reply_end,
-                                                connections, client_processes, runfor, b"  V2")
-        else:
-            replies, seconds, _ = lockstep_load(address, http_pub_request(port, "floor", 200),
-                                                http_reply_end, connections, client_processes,
-                                                runfor)
-        used = cpu_seconds(server.pid) - before
-    finally:
-        server.kill()
-        server.wait()
-    return replies / seconds, used / replies * 1e6
+    with tempfile.TemporaryDirectory() as data_path:
+        nsqd = Daemon(data_path, []).start() if kind == "front" else None
+        argv = [sys.executable, __file__, "--serve", kind, str(port)]
+        servers = [subprocess.Popen(argv + ([nsqd.tcp_address] if nsqd else []))
+                   for _ in range(fronts if nsqd else 1)]
+        try:
+            for server in servers:
+                wait_until(lambda: _accepts(port, server), timeout=30, interval=0.05,
+                           message=f"the {kind} floor server")
+            return _load(kind, port, servers, nsqd, connections, runfor, client_processes)
+        finally:
+            for server in servers:
+                server.kill()
+                server.wait()
+            if nsqd is not None:
+                nsqd.stop()
+
+
+def _load(kind, port, servers, nsqd, connections, runfor, client_processes):
+    def cpu():
+        return (sum(cpu_seconds(server.pid) for server in servers)
+                + (daemon_cpu_seconds(nsqd) if nsqd else 0))
+
+    address = f"127.0.0.1:{port}"
+    before = cpu()
+    if kind in ("echo", "front"):
+        replies, seconds, _ = lockstep_load(address, pub_frame("floor", 200), nsq_reply_end,
+                                            connections, client_processes, runfor, b"  V2")
+    else:
+        replies, seconds, _ = lockstep_load(address, http_pub_request(port, "floor", 200),
+                                            http_reply_end, connections, client_processes,
+                                            runfor)
+    return replies / seconds, (cpu() - before) / replies * 1e6
 
 
 def _accepts(port, server):
@@ -158,20 +231,28 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runfor", type=float, default=6.0, help="seconds per load")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--fronts", type=int, default=1,
+                        help="front processes for the (i) floor with a front")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("nsqd_address", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         kind, port = args.serve
         if kind == "echo":
             serve_echo(int(port))
+        elif kind == "front":
+            serve_front(int(port), args.nsqd_address)
         else:
             serve_http(int(port), falcon=kind == "http")
         return
     for label, kind, connections in (("(i) floor: OK per read, 32 publishers", "echo", 32),
+                                     (f"(i) floor with {args.fronts} front(s) publishing to "
+                                      "nsqd, 32 publishers", "front", 32),
                                      ("(h) floor: HTTP + Falcon, 16 connections", "http", 16),
                                      ("(h) floor: HTTP, plain WSGI, 16 connections", "wsgi", 16),
                                      ("(f) floor: HTTP + Falcon, 1 connection", "http", 1)):
-        rate, cpu_us = measure_server(kind, connections, args.runfor, args.client_processes)
+        rate, cpu_us = measure_server(kind, connections, args.runfor, args.client_processes,
+                                      args.fronts)
         print(f"{label}: {rate:,.0f} requests/s, {cpu_us:.1f} µs CPU/request", flush=True)
     for label, parent, child in (
             ("(e) floor: bare interpreter, parent + child", "", ""),
