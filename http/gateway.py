@@ -146,6 +146,10 @@ class Gateway:
         self.publisher = UpstreamPublisher(self.producer, self.forwarder, limits)
         self.publish_api = publishing_app(create_api(), self.publisher)
 
+    def early_answer(self, path, query, body):
+        """The common ``/pub`` before any WSGI environ (see wsgi_server.ApiServer)."""
+        return self.publish_api.early_answer(path, query, body)
+
     def __call__(self, environ, start_response):
         if environ["PATH_INFO"] in PUBLISH_PATHS:
             return self.publish_api(environ, start_response)

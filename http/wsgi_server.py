@@ -275,7 +275,23 @@ class Connection:
         return keep_going
 
     def _response(self, request):
-        """Call the app for one request; its whole response as bytes."""
+        """One request's whole response as bytes: the app's early answer (see ApiServer),
+        or what the WSGI app answers."""
+        answer = None
+        early_answer = self.server.early_answer
+        if early_answer is not None and request.method == "POST" and not request.oversized:
+            path, _, query = request.url.partition(b"?")
+            body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
+            answer = early_answer(path, query, body)
+        if answer is None:
+            answer = self._app_answer(request)
+            if answer is None:
+                request.keep_alive = False
+                return refusal_response(500)
+        return self._encode(request, *answer)
+
+    def _app_answer(self, request):
+        """The WSGI app's ``(status, headers, body)`` for a request; None if it failed."""
         environ = self._environ(request)
         try:
             result = self.server.application(environ, self._start_response)
@@ -287,12 +303,13 @@ class Connection:
                     result.close()
         except Exception:
             log.exception("HTTP %s %s: unexpected error", request.method, request.url[:200])
-            request.keep_alive = False
-            return refusal_response(500)
-        status = self._status
+            return None
+        return self._status, self._headers, body
+
+    def _encode(self, request, status, headers, body):
         head = ["HTTP/1.1 " if request.version == "1.1" else "HTTP/1.0 ", status, "\r\n"]
         has_length = False
-        for name, value in self._headers:
+        for name, value in headers:
             head += (name, ": ", value, "\r\n")
             if not has_length and len(name) == 14 and name.lower() == "content-length":
                 has_length = True
@@ -364,6 +381,9 @@ class ApiServer(StreamServer):
         self._pauses = 0
         self._serving = 0       # connections accepted and not yet closed
         self.application = application
+        # An app may answer some POSTs from their raw path, query and body, before any
+        # WSGI environ is made: nsqd's common /pub (publish_api.py's CommonPubs).
+        self.early_answer = getattr(application, "early_answer", None)
         self.max_body = max_body
         self.ssl_context = ssl_context
         self.url_scheme = "https" if ssl_context is not None else "http"

@@ -55,6 +55,26 @@ def test_the_common_pub_refused_answers_as_the_falcon_resource(app):
     assert refused[::2] == ("503 Service Unavailable", b'{"message":"QUEUE_FULL"}')
 
 
+def test_the_early_answer_is_the_wsgi_answer(app):
+    # What greensq's HTTP server sends for a common /pub without making an environ.
+    def early(query, body):
+        status, headers, data = app.early_answer(b"/pub", query, body)
+        return status, list(headers), data
+
+    assert early(b"topic=t", b"m") == wsgi(app, "POST", "/pub?topic=t&x=", b"m")
+    while early(b"topic=full", b"x" * 40)[0] == "200 OK":
+        pass
+    assert early(b"topic=full", b"x" * 40) == wsgi(app, "POST", "/pub?topic=full&x=", b"x" * 40)
+
+
+@pytest.mark.parametrize("path, query, body", [
+    (b"/pub/", b"topic=t", b"m"), (b"/p%75b", b"topic=t", b"m"), (b"/mpub", b"topic=t", b"m"),
+    (b"/pub", b"topic=t&defer=10", b"m"), (b"/pub", b"topic=bad!", b"m"),
+    (b"/pub", b"topic=t", b""), (b"/pub", b"topic=t", b"m" * (1024 * 1024 + 1))])
+def test_the_early_answer_leaves_the_rest_to_the_wsgi_app(app, path, query, body):
+    assert app.early_answer(path, query, body) is None
+
+
 @pytest.mark.parametrize("query, body", [
     ("topic=t", b""), ("topic=bad!", b"m"), ("topic=", b"m"), ("topic=t&defer=x", b"m"),
     ("topic=t", b"m" * (1024 * 1024 + 1)), ("", b"m")])
@@ -73,12 +93,9 @@ def test_error_answers_are_falcons(status, message):
 
     falcon_app = create_api()
     falcon_app.add_route("/pub", Refusing())
-    answer = {}
-    body = error_answer(NsqHTTPError(status, message),
-                        lambda s, h: answer.update(status=s, headers=h))
-    assert (answer["status"], answer["headers"], b"".join(body)) == wsgi(
-        falcon_app, "POST", "/pub", b"m")
-    assert answer["status"] == falcon.code_to_http_status(status)
+    answer_status, headers, body = error_answer(NsqHTTPError(status, message))
+    assert (answer_status, list(headers), body) == wsgi(falcon_app, "POST", "/pub", b"m")
+    assert answer_status == falcon.code_to_http_status(status)
 
 
 def test_an_internal_connection_is_no_client_and_survives_a_failed_publish():

@@ -7,6 +7,8 @@ client keeps sending. These tests mix all of them against one topic and check wh
 clients see: every OK, every message delivered once, replies in command order.
 """
 
+import re
+import socket
 import struct
 import threading
 
@@ -167,3 +169,37 @@ def test_a_bad_message_at_the_end_of_a_big_batch_refuses_all_of_it(nsqd_factory)
     status, _, reply = nsqd.http("POST", "/mpub?topic=all_or_none", lines)
     assert (status, reply) == (413, b'{"message":"MSG_TOO_BIG"}')
     assert nsqd.topic_stats("all_or_none")["message_count"] == 0
+
+
+def http_exchange(port, request):
+    """The raw bytes of one HTTP answer (its Date line blanked), over a new connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith((b"OK", b"}")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", answer)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_the_common_pub_sends_the_bytes_falcon_s_pub_sends(nsqd_factory, version):
+    # The server answers "POST /pub?topic=t" before it makes a WSGI environ; "&x=" keeps
+    # a request on Falcon's path. A full bounded queue gives both their 503.
+    nsqd = nsqd_factory("--mem-queue-size=0", "--max-bytes-per-topic=100")
+
+    def answer(query, body=b"x" * 40):
+        return http_exchange(nsqd.http_port, (
+            f"POST /pub?{query} HTTP/{version}\r\nHost: x\r\nContent-Length: {len(body)}"
+            "\r\n\r\n").encode() + body)
+
+    accepted = answer("topic=a")
+    assert accepted == answer("topic=b&x=")
+    assert accepted.startswith(f"HTTP/{version} 200 OK\r\n".encode())
+    while answer("topic=full").split(b" ", 2)[1] == b"200":
+        pass
+    refused = answer("topic=full")
+    assert refused == answer("topic=full&x=")
+    assert refused.endswith(b'{"message":"QUEUE_FULL"}')
