@@ -40,11 +40,9 @@ from greensq.http.testing import Daemon, free_port, wait_until
 OK_FRAME = b"\x00\x00\x00\x06\x00\x00\x00\x00OK"
 
 
-def serve_echo(port):
-    """Answer every read with one OK frame (a lock-step client sends one PUB a read)."""
-    from gevent import monkey
-
-    monkey.patch_all()
+def serve_reads(listener, on_read):
+    """Serve lock-step clients on ``listener`` (an address or a socket): each read goes to
+    ``on_read``, and is answered with one OK frame when it returns True."""
     from gevent.server import StreamServer
     from greensq.services.shared.transport import PlainTransport
 
@@ -57,11 +55,20 @@ def serve_echo(port):
                     data = transport.recv_when_readable(65536)
                 if not data:
                     return
-                transport.sendall(OK_FRAME)
+                if on_read(data):
+                    transport.sendall(OK_FRAME)
         except OSError:
             return
 
-    StreamServer(("127.0.0.1", port), handle).serve_forever()
+    StreamServer(listener, handle).serve_forever()
+
+
+def serve_echo(port):
+    """Answer every read with one OK frame (a lock-step client sends one PUB a read)."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    serve_reads(("127.0.0.1", port), lambda data: True)
 
 
 def serve_front(port, nsqd_address):
@@ -70,11 +77,9 @@ def serve_front(port, nsqd_address):
     from gevent import monkey
 
     monkey.patch_all()
-    from gevent.server import StreamServer
     from greensq.client.producer import Producer
     from greensq.http.coalescing import Coalescer
     from greensq.http.idle_spin import IdleSpin
-    from greensq.services.shared.transport import PlainTransport
 
     producer = Producer([nsqd_address])
 
@@ -89,29 +94,20 @@ def serve_front(port, nsqd_address):
 
     coalescer = Coalescer(send, Limits())
 
-    def handle(sock, address):
-        transport = PlainTransport(sock)
-        try:
-            while True:
-                data = transport.recv_nowait(65536)
-                if data is None:
-                    data = transport.recv_when_readable(65536)
-                if not data:
-                    return
-                data = data.removeprefix(b"  V2")
-                if data:
-                    line, _, sized_body = data.partition(b"\n")
-                    coalescer.publish(line.split(b" ")[1].decode(), sized_body[4:])
-                    transport.sendall(OK_FRAME)
-        except OSError:
-            return
+    def publish(data):
+        data = data.removeprefix(b"  V2")
+        if not data:
+            return False
+        line, _, sized_body = data.partition(b"\n")
+        coalescer.publish(line.split(b" ")[1].decode(), sized_body[4:])
+        return True
 
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(1024)
     IdleSpin(50e-6)
-    StreamServer(listener, handle).serve_forever()
+    serve_reads(listener, publish)
 
 
 def serve_http(port, falcon=True):
