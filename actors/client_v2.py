@@ -39,6 +39,7 @@ STATE_CLOSING = 4
 
 MAX_PENDING_OUTPUT = 1 << 20    # replies waiting before the reader stops reading
 MAX_AWAITED = 64                # publishes being stored before the reader waits
+SHUTDOWN_WAIT = 2.0             # seconds a closing connection waits to answer and send
 DEFAULT_OUTPUT_BUFFER_SIZE = 16 * 1024
 
 
@@ -99,13 +100,18 @@ class ClientV2:
         return gevent.spawn(self._write_loop)
 
     def shut_down(self, writer):
-        """After the protocol's loop: let the writer send what is queued, drop the
-        subscription, close the socket, and let go of the objects that point back here."""
+        """After the protocol's loop: let the publishes still being stored answer (for a
+        while) and the writer send what is queued, drop the subscription, close the
+        socket, and let go of the objects that point back here."""
+        with gevent.Timeout(SHUTDOWN_WAIT, False):
+            for receipt, _ in list(self._awaited):
+                if receipt is not None:
+                    receipt.wait_done()
         self.closed = True
         self.nsqd.watchdog.cancel(self)
         self.wake.set()
         self._release_subscription()
-        writer.join(timeout=2.0)
+        writer.join(timeout=SHUTDOWN_WAIT)
         writer.kill(block=False)
         self._shutdown_socket()
         if self.tls_conn is not None:
@@ -217,7 +223,30 @@ class ClientV2:
             if awaited:
                 awaited.popleft()
             self.queue(frame)
-        self.wake.set()
+        self._send_or_wake()
+
+    def _send_or_wake(self):
+        """Send what is queued from the greenlet that has it ready (a batch of publishes
+        just stored answers many clients) when it leaves at once: a plain socket with
+        room, nobody else writing. Anything left is the writer's."""
+        send_nowait = getattr(self.transport, "send_nowait", None)
+        if (send_nowait is None or not self.out or self.closed or self._close_when_sent
+                or self.write_lock.locked()):
+            self.wake.set()
+            return
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        try:
+            sent = send_nowait(data)
+        except OSError:
+            self.close()
+            return
+        self.out_size -= sent
+        if sent < len(data):
+            out.append(data[sent:])
+            self.wake.set()
+        self._drained.set()
 
     def publish_failure(self, verb, error):
         """NSQ's ``E_<VERB>_FAILED`` for a publish nsqd refused or could not store: fatal,

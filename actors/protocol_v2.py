@@ -25,6 +25,7 @@ from greensq.actors.client_v2 import (
 from greensq.services.shared import json_input
 from greensq.services.shared.batches import split_mpub_body
 from greensq.services.shared.compiled import use_compiled
+from greensq.services.shared.hub_turn import others_ready
 from greensq.services.shared.message import ID_LENGTH
 from greensq.services.shared.names import is_valid_name
 from greensq.services.shared.version import NSQ_VERSION
@@ -369,10 +370,17 @@ class ProtocolV2:
 
     def _publish(self, verb, topic_name, bodies, defer_ms=0):
         """Publish; OK once the messages are stored (see NSQD.publish): at once when they
-        are, else in command order when they are. A refusal (nsqd exiting) or a failed
-        disk write is NSQ's ``E_<VERB>_FAILED`` (``ClientV2.publish_failure``)."""
+        are, else in command order when they are. A PUB with company in its turn of the
+        hub is stored with the turn's other PUBs for its topic (publish_gathering.py). A
+        refusal (nsqd exiting) or a failed disk write is NSQ's ``E_<VERB>_FAILED``
+        (``ClientV2.publish_failure``)."""
+        gathering = self.nsqd.gathering
         try:
-            receipt = self.nsqd.start_publish(topic_name, bodies, defer_ms)
+            if verb == "PUB" and others_ready():
+                receipt = gathering.publish(topic_name, bodies[0])
+            else:
+                gathering.flush(topic_name)
+                receipt = self.nsqd.start_publish(topic_name, bodies, defer_ms)
         except Refused as err:
             raise self.client.publish_failure(verb, err) from None
         pub_counts = self.client.pub_counts

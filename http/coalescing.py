@@ -14,19 +14,13 @@ stays within nsqd's ``--max-body-size``; a request that would overflow it starts
 next one.
 """
 
-from gevent import get_hub, sleep
+from gevent import sleep
 from gevent.event import AsyncResult
 
+from greensq.services.shared.hub_turn import others_ready
 from greensq.services.shared.wire import SIZE
 
 _COUNT_SIZE = SIZE.size     # an MPUB body: the count, then each message's size and bytes
-
-
-def others_ready():
-    """Whether other greenlets run before the hub waits again: watchers ready (another
-    connection's request read) or callbacks queued (a greenlet spawned or woken)."""
-    loop = get_hub().loop
-    return loop.pendingcnt > 0 or bool(getattr(loop, "_callbacks", True))
 
 
 class _Batch:

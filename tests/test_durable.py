@@ -269,7 +269,7 @@ def publish_markers_under_strace(tmp_path, *flags):
     data = tmp_path / "data"
     data.mkdir()
     proc = subprocess.Popen(
-        ["strace", "-f", "-ttt", "-T", "-s", "96", "-e", f"trace={STRACED}", "-o", str(trace),
+        ["strace", "-f", "-ttt", "-T", "-s", "8192", "-e", f"trace={STRACED}", "-o", str(trace),
          sys.executable, "-m", "greensq.http.nsqd_launcher", f"--tcp-address=127.0.0.1:{tcp}",
          f"--http-address=127.0.0.1:{http_port}", f"--data-path={data}", *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -24,6 +24,7 @@ from greensq.actors.protocol_v2 import serve_v2
 from greensq.actors.topic import Topic
 from greensq.services.nsqd.memory import GC_PAUSES
 from greensq.services.nsqd.memory_first_queue import MemoryFirstQueue
+from greensq.services.nsqd.publish_gathering import PublishGathering
 from greensq.services.nsqd.queue_factory import disk_backed_queue
 from greensq.services.nsqd.replica_copies import ReplicaCopies
 from greensq.services.nsqd.replica_server import serve_replica
@@ -90,6 +91,7 @@ class NSQD:
         self.topics = {}
         self.clients = set()
         self.ids = IdGenerator(opts.node_id)
+        self.gathering = PublishGathering(self)
         self.start_time = int(time.time())
         self.tcp_port = 0          # the bound ports, once listening
         self.http_port = 0

@@ -48,6 +48,7 @@ MODULES = (
     "greensq.services.nsqd.memory_first_queue",
     "greensq.services.nsqd.diskqueue",
     "greensq.services.nsqd.replication_wire",
+    "greensq.services.nsqd.publish_gathering",
     "greensq.services.nsqd.nsqd",
     "greensq.http.wsgi_server",
 )

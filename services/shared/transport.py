@@ -70,6 +70,13 @@ class PlainTransport:
             except BlockingIOError:
                 continue   # woken without data after all
 
+    def send_nowait(self, data):
+        """Send what the socket takes of ``data`` at once; how many bytes it took."""
+        try:
+            return self._os_socket.send(data)
+        except BlockingIOError:
+            return 0
+
     def sendall(self, data):
         try:
             sent = self._os_socket.send(data)
